@@ -1,0 +1,82 @@
+"""The ``sinagot`` command.
+
+This module only builds the argument parser and turns errors into one-line
+messages; each area registers its own sub-commands from a small ``_cli``
+module next to its code (imports of heavy dependencies stay inside handlers,
+so ``sinagot --help`` is fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from . import __version__
+from .errors import ConfigError, SinagotError
+
+__all__ = ["build_parser", "daemon_main", "main"]
+
+Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _registrars() -> list[Registrar]:
+    registrars: list[Registrar] = []
+    return registrars
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sinagot",
+        description="Run processing scripts on a dataset, locally or in step with XNAT servers.",
+    )
+    parser.add_argument("--version", action="version", version=f"sinagot {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level on stderr (default: INFO, or the config's [log] level)",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for register in _registrars():
+        register(subparsers)
+    return parser
+
+
+def _configure_logging(level: str | None) -> None:
+    logging.basicConfig(
+        level=level or "INFO",
+        format="%(asctime)s : %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.log_level)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        sys.stderr.write(f"sinagot: error: {exc}\n")
+        return EXIT_USAGE
+    except SinagotError as exc:
+        sys.stderr.write(f"sinagot: error: {exc}\n")
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        sys.stderr.write("sinagot: interrupted\n")
+        return EXIT_INTERRUPTED
+
+
+def daemon_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``sinagotd``: the same as ``sinagot daemon``."""
+    return main(["daemon", *(sys.argv[1:] if argv is None else argv)])
+

@@ -1,0 +1,114 @@
+"""Every error Sinagot raises on purpose, in one place.
+
+All of them derive from :class:`SinagotError`, so a caller (and the CLI) can
+catch one type. Each message names the thing that is wrong and how to fix it,
+on one line, and never contains a password or a session token.
+
+::
+
+    SinagotError
+    ├── ConfigError               a config file is invalid
+    ├── ScriptError               a script file cannot be loaded or is malformed
+    ├── RecordNotFoundError       an id that is not in the dataset (also a KeyError)
+    ├── StoreError                talking to a store failed
+    │   ├── AuthenticationError   the server refused the credentials (401)
+    │   ├── AccessDeniedError     the user has no access to a project (403)
+    │   ├── RemoteNotFoundError   a session, resource or file does not exist (404)
+    │   ├── ServerError           the server kept failing or answered nonsense
+    │   └── UnsafeNameError       a name from the server would escape its folder
+    ├── CacheError                the local cache cannot deliver an entry
+    │   ├── ChecksumMismatchError downloaded bytes do not match the server digest
+    │   ├── CacheLockTimeoutError another process held an entry for too long
+    │   └── CacheFullError        the disk holding the cache is full
+    └── DaemonError               the daemon cannot do what was asked
+        └── DaemonNotRunningError no daemon answers on the control socket
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDeniedError",
+    "AuthenticationError",
+    "CacheError",
+    "CacheFullError",
+    "CacheLockTimeoutError",
+    "ChecksumMismatchError",
+    "ConfigError",
+    "DaemonError",
+    "DaemonNotRunningError",
+    "RecordNotFoundError",
+    "RemoteNotFoundError",
+    "ScriptError",
+    "ServerError",
+    "SinagotError",
+    "StoreError",
+    "UnsafeNameError",
+]
+
+
+class SinagotError(Exception):
+    """Base class of every error Sinagot raises on purpose."""
+
+
+class ConfigError(SinagotError):
+    """A configuration file is missing, unreadable or invalid."""
+
+
+class ScriptError(SinagotError):
+    """A script file cannot be imported or does not define a valid ``Script``."""
+
+
+class RecordNotFoundError(SinagotError, KeyError):
+    """The dataset has no record with the requested id."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its argument; we want the plain message.
+        return str(self.args[0]) if self.args else ""
+
+
+class StoreError(SinagotError):
+    """Reading from or writing to a data store failed."""
+
+
+class AuthenticationError(StoreError):
+    """The server rejected the user name or password."""
+
+
+class AccessDeniedError(StoreError):
+    """The user is authenticated but may not access the project."""
+
+
+class RemoteNotFoundError(StoreError):
+    """The requested session, resource or file does not exist on the server."""
+
+
+class ServerError(StoreError):
+    """The server failed repeatedly or answered something that cannot be used."""
+
+
+class UnsafeNameError(StoreError):
+    """A name received from a server is not safe to use as a local path."""
+
+
+class CacheError(SinagotError):
+    """The local cache cannot deliver a verified entry."""
+
+
+class ChecksumMismatchError(CacheError):
+    """Downloaded bytes do not match the digest announced by the server."""
+
+
+class CacheLockTimeoutError(CacheError):
+    """Waited too long for another process that holds an entry's lock."""
+
+
+class CacheFullError(CacheError):
+    """The file system holding the cache has no space left."""
+
+
+class DaemonError(SinagotError):
+    """The daemon cannot carry out a request."""
+
+
+class DaemonNotRunningError(DaemonError):
+    """No daemon answers on the control socket."""
