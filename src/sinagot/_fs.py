@@ -1,0 +1,51 @@
+"""File-system helpers for crash-safe writes, shared by every package.
+
+Nothing is ever visible under its final name half-written: data goes to a
+temporary name in the same directory, is fsynced, renamed over the final
+name, and the directory is fsynced so the rename survives a power cut.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["CHUNK_SIZE", "atomic_write_bytes", "fsync_dir", "md5_file"]
+
+CHUNK_SIZE = 1 << 20
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` (e.g. a rename) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def md5_file(path: Path) -> str:
+    """MD5 hex digest of a file, read in bounded chunks."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()
