@@ -84,7 +84,7 @@ class DataEntry:
     row_id: str
     path: str
     uri: str
-    checksums: Mapping[str, str] = field(default=_EMPTY)
+    checksums: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     last_modified: str | None = None
 
     @property
