@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
+from ._report import RunReport, StepResult, StepStatus
+from ._version import __version__
+from .config import Settings, load_settings
+from .dataset import Dataset, Record, Subset
 from .errors import (
     AccessDeniedError,
     AuthenticationError,
@@ -16,17 +18,15 @@ from .errors import (
     DaemonNotRunningError,
     RecordNotFoundError,
     RemoteNotFoundError,
+    RequestRefusedError,
+    ScopeError,
     ScriptError,
     ServerError,
     SinagotError,
     StoreError,
     UnsafeNameError,
 )
-
-try:
-    __version__ = version("sinagot")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
+from .scripts import ScriptTemplate
 
 __all__ = [
     "AccessDeniedError",
@@ -38,12 +38,23 @@ __all__ = [
     "ConfigError",
     "DaemonError",
     "DaemonNotRunningError",
+    "Dataset",
+    "Record",
     "RecordNotFoundError",
     "RemoteNotFoundError",
+    "RequestRefusedError",
+    "RunReport",
+    "ScopeError",
     "ScriptError",
+    "ScriptTemplate",
     "ServerError",
+    "Settings",
     "SinagotError",
+    "StepResult",
+    "StepStatus",
     "StoreError",
+    "Subset",
     "UnsafeNameError",
     "__version__",
+    "load_settings",
 ]

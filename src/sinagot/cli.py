@@ -28,6 +28,18 @@ EXIT_INTERRUPTED = 130
 
 def _registrars() -> list[Registrar]:
     registrars: list[Registrar] = []
+    from ._cli import register as register_foundation
+
+    registrars.append(register_foundation)
+    from .daemon._cli import register as register_daemon
+
+    registrars.append(register_daemon)
+    from .testing._cli import register as register_emulator
+
+    registrars.append(register_emulator)
+    from .cache._cli import register as register_cache
+
+    registrars.append(register_cache)
     return registrars
 
 

@@ -10,18 +10,21 @@ on one line, and never contains a password or a session token.
     ├── ConfigError               a config file is invalid
     ├── ScriptError               a script file cannot be loaded or is malformed
     ├── RecordNotFoundError       an id that is not in the dataset (also a KeyError)
+    ├── ScopeError                no such task or modality scope (also an AttributeError)
     ├── StoreError                talking to a store failed
     │   ├── AuthenticationError   the server refused the credentials (401)
     │   ├── AccessDeniedError     the user has no access to a project (403)
     │   ├── RemoteNotFoundError   a session, resource or file does not exist (404)
+    │   ├── RequestRefusedError   the server refused a request (another 4xx)
     │   ├── ServerError           the server kept failing or answered nonsense
     │   └── UnsafeNameError       a name from the server would escape its folder
     ├── CacheError                the local cache cannot deliver an entry
     │   ├── ChecksumMismatchError downloaded bytes do not match the server digest
     │   ├── CacheLockTimeoutError another process held an entry for too long
     │   └── CacheFullError        the disk holding the cache is full
-    └── DaemonError               the daemon cannot do what was asked
-        └── DaemonNotRunningError no daemon answers on the control socket
+    ├── DaemonError               the daemon cannot do what was asked
+    │   └── DaemonNotRunningError no daemon answers on the control socket
+    └── EmulatorError             the test XNAT server cannot do what was asked
 """
 
 from __future__ import annotations
@@ -36,8 +39,11 @@ __all__ = [
     "ConfigError",
     "DaemonError",
     "DaemonNotRunningError",
+    "EmulatorError",
     "RecordNotFoundError",
     "RemoteNotFoundError",
+    "RequestRefusedError",
+    "ScopeError",
     "ScriptError",
     "ServerError",
     "SinagotError",
@@ -66,6 +72,10 @@ class RecordNotFoundError(SinagotError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ScopeError(SinagotError, AttributeError):
+    """A task or modality scope (``ds.RS``, ``rec.EEG``) that the config does not define."""
+
+
 class StoreError(SinagotError):
     """Reading from or writing to a data store failed."""
 
@@ -80,6 +90,10 @@ class AccessDeniedError(StoreError):
 
 class RemoteNotFoundError(StoreError):
     """The requested session, resource or file does not exist on the server."""
+
+
+class RequestRefusedError(StoreError):
+    """The server refused a request as malformed or not allowed (a 4xx other than 401/403/404)."""
 
 
 class ServerError(StoreError):
@@ -112,3 +126,7 @@ class DaemonError(SinagotError):
 
 class DaemonNotRunningError(DaemonError):
     """No daemon answers on the control socket."""
+
+
+class EmulatorError(SinagotError):
+    """The XNAT emulator (``sinagot.testing``) cannot seed or find what was asked."""

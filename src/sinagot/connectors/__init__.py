@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._factory import open_store
 from ._local import DERIVATIVES_DIR, LocalStore
+from ._remote import RemoteStore
 from ._store import FieldValue, Store
 from ._values import (
     DataEntry,
@@ -15,16 +20,44 @@ from ._values import (
     validate_relative_path,
 )
 
+if TYPE_CHECKING:
+    from ._xnat import PROVENANCE_FILE, SessionListing, XnatStore, resource_label
+    from ._xnat_client import RetryPolicy
+
+# The XNAT connector pulls in aiohttp: import it on first use, so the CLI starts fast.
+_LAZY = {
+    "PROVENANCE_FILE": "._xnat",
+    "SessionListing": "._xnat",
+    "XnatStore": "._xnat",
+    "resource_label": "._xnat",
+    "RetryPolicy": "._xnat_client",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)
+
+
 __all__ = [
     "DERIVATIVES_DIR",
+    "PROVENANCE_FILE",
     "DataEntry",
     "DataRow",
     "DataTree",
     "FieldValue",
     "FileSet",
     "LocalStore",
+    "RemoteStore",
+    "RetryPolicy",
+    "SessionListing",
     "Store",
+    "XnatStore",
     "derivative_path",
+    "open_store",
+    "resource_label",
     "split_derivative_path",
     "validate_label",
     "validate_relative_path",

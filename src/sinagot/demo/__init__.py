@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from ._command import CONFIG_NAME, write_demo
 from ._data import DEMO_RECORDS, DEMO_TASK_MODALITIES, write_demo_recordings
+from ._scripts import DEMO_CONFIG, DEMO_SCRIPTS
 
-__all__ = ["DEMO_RECORDS", "DEMO_TASK_MODALITIES", "write_demo_recordings"]
+__all__ = [
+    "CONFIG_NAME",
+    "DEMO_CONFIG",
+    "DEMO_RECORDS",
+    "DEMO_SCRIPTS",
+    "DEMO_TASK_MODALITIES",
+    "write_demo",
+    "write_demo_recordings",
+]

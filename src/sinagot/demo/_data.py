@@ -38,9 +38,7 @@ def _eeg_csv(rng: random.Random) -> str:
     phases = [rng.uniform(0, 2 * math.pi) for _ in _CHANNELS]
     for index in range(_SAMPLES):
         t = index / _SAMPLING_RATE_HZ
-        values = (
-            10 * math.sin(2 * math.pi * 10 * t + phase) + rng.gauss(0, 2) for phase in phases
-        )
+        values = (10 * math.sin(2 * math.pi * 10 * t + phase) + rng.gauss(0, 2) for phase in phases)
         lines.append(f"{t:.5f}," + ",".join(f"{v:.3f}" for v in values))
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,80 @@
+"""Eight processes racing for one entry vs one process fetching it alone.
+
+Each round uses a fresh cache and already-running worker processes (spawned
+and imported beforehand), so the time is the fetch itself: for the race, from
+sending the 8 requests until all 8 have the verified entry. Target: <= 1.2x.
+
+Run: python bench/cache_race.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import multiprocessing
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from sinagot.cache import Cache, EntryKey, LocalFileSource, RemoteFile
+
+RACERS = 8
+ROUNDS = 3
+SIZE = 128 << 20
+KEY = EntryKey("http://127.0.0.1:8080", "BENCH", "REC-000001-A", "scans/1/resources/EEG")
+
+
+def fetch(cache_root: str, src: str, listing: list[tuple[str, int, str]]) -> str:
+    files = [RemoteFile(*f) for f in listing]
+    folder = asyncio.run(Cache(Path(cache_root)).fetch(KEY, files, LocalFileSource(Path(src))))
+    return str(folder)
+
+
+def warm(_: int) -> None:
+    """Make each worker import everything before the clock starts."""
+
+
+def timed(
+    pool: multiprocessing.pool.Pool,
+    n: int,
+    root: Path,
+    src: Path,
+    listing: list[tuple[str, int, str]],
+) -> float:
+    t0 = time.perf_counter()
+    results = [pool.apply_async(fetch, (str(root), str(src), listing)) for _ in range(n)]
+    folders = {r.get(timeout=300) for r in results}
+    elapsed = time.perf_counter() - t0
+    assert len(folders) == 1
+    return elapsed
+
+
+def main() -> None:
+    context = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="sinagot-bench-") as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        block = hashlib.sha256(b"bench").digest() * (1 << 15)  # 1 MiB
+        digest = hashlib.md5()
+        with (src / "data.bin").open("wb") as handle:
+            for _ in range(SIZE // len(block)):
+                handle.write(block)
+                digest.update(block)
+        listing = [("data.bin", SIZE, digest.hexdigest())]
+        with context.Pool(1) as alone, context.Pool(RACERS) as racers:
+            alone.map(warm, range(1))
+            racers.map(warm, range(RACERS * 4))
+            single, race = [], []
+            for i in range(ROUNDS):
+                single.append(timed(alone, 1, Path(tmp) / f"alone{i}", src, listing))
+                race.append(timed(racers, RACERS, Path(tmp) / f"race{i}", src, listing))
+        one, eight = statistics.median(single), statistics.median(race)
+        print(f"entry of {SIZE >> 20} MiB, median of {ROUNDS} rounds")
+        print(f"1 process alone: {one:.3f} s   {RACERS} racing processes: {eight:.3f} s")
+        verdict = "met" if eight / one <= 1.2 else "MISSED"
+        print(f"ratio {eight / one:.2f}x (target <= 1.2x: {verdict})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,12 @@
+"""The installed package version (importable without importing the rest of the package)."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+__all__ = ["__version__"]
+
+try:
+    __version__ = version("sinagot")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"

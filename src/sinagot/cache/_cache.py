@@ -1,0 +1,427 @@
+"""The cache: one verified copy of each remote entry, shared by every process on the machine.
+
+Layout below the root (see ``EntryKey.relative_dir``)::
+
+    <scheme>-<host>-<port>/<project>/<session>/<entry>/   the entry's home
+        manifest.json      commit point: names the current generation
+        g-<token>/         a generation: exactly the entry's verified files
+        tmp-<token>/       a download in progress (parts/ + files/), flocked by its writer
+        lock               download lock (flock) + holder pid/host/start time
+        takeover.lock      serialises takeovers of a stalled holder
+        use.lock           shared flocks of jobs using the entry (``Cache.using``)
+        quarantine/        corrupt files moved aside by ``verify``
+
+Each download builds a whole new generation (unchanged files are hard links
+to the previous one, so only changed files are downloaded) and publishes it by
+atomically replacing the manifest. Readers therefore see the old entry or the
+new one, never a mix, and never a partial or unverified file, whatever is
+killed when. A stalled holder that wakes up after a takeover finds that its
+lock file was replaced and discards its staging folder instead of committing.
+Old generations are pruned right after a commit when no job uses the entry,
+otherwise by ``gc``: a path returned by ``fetch``/``lookup`` stays valid while
+the caller holds ``using(key)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from .._fs import fsync_dir
+from ..errors import CacheFullError, CacheLockTimeoutError
+from ._download import download_file, keep_completed
+from ._lock import (
+    EntryLock,
+    Staging,
+    UseLock,
+    acquire,
+    claim_dead_stagings,
+    create_staging,
+    try_use_lock,
+)
+from ._maintenance import (
+    EntryInfo,
+    GcReport,
+    VerifyReport,
+    collect_garbage,
+    list_entries,
+    verify_entries,
+)
+from ._manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
+from ._prune import GENERATION_PREFIX, prune_generations
+from ._threads import run_to_completion
+from ._types import EntryKey, FileSource, ManifestFile, RemoteFile, check_file_set
+
+__all__ = ["Cache", "EntryUse"]
+
+logger = logging.getLogger(__name__)
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_USE_POLL = 0.05
+# The last use of an entry (for LRU eviction) is recorded at most this often: a hit stays read-only.
+_TOUCH_INTERVAL = 60.0
+
+
+class EntryUse:
+    """Marks an entry as in use (a shared flock) so that ``gc`` never evicts it; see :meth:`Cache.using`.
+
+    Usable as ``with`` (blocking, for threads and Dask workers) or
+    ``async with`` (polling, never blocks the event loop). The wait is only as
+    long as a ``gc`` that is removing this very entry.
+    """
+
+    def __init__(self, home: Path, timeout: float) -> None:
+        self._home = home
+        self._timeout = timeout
+        self._lock: UseLock | None = None
+
+    def _timeout_error(self) -> CacheLockTimeoutError:
+        return CacheLockTimeoutError(
+            f"cache entry {self._home} stayed claimed by gc for {self._timeout:.0f} s: "
+            "check for a stuck 'sinagot cache gc'"
+        )
+
+    def __enter__(self) -> EntryUse:
+        deadline = time.monotonic() + self._timeout
+        while (lock := try_use_lock(self._home, exclusive=False)) is None:
+            if time.monotonic() >= deadline:
+                raise self._timeout_error()
+            time.sleep(_USE_POLL)
+        self._lock = lock
+        return self
+
+    async def __aenter__(self) -> EntryUse:
+        deadline = time.monotonic() + self._timeout
+        while (lock := await asyncio.to_thread(try_use_lock, self._home, exclusive=False)) is None:
+            if time.monotonic() >= deadline:
+                raise self._timeout_error()
+            await asyncio.sleep(_USE_POLL)
+        self._lock = lock
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real error of a task group (errors beat the cancellations they caused)."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for leaf in leaves:
+        if not isinstance(leaf, asyncio.CancelledError):
+            return leaf
+    return leaves[0]
+
+
+class Cache:
+    """A checksum-verified cache of remote entries below ``root``, safe across processes.
+
+    ``race_condition_delay``: seconds without progress after which a holder is
+    taken over. ``lock_timeout``: how long ``fetch`` waits for another holder
+    in all. ``concurrent_files``: files of one entry downloaded at once.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        race_condition_delay: float = 5.0,
+        lock_timeout: float = 3600.0,
+        concurrent_files: int = 4,
+    ) -> None:
+        if race_condition_delay <= 0 or lock_timeout <= 0 or concurrent_files < 1:
+            raise ValueError(
+                "race_condition_delay, lock_timeout and concurrent_files must be positive"
+            )
+        self.root = root
+        self._root = os.fspath(root)
+        self.race_condition_delay = race_condition_delay
+        self.lock_timeout = lock_timeout
+        self.concurrent_files = concurrent_files
+        # Well inside the delay after which waiters (with the same setting) call a holder stalled.
+        self._flush_interval = min(1.0, race_condition_delay / 4)
+
+    def __repr__(self) -> str:
+        return f"Cache({str(self.root)!r})"
+
+    def entry_dir(self, key: EntryKey) -> Path:
+        """The home directory of an entry (manifest, locks, generations); files are in ``fetch``'s result."""
+        return self.root.joinpath(*key.relative_dir())
+
+    def manifest(self, key: EntryKey) -> Manifest | None:
+        """The committed manifest of an entry (None if never fetched), e.g. to compare ``last_modified``."""
+        return read_manifest(self.entry_dir(key) / MANIFEST_NAME)
+
+    def lookup(
+        self, key: EntryKey, files: Sequence[RemoteFile], *, last_modified: str | None = None
+    ) -> Path | None:
+        """The directory holding exactly ``files``, verified, if the cache has them; else None.
+
+        Costs one manifest read and one ``stat`` per file: no hashing.
+        ``last_modified``, when given, must also equal the manifest's.
+        """
+        # Plain strings, not pathlib: this is the hot path of every cache hit.
+        home = os.path.join(self._root, *key.relative_dir())
+        manifest_path = os.path.join(home, MANIFEST_NAME)
+        manifest = read_manifest(manifest_path)
+        if manifest is None or not manifest.matches(files, last_modified):
+            return None
+        generation = os.path.join(home, manifest.generation)
+        if not manifest.stat_matches(generation):
+            return None
+        if time.time() - manifest.last_used > _TOUCH_INTERVAL:
+            with contextlib.suppress(OSError):
+                os.utime(manifest_path)
+        return Path(generation)
+
+    def using(self, key: EntryKey) -> EntryUse:
+        """Context manager marking ``key`` in use: ``gc`` and pruning leave it (and its files) alone."""
+        return EntryUse(self.entry_dir(key), self.lock_timeout)
+
+    def entries(self) -> list[EntryInfo]:
+        """Every cached entry, most recently used first (``sinagot cache ls``)."""
+        return list_entries(self.root)
+
+    def verify(self) -> VerifyReport:
+        """Re-hash every committed file and quarantine corrupt ones (``sinagot cache verify``)."""
+        return verify_entries(self.root)
+
+    def gc(self, max_size: int) -> GcReport:
+        """Drop dead holders' files, then evict least-recently-used entries above ``max_size`` bytes.
+
+        Entries being downloaded or held by ``using`` are never evicted.
+        """
+        return collect_garbage(self.root, max_size)
+
+    def _describe(self, key: EntryKey) -> str:
+        return f"{key.server} {key.project}/{key.session}/{key.entry}"
+
+    async def fetch(
+        self,
+        key: EntryKey,
+        files: Sequence[RemoteFile],
+        source: FileSource,
+        *,
+        last_modified: str | None = None,
+    ) -> Path:
+        """The directory holding exactly ``files``, verified; downloads what is missing or changed.
+
+        Concurrent callers (processes, threads, tasks) of one entry download it
+        once: one holds the entry's lock, the others wait and use its result.
+        """
+        check_file_set(files)
+        # A hit is one small manifest read and a stat per file (tens of microseconds): cheaper
+        # inline than a hop to a thread, and thousands of hits must stay well under a second.
+        hit = self.lookup(key, files, last_modified=last_modified)
+        if hit is not None:
+            return hit
+        home = self.entry_dir(key)
+        what = self._describe(key)
+        while True:
+            lock = await acquire(
+                home,
+                uuid.uuid4().hex,
+                race_condition_delay=self.race_condition_delay,
+                patience=self.lock_timeout,
+                what=what,
+                ready=lambda: self.lookup(key, files, last_modified=last_modified),
+            )
+            if isinstance(lock, Path):
+                return lock
+            try:
+                hit = await asyncio.to_thread(self.lookup, key, files, last_modified=last_modified)
+                if hit is not None:
+                    return hit
+                result = await self._fill(lock, key, list(files), source, last_modified, what)
+            finally:
+                lock.release()
+            if result is not None:
+                return result
+            logger.warning(
+                "cache entry %s was taken over while downloading; waiting for the new holder", what
+            )
+
+    def _prepare_staging(
+        self, lock: EntryLock, files: list[RemoteFile]
+    ) -> tuple[Staging, set[str]]:
+        """Adopt a dead holder's staging folder (to resume it) or create one; drop other dead ones."""
+        dead = claim_dead_stagings(lock.home)
+        adopted = max(dead, key=_staged_bytes, default=None)
+        for other in dead:
+            if other is not adopted:
+                shutil.rmtree(other.path, ignore_errors=True)
+                other.close()
+        if adopted is None:
+            staging = create_staging(lock.home, lock.token)
+            done: set[str] = set()
+        else:
+            logger.info("resuming the download left in %s", adopted.path)
+            staging = adopted
+            done = keep_completed(staging, files)
+        lock.announce(staging.path.name)
+        return staging, done
+
+    def _link_unchanged(
+        self, home: Path, staging: Staging, files: list[RemoteFile], done: set[str]
+    ) -> list[RemoteFile]:
+        """Hard-link files unchanged since the current generation; return those still to download."""
+        manifest = read_manifest(home / MANIFEST_NAME)
+        previous = manifest.by_name() if manifest is not None else {}
+        todo: list[RemoteFile] = []
+        for f in files:
+            if f.name in done:
+                continue
+            old = previous.get(f.name)
+            if (
+                manifest is not None
+                and old is not None
+                and old.size == f.size
+                and old.md5 == f.digest
+            ):
+                source = home / manifest.generation / f.name
+                with contextlib.suppress(OSError):
+                    st = os.stat(source)
+                    if st.st_size == old.size and st.st_mtime_ns == old.mtime_ns:
+                        target = staging.files / f.name
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        os.link(source, target)
+                        continue
+            todo.append(f)
+        return todo
+
+    async def _fill(
+        self,
+        lock: EntryLock,
+        key: EntryKey,
+        files: list[RemoteFile],
+        source: FileSource,
+        last_modified: str | None,
+        what: str,
+    ) -> Path | None:
+        """Download into a staging folder and commit it; None if the entry was taken over meanwhile."""
+        staging: Staging | None = None
+        try:
+            stage, done = await run_to_completion(
+                self._prepare_staging, lock, files, discard=lambda result: result[0].close()
+            )
+            staging = stage
+            todo = await run_to_completion(self._link_unchanged, lock.home, stage, files, done)
+            if todo:
+                logger.info("downloading %d of %d files of %s", len(todo), len(files), what)
+                await self._download_all(stage, todo, source, what)
+            return await run_to_completion(self._commit, lock, stage, key, files, last_modified)
+        except OSError as exc:
+            if exc.errno not in _FULL_ERRNOS:
+                raise
+            if staging is not None:
+                await run_to_completion(shutil.rmtree, staging.path, True)
+            raise CacheFullError(
+                f"no space left for {what} in the cache at {self.root} ({exc.strerror}): "
+                "free disk space, run 'sinagot cache gc', or set [store] cache_dir to a bigger disk"
+            ) from None
+        finally:
+            if staging is not None:
+                staging.close()
+
+    async def _download_all(
+        self, staging: Staging, todo: list[RemoteFile], source: FileSource, what: str
+    ) -> None:
+        slots = asyncio.Semaphore(self.concurrent_files)
+
+        async def one(file: RemoteFile) -> None:
+            async with slots:
+                await download_file(
+                    staging, file, source, what=what, flush_interval=self._flush_interval
+                )
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for file in todo:
+                    group.create_task(one(file))
+        except BaseExceptionGroup as errors:
+            raise _first_leaf(errors) from None
+
+    def _commit(
+        self,
+        lock: EntryLock,
+        staging: Staging,
+        key: EntryKey,
+        files: list[RemoteFile],
+        last_modified: str | None,
+    ) -> Path | None:
+        home = lock.home
+        for dirpath, _dirnames, _filenames in os.walk(staging.files):
+            fsync_dir(Path(dirpath))  # the renames and links of every file are durable
+        if not lock.still_owner():
+            logger.warning(
+                "discarding download in %s: another process took the entry over", staging.path
+            )
+            shutil.rmtree(staging.path, ignore_errors=True)
+            return None
+        name = f"{GENERATION_PREFIX}{lock.token}"
+        generation = home / name
+        os.rename(staging.files, generation)
+        fsync_dir(home)
+        recorded = []
+        for f in files:
+            st = os.stat(generation / f.name)
+            recorded.append(ManifestFile(f.name, f.size, f.digest, st.st_mtime_ns))
+        manifest = Manifest(name, tuple(recorded), last_modified, time.time())
+        try:
+            write_manifest(
+                home / MANIFEST_NAME,
+                manifest,
+                {
+                    "server": key.server,
+                    "project": key.project,
+                    "session": key.session,
+                    "entry": key.entry,
+                },
+            )
+        except OSError:
+            shutil.rmtree(generation, ignore_errors=True)  # never referenced: nobody can see it
+            raise
+        shutil.rmtree(staging.path, ignore_errors=True)
+        prune_generations(home)
+        return generation
+
+
+def _staged_bytes(staging: Staging) -> int:
+    total = 0
+    for dirpath, _dirnames, filenames in os.walk(staging.path):
+        for filename in filenames:
+            with contextlib.suppress(OSError):
+                total += os.stat(Path(dirpath, filename)).st_size
+    return total

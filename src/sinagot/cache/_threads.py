@@ -1,0 +1,32 @@
+"""Blocking work in threads, without losing track of it when the awaiting task is cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["run_to_completion"]
+
+T = TypeVar("T")
+
+
+async def run_to_completion(
+    fn: Callable[..., T], *args: Any, discard: Callable[[T], None] | None = None
+) -> T:
+    """Run ``fn`` in a thread; if the caller is cancelled, still wait for the thread before re-raising.
+
+    The thread may be writing to a descriptor that the caller closes in a
+    ``finally``; closing it under a running write could let the number be
+    reused by another file and receive bytes that are not its own. A result
+    nobody will receive (e.g. a lock taken just as the caller was cancelled)
+    is handed to ``discard`` so it is not leaked.
+    """
+    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        if discard is not None and not task.cancelled() and task.exception() is None:
+            discard(task.result())
+        raise

@@ -1,0 +1,405 @@
+"""The private asynchronous HTTP client of :class:`XnatStore`.
+
+One pooled ``aiohttp`` session per client (bounded connections), one login
+(a JSESSION obtained with basic auth, then only the cookie is sent), a
+transparent re-login when the server answers 401 to an expired session, and
+retries with tenacity (exponential backoff with jitter, bounded attempts,
+``Retry-After`` honoured) on connection errors, timeouts, 429 and 5xx. Other
+4xx answers are never retried: they become one-line :mod:`sinagot.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import tenacity
+from yarl import URL
+
+from ..errors import (
+    AccessDeniedError,
+    AuthenticationError,
+    RemoteNotFoundError,
+    RequestRefusedError,
+    ServerError,
+)
+from ._xnat_credentials import PASSWORD_ENV, Credentials
+
+__all__ = ["CHUNK_SIZE", "RetryPolicy", "XnatClient", "result_rows"]
+
+logger = logging.getLogger(__name__)
+
+CHUNK_SIZE = 1 << 20
+_JSESSION = "/data/JSESSION"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard to try one request before giving up."""
+
+    attempts: int = 5
+    initial_delay: float = 0.5
+    max_delay: float = 30.0
+    max_retry_after: float = 120.0
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before try ``attempt + 1``: exponential, capped, with full jitter on top."""
+        base = min(self.max_delay, self.initial_delay * 2.0 ** max(0, attempt - 1))
+        return min(self.max_delay, base + random.uniform(0, self.initial_delay))
+
+
+class _TransientStatus(Exception):
+    """A 429 or 5xx answer, worth another try."""
+
+    def __init__(self, status: int, retry_after: float | None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.retry_after = retry_after
+
+
+_TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class _Wait(tenacity.wait.wait_base):
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if isinstance(error, _TransientStatus) and error.retry_after is not None:
+            return min(error.retry_after, self._policy.max_retry_after)
+        return self._policy.backoff(retry_state.attempt_number)
+
+
+def result_rows(document: Any, what: str) -> list[dict[str, str]]:
+    """The rows of an XNAT ``ResultSet`` listing, or ServerError if it has another shape."""
+    try:
+        rows = document["ResultSet"]["Result"]
+    except (KeyError, TypeError):
+        rows = None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ServerError(f"the listing of {what} is not an XNAT ResultSet: check [store] server")
+    return [{str(k): "" if v is None else str(v) for k, v in row.items()} for row in rows]
+
+
+class XnatClient:
+    """Requests to one XNAT server as one user; must be used from a single event loop."""
+
+    def __init__(
+        self,
+        server: str,
+        credentials: Credentials,
+        *,
+        project: str,
+        max_connections: int = 8,
+        retry: RetryPolicy | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self.project = project
+        self._credentials = credentials
+        self._max_connections = max_connections
+        self._retry = retry or RetryPolicy()
+        self._timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._token: str | None = None
+        self._login_lock: asyncio.Lock | None = None
+
+    def __repr__(self) -> str:
+        return f"XnatClient({self.server!r}, user={self._credentials.user!r})"
+
+    @property
+    def user(self) -> str:
+        return self._credentials.user
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._retry
+
+    # -- session and login ---------------------------------------------------------------
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                # The session cookie is sent by hand: aiohttp's jar drops cookies of IP hosts.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self._timeout, sock_read=self._timeout
+                ),
+                read_bufsize=CHUNK_SIZE,
+            )
+        return self._session
+
+    def _url(self, path: str) -> URL:
+        return URL(self.server + path, encoded=True)
+
+    async def login(self) -> None:
+        """Open a JSESSION unless one is open (one login per client, not per request)."""
+        if self._token is None:
+            await self._relogin(None)
+
+    async def _relogin(self, stale: str | None) -> None:
+        if self._login_lock is None:
+            self._login_lock = asyncio.Lock()
+        async with self._login_lock:
+            if self._token != stale:
+                return  # another task already logged in again
+            try:
+                self._token = await self._retrying()(self._login_once)
+            except (*_TRANSIENT, _TransientStatus) as exc:
+                # Not retryable any more: the caller's own retries must not multiply these.
+                raise self._giving_up(exc, "GET", _JSESSION) from exc
+            logger.info("logged in to %s as %s", self.server, self.user)
+
+    async def _login_once(self) -> str:
+        pair = f"{self._credentials.user}:{self._credentials.password}".encode()
+        auth = {"Authorization": f"Basic {base64.b64encode(pair).decode()}"}
+        async with self._http().get(self._url(_JSESSION), headers=auth) as response:
+            body = await response.read()
+            self._check_status(response, "GET", _JSESSION, "the login service")
+            token = body.decode(errors="replace").strip()
+            if not token or len(token) > 256 or any(c in token for c in ";, \r\n<"):
+                cookie = response.cookies.get("JSESSIONID")
+                token = cookie.value if cookie is not None else ""
+            if not token:
+                raise ServerError(
+                    f"{self.server} answered the login without a session id: is it an XNAT server?"
+                )
+            return token
+
+    async def aclose(self) -> None:
+        """End the JSESSION (best effort) and close the connection pool."""
+        session, self._session = self._session, None
+        if session is None:
+            return
+        token, self._token = self._token, None
+        try:
+            if token is not None:
+                async with session.delete(
+                    self._url(_JSESSION),
+                    headers={"Cookie": f"JSESSIONID={token}"},
+                    timeout=aiohttp.ClientTimeout(total=5),
+                ):
+                    pass
+        except (*_TRANSIENT, aiohttp.ClientError):
+            logger.debug("could not end the session on %s; it will expire", self.server)
+        finally:
+            await session.close()
+
+    # -- errors and retries --------------------------------------------------------------
+
+    def _retrying(self) -> tenacity.AsyncRetrying:
+        return tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(self._retry.attempts),
+            wait=_Wait(self._retry),
+            retry=tenacity.retry_if_exception_type((*_TRANSIENT, _TransientStatus)),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        logger.warning(
+            "%s: %s; try %d of %d in %.1f s",
+            self.server,
+            _describe(error),
+            state.attempt_number + 1,
+            self._retry.attempts,
+            delay,
+        )
+
+    def _check_status(
+        self, response: aiohttp.ClientResponse, method: str, path: str, what: str
+    ) -> None:
+        status = response.status
+        if status < 300:
+            return
+        if status == 429 or status >= 500:
+            raise _TransientStatus(status, _parse_retry_after(response.headers.get("Retry-After")))
+        if status == 401:
+            raise AuthenticationError(
+                f"{self.server} refused user {self.user!r} (HTTP 401): check user/password"
+                f" ([store] user and password, ${PASSWORD_ENV} or ~/.netrc)"
+            )
+        if status == 403:
+            raise AccessDeniedError(
+                f"user {self.user!r} has no access to project {self.project} on {self.server}"
+                f" (HTTP 403, {what}): ask the project owner for access or fix [store] project"
+            )
+        if status == 404:
+            raise RemoteNotFoundError(
+                f"no such session/resource {what} in project {self.project} on {self.server}"
+                " (HTTP 404): check the name, or that it still exists"
+            )
+        raise RequestRefusedError(
+            f"{self.server} refused {method} {path} (HTTP {status} {response.reason}):"
+            " check the request's names and your permissions"
+        )
+
+    def _giving_up(self, error: BaseException, method: str, path: str) -> ServerError:
+        return ServerError(
+            f"{self.server} failed {method} {path} {self._retry.attempts} times"
+            f" (last: {_describe(error)}): check that the server is up, then try again"
+        )
+
+    # -- requests ------------------------------------------------------------------------
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: bytes | Path | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> aiohttp.ClientResponse:
+        """One try: send (re-logging in once on 401), check the status; the caller releases."""
+        await self.login()
+        for relogged in (False, True):
+            token = self._token
+            all_headers = {"Cookie": f"JSESSIONID={token}", **(headers or {})}
+            handle = None
+            if isinstance(body, Path):
+                handle = await asyncio.to_thread(body.open, "rb")
+            try:
+                response = await self._http().request(
+                    method,
+                    self._url(path),
+                    params=params,
+                    data=handle if handle is not None else body,
+                    headers=all_headers,
+                )
+            finally:
+                if handle is not None:
+                    await asyncio.to_thread(handle.close)
+            if response.status == 401 and not relogged:
+                response.release()
+                logger.info("session on %s expired; logging in again", self.server)
+                await self._relogin(token)
+                continue
+            try:
+                self._check_status(response, method, path, what)
+            except BaseException:
+                response.release()
+                raise
+            return response
+        raise AssertionError("unreachable: the second try always returns or raises")
+
+    async def _read(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        params: Mapping[str, str] | None,
+        body: bytes | Path | None,
+    ) -> bytes:
+        async with await self._send(method, path, what, params=params, body=body) as response:
+            return await response.read()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: bytes | Path | None = None,
+    ) -> bytes:
+        """The whole (small) body of a request, retried as a unit."""
+        try:
+            return await self._retrying()(self._read, method, path, what, params, body)
+        except (*_TRANSIENT, _TransientStatus) as exc:
+            raise self._giving_up(exc, method, path) from exc
+
+    async def get_json(self, path: str, what: str, params: Mapping[str, str] | None = None) -> Any:
+        data = await self.request("GET", path, what, params={"format": "json", **(params or {})})
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise ServerError(
+                f"{self.server} answered GET {path} with something that is not JSON:"
+                " check [store] server"
+            ) from None
+
+    async def list_rows(
+        self, path: str, what: str, params: Mapping[str, str] | None = None
+    ) -> list[dict[str, str]]:
+        return result_rows(await self.get_json(path, what, params), what)
+
+    async def stream(self, path: str, offset: int, what: str) -> AsyncIterator[bytes]:
+        """The bytes of a file from ``offset`` on, resuming with Range after a broken body."""
+        position = offset
+        failures = 0
+        while True:
+            headers = {"Range": f"bytes={position}-"} if position else {}
+            try:
+                response: aiohttp.ClientResponse = await self._retrying()(
+                    self._send, "GET", path, what, headers=headers
+                )
+            except (*_TRANSIENT, _TransientStatus) as exc:
+                raise self._giving_up(exc, "GET", path) from exc
+            try:
+                async with response:
+                    # A server that ignores Range sends everything: skip what we have.
+                    skip = position if response.status != 206 else 0
+                    async for chunk in response.content.iter_chunked(CHUNK_SIZE):
+                        if skip:
+                            dropped = min(skip, len(chunk))
+                            skip -= dropped
+                            chunk = chunk[dropped:]
+                            if not chunk:
+                                continue
+                        position += len(chunk)
+                        yield chunk
+                return
+            except _TRANSIENT as exc:
+                failures += 1
+                if failures >= self._retry.attempts:
+                    raise self._giving_up(exc, "GET", path) from exc
+                logger.warning(
+                    "%s: download of %s broke at byte %d (%s); resuming",
+                    self.server,
+                    path,
+                    position,
+                    _describe(exc),
+                )
+                await asyncio.sleep(self._retry.backoff(failures))
+
+
+def _describe(error: BaseException | None) -> str:
+    if isinstance(error, _TransientStatus):
+        return str(error)
+    if error is None:
+        return "no error"
+    # aiohttp messages name the URL at most (never credentials); keep them short.
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

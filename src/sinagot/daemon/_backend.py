@@ -1,0 +1,93 @@
+"""What the daemon needs from a dataset: a listing of sessions and a way to process one."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
+
+from ..errors import DaemonError
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+__all__ = [
+    "BackendFactory",
+    "DatasetBackend",
+    "Phase",
+    "ProcessResult",
+    "SessionInfo",
+    "backend_for",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One session of a listing: its label and the server's last-modified stamp."""
+
+    label: str
+    last_modified: str
+
+
+class Phase(StrEnum):
+    """The phases of a job, announced by the backend before each one starts."""
+
+    FETCHING = "fetching"
+    RUNNING = "running"
+    UPLOADING = "uploading"
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessResult:
+    """What processing one session did; any failed script makes the job fail."""
+
+    ran: int = 0
+    skipped: int = 0
+    failed: int = 0
+    uploaded: int = 0
+    errors: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and not self.errors
+
+    def summary(self) -> str:
+        return (
+            f"ran {self.ran}, skipped {self.skipped}, failed {self.failed}, "
+            f"uploaded {self.uploaded}"
+        )
+
+
+class DatasetBackend(Protocol):
+    """A dataset as the daemon sees it (implemented on top of the connectors)."""
+
+    @property
+    def name(self) -> str:
+        """Dataset name shown in status, unique among the daemon's datasets."""
+        ...
+
+    async def list_sessions(self) -> Sequence[SessionInfo]:
+        """List every session of the project with ONE request; raise StoreError on failure."""
+        ...
+
+    async def process_session(
+        self, label: str, enter_phase: Callable[[Phase], Awaitable[None]]
+    ) -> ProcessResult:
+        """Fetch, run and upload one session, awaiting ``enter_phase`` before each phase."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; called once when the daemon no longer uses the backend."""
+        ...
+
+
+BackendFactory = Callable[["Settings"], DatasetBackend]
+
+
+def backend_for(settings: Settings) -> DatasetBackend:
+    """Build the backend for one dataset config."""
+    raise DaemonError(
+        f"store type {settings.store.type!r} in {settings.config_path} is not supported "
+        "by the daemon yet: use a config with a supported [store] type"
+    )

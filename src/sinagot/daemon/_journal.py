@@ -1,0 +1,513 @@
+"""The durable job journal: one SQLite database (WAL, synchronous=FULL) in the state dir.
+
+Every state change is committed before the work it announces starts, so after a
+crash the journal tells exactly which jobs were in flight. All SQLite calls run on
+one dedicated thread: the event loop never blocks on the disk, and the connection
+is only ever used by the thread that created it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import DaemonError
+
+__all__ = [
+    "IN_FLIGHT",
+    "JobDetail",
+    "JobRecord",
+    "JobState",
+    "Journal",
+    "Transition",
+]
+
+T = TypeVar("T")
+
+
+class JobState(StrEnum):
+    DISCOVERED = "discovered"
+    FETCHING = "fetching"
+    RUNNING = "running"
+    UPLOADING = "uploading"
+    DONE = "done"
+    FAILED = "failed"
+
+
+IN_FLIGHT = frozenset({JobState.FETCHING, JobState.RUNNING, JobState.UPLOADING})
+_RUNNABLE = (JobState.DISCOVERED, *sorted(IN_FLIGHT))
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dataset TEXT NOT NULL,
+    session TEXT NOT NULL,
+    last_modified TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    not_before REAL NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    log_tail TEXT NOT NULL DEFAULT '',
+    UNIQUE (dataset, session)
+);
+CREATE INDEX IF NOT EXISTS jobs_runnable ON jobs (state, not_before);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id INTEGER NOT NULL REFERENCES jobs (id),
+    at REAL NOT NULL,
+    state TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS history_job ON history (job_id);
+"""
+
+_JOB_COLUMNS = (
+    "id, dataset, session, last_modified, state, attempts, last_error, not_before, created, updated"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    id: int
+    dataset: str
+    session: str
+    last_modified: str
+    state: JobState
+    attempts: int
+    last_error: str | None
+    not_before: float
+    created: float
+    updated: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "dataset": self.dataset,
+            "session": self.session,
+            "last_modified": self.last_modified,
+            "state": str(self.state),
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "not_before": self.not_before,
+            "created": self.created,
+            "updated": self.updated,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    at: float
+    state: JobState
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": self.at, "state": str(self.state), "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class JobDetail:
+    job: JobRecord
+    history: tuple[Transition, ...]
+    log_tail: tuple[str, ...]
+
+
+def _record(row: Sequence[Any]) -> JobRecord:
+    return JobRecord(
+        id=row[0],
+        dataset=row[1],
+        session=row[2],
+        last_modified=row[3],
+        state=JobState(row[4]),
+        attempts=row[5],
+        last_error=row[6],
+        not_before=row[7],
+        created=row[8],
+        updated=row[9],
+    )
+
+
+def _placeholders(values: Sequence[object]) -> str:
+    return ",".join("?" * len(values))
+
+
+class Journal:
+    """Async front of the SQLite journal; open with :meth:`open`, close with :meth:`aclose`."""
+
+    def __init__(self, path: Path, executor: ThreadPoolExecutor) -> None:
+        self.path = path
+        self._executor = executor
+        self._db: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, path: Path) -> Journal:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sinagot-journal")
+        journal = cls(path, executor)
+        try:
+            await journal._call(journal._connect)
+        except BaseException:
+            executor.shutdown(wait=True)
+            raise
+        return journal
+
+    async def aclose(self) -> None:
+        await self._call(self._disconnect)
+        await asyncio.to_thread(self._executor.shutdown, True)
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    # -- thread side ---------------------------------------------------------------
+
+    def _connect(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
+            db = sqlite3.connect(self.path, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise DaemonError(
+                f"cannot open the job journal {self.path}: {exc}; check [daemon] state_dir"
+            ) from exc
+        self._db = db
+
+    def _disconnect(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise DaemonError(f"the job journal {self.path} is closed")
+        return self._db
+
+    def _transaction(self, fn: Callable[[sqlite3.Connection, float], T]) -> T:
+        db = self._conn
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(db, time.time())
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    @staticmethod
+    def _log(db: sqlite3.Connection, job_id: int, now: float, state: str, detail: str) -> None:
+        db.execute(
+            "INSERT INTO history (job_id, at, state, detail) VALUES (?, ?, ?, ?)",
+            (job_id, now, state, detail),
+        )
+
+    def _set(
+        self,
+        db: sqlite3.Connection,
+        now: float,
+        job_id: int,
+        state: JobState,
+        detail: str,
+        **cols: Any,
+    ) -> None:
+        assignments = "".join(f", {name} = ?" for name in cols)
+        db.execute(
+            f"UPDATE jobs SET state = ?, updated = ?{assignments} WHERE id = ?",
+            (str(state), now, *cols.values(), job_id),
+        )
+        self._log(db, job_id, now, str(state), detail)
+
+    def _job(self, db: sqlite3.Connection, job_id: int) -> JobRecord | None:
+        row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _record(row)
+
+    # -- async API -----------------------------------------------------------------
+
+    async def known_sessions(self, dataset: str) -> dict[str, str]:
+        """The last listing the journal has seen for a dataset: session -> last_modified."""
+
+        def run() -> dict[str, str]:
+            rows = self._conn.execute(
+                "SELECT session, last_modified FROM jobs WHERE dataset = ?", (dataset,)
+            )
+            return dict(rows.fetchall())
+
+        return await self._call(run)
+
+    async def apply_listing(self, dataset: str, changes: Iterable[tuple[str, str]]) -> list[int]:
+        """Record new or changed sessions; return the ids of jobs that became runnable."""
+        items = list(changes)
+
+        def run(db: sqlite3.Connection, now: float) -> list[int]:
+            runnable: list[int] = []
+            for session, last_modified in items:
+                row = db.execute(
+                    "SELECT id, state, last_modified FROM jobs WHERE dataset = ? AND session = ?",
+                    (dataset, session),
+                ).fetchone()
+                if row is None:
+                    cursor = db.execute(
+                        "INSERT INTO jobs (dataset, session, last_modified, state, created, updated)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (dataset, session, last_modified, str(JobState.DISCOVERED), now, now),
+                    )
+                    job_id = int(cursor.lastrowid or 0)
+                    self._log(db, job_id, now, str(JobState.DISCOVERED), "new session")
+                    runnable.append(job_id)
+                    continue
+                job_id, state, old = row
+                if old == last_modified:
+                    continue
+                detail = f"changed on the server ({old} -> {last_modified})"
+                if state in (JobState.DONE, JobState.FAILED):
+                    self._set(
+                        db,
+                        now,
+                        job_id,
+                        JobState.DISCOVERED,
+                        detail,
+                        last_modified=last_modified,
+                        attempts=0,
+                        not_before=0.0,
+                        last_error=None,
+                    )
+                    runnable.append(job_id)
+                else:
+                    # A queued or running job picks the change up: it compares stamps when
+                    # it finishes and goes round again if the session moved meanwhile.
+                    db.execute(
+                        "UPDATE jobs SET last_modified = ?, updated = ? WHERE id = ?",
+                        (last_modified, now, job_id),
+                    )
+                    self._log(db, job_id, now, state, detail)
+            return runnable
+
+        return await self._call(self._transaction, run)
+
+    async def resume_in_flight(self) -> list[int]:
+        """Mark jobs that were in flight when the daemon stopped as resumed; return their ids."""
+
+        def run(db: sqlite3.Connection, now: float) -> list[int]:
+            states = sorted(IN_FLIGHT)
+            rows = db.execute(
+                f"SELECT id, state FROM jobs WHERE state IN ({_placeholders(states)})", states
+            ).fetchall()
+            for job_id, state in rows:
+                self._log(db, job_id, now, state, "resumed after a daemon restart")
+            return [job_id for job_id, _ in rows]
+
+        return await self._call(self._transaction, run)
+
+    async def claimable(
+        self, datasets: Sequence[str], exclude: Sequence[int], limit: int
+    ) -> list[JobRecord]:
+        """Runnable jobs that are due, oldest first, leaving out those already claimed."""
+        if not datasets or limit <= 0:
+            return []
+
+        def run() -> list[JobRecord]:
+            sql = (
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({_placeholders(_RUNNABLE)})"
+                f" AND not_before <= ? AND dataset IN ({_placeholders(datasets)})"
+            )
+            params: list[object] = [*map(str, _RUNNABLE), time.time(), *datasets]
+            if exclude:
+                sql += f" AND id NOT IN ({_placeholders(exclude)})"
+                params.extend(exclude)
+            sql += " ORDER BY not_before, id LIMIT ?"
+            params.append(limit)
+            return [_record(row) for row in self._conn.execute(sql, params)]
+
+        return await self._call(run)
+
+    async def next_due(self, datasets: Sequence[str]) -> float | None:
+        """When the earliest job waiting for a retry becomes due (epoch seconds)."""
+        if not datasets:
+            return None
+
+        def run() -> float | None:
+            row = self._conn.execute(
+                "SELECT MIN(not_before) FROM jobs WHERE state = ? AND not_before > ?"
+                f" AND dataset IN ({_placeholders(datasets)})",
+                (str(JobState.DISCOVERED), time.time(), *datasets),
+            ).fetchone()
+            return None if row[0] is None else float(row[0])
+
+        return await self._call(run)
+
+    async def begin(self, job_id: int) -> JobRecord:
+        """Start (or resume) a job: a fresh start counts an attempt, a resumed one does not."""
+
+        def run(db: sqlite3.Connection, now: float) -> JobRecord:
+            job = self._job(db, job_id)
+            if job is None:
+                raise DaemonError(f"job {job_id} is not in the journal {self.path}")
+            if job.state == JobState.DISCOVERED:
+                db.execute(
+                    "UPDATE jobs SET attempts = attempts + 1, updated = ? WHERE id = ?",
+                    (now, job_id),
+                )
+                self._log(db, job_id, now, str(job.state), f"attempt {job.attempts + 1} started")
+                job = self._job(db, job_id)
+                assert job is not None
+            return job
+
+        return await self._call(self._transaction, run)
+
+    async def enter(self, job_id: int, state: JobState, detail: str = "") -> None:
+        def run(db: sqlite3.Connection, now: float) -> None:
+            self._set(db, now, job_id, state, detail)
+
+        await self._call(self._transaction, run)
+
+    async def finish(
+        self, job_id: int, started_for: str, detail: str, log_tail: Sequence[str]
+    ) -> JobState:
+        """Mark a job done, or runnable again when its session changed while it ran."""
+        tail = "\n".join(log_tail)
+
+        def run(db: sqlite3.Connection, now: float) -> JobState:
+            job = self._job(db, job_id)
+            if job is not None and job.last_modified != started_for:
+                self._set(
+                    db,
+                    now,
+                    job_id,
+                    JobState.DISCOVERED,
+                    f"{detail}; the session changed meanwhile, processing it again",
+                    attempts=0,
+                    not_before=0.0,
+                    last_error=None,
+                    log_tail=tail,
+                )
+                return JobState.DISCOVERED
+            self._set(db, now, job_id, JobState.DONE, detail, last_error=None, log_tail=tail)
+            return JobState.DONE
+
+        return await self._call(self._transaction, run)
+
+    async def fail(
+        self,
+        job_id: int,
+        error: str,
+        *,
+        max_attempts: int,
+        retry_backoff: float,
+        log_tail: Sequence[str],
+    ) -> JobRecord:
+        """Record a failed attempt: back off for a retry, or fail for good after max_attempts."""
+        tail = "\n".join(log_tail)
+
+        def run(db: sqlite3.Connection, now: float) -> JobRecord:
+            job = self._job(db, job_id)
+            if job is None:
+                raise DaemonError(f"job {job_id} is not in the journal {self.path}")
+            if job.attempts >= max_attempts:
+                self._set(db, now, job_id, JobState.FAILED, error, last_error=error, log_tail=tail)
+            else:
+                delay = retry_backoff * 2 ** max(job.attempts - 1, 0)
+                self._set(
+                    db,
+                    now,
+                    job_id,
+                    JobState.DISCOVERED,
+                    f"{error}; retry in {delay:g} s",
+                    last_error=error,
+                    not_before=now + delay,
+                    log_tail=tail,
+                )
+            updated = self._job(db, job_id)
+            assert updated is not None
+            return updated
+
+        return await self._call(self._transaction, run)
+
+    async def retry(self, job_id: int, who: str) -> JobRecord | None:
+        """Reset a failed (or backing-off) job to run now; None if there is no such job."""
+
+        def run(db: sqlite3.Connection, now: float) -> JobRecord | None:
+            job = self._job(db, job_id)
+            if job is None:
+                return None
+            if job.state not in (JobState.FAILED, JobState.DISCOVERED):
+                raise DaemonError(
+                    f"job {job_id} is {job.state}: only failed or waiting jobs can be retried"
+                )
+            self._set(
+                db,
+                now,
+                job_id,
+                JobState.DISCOVERED,
+                f"retry requested by {who}",
+                attempts=0,
+                not_before=0.0,
+            )
+            return self._job(db, job_id)
+
+        return await self._call(self._transaction, run)
+
+    async def job(self, job_id: int) -> JobDetail | None:
+        def run() -> JobDetail | None:
+            db = self._conn
+            job = self._job(db, job_id)
+            if job is None:
+                return None
+            history = db.execute(
+                "SELECT at, state, detail FROM history WHERE job_id = ? ORDER BY id", (job_id,)
+            ).fetchall()
+            (tail,) = db.execute("SELECT log_tail FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return JobDetail(
+                job=job,
+                history=tuple(
+                    Transition(at, JobState(state), detail) for at, state, detail in history
+                ),
+                log_tail=tuple(tail.splitlines()),
+            )
+
+        return await self._call(run)
+
+    async def jobs(
+        self, *, state: JobState | None = None, dataset: str | None = None, limit: int = 500
+    ) -> list[JobRecord]:
+        def run() -> list[JobRecord]:
+            clauses: list[str] = []
+            params: list[object] = []
+            if state is not None:
+                clauses.append("state = ?")
+                params.append(str(state))
+            if dataset is not None:
+                clauses.append("dataset = ?")
+                params.append(dataset)
+            where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+            params.append(limit)
+            rows = self._conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs{where} ORDER BY id DESC LIMIT ?", params
+            )
+            return [_record(row) for row in rows]
+
+        return await self._call(run)
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        """Number of jobs per dataset and state."""
+
+        def run() -> dict[str, dict[str, int]]:
+            result: dict[str, dict[str, int]] = {}
+            rows = self._conn.execute(
+                "SELECT dataset, state, COUNT(*) FROM jobs GROUP BY dataset, state"
+            )
+            for dataset, state, count in rows:
+                result.setdefault(dataset, {})[state] = count
+            return result
+
+        return await self._call(run)

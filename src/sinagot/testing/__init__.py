@@ -1,0 +1,72 @@
+"""An XNAT-compatible server for tests, the demo and benchmarks.
+
+It speaks the part of the XNAT REST API that the real clients ``xnat`` (xnatpy)
+and ``pyxnat`` use, keeps its state in a data directory (files plus a SQLite
+index, so a restart finds everything) and can inject deterministic faults.
+
+::
+
+    from sinagot.testing import EmulatorServer, FaultRule
+
+    with EmulatorServer(tmp_path, users={"alice": "secret"}).running_in_thread() as server:
+        server.load_demo()
+        server.set_faults([FaultRule("status", path=r"/files/", status=503, times=2)])
+        ...  # talk to server.url
+        server.request_counts(), server.fault_counts()
+
+Users: ``users={"alice": "secret"}`` (default ``admin:admin``) and
+``project_access={"alice": None, "bob": ["P1"]}`` (None or absent: every project);
+on the command line ``--user NAME:PASSWORD[:P1,P2]``. Wrong credentials get 401, a
+project outside the list 403. Sessions (``PUT /data/services/auth``, ``GET/POST
+/data/JSESSION``) expire after ``session_expiry`` idle seconds if set.
+
+Faults: a list of :class:`FaultRule`; as JSON (``--faults``, the admin endpoint) a list
+of objects with the same fields, e.g. ``[{"kind": "status", "status": 503, "path":
+"/files/", "times": 2}, {"kind": "reset", "path": "\\.csv$", "at": 1000}]``. Kinds:
+``status`` (500/503/429..., ``Retry-After: retry_after``), ``reset`` (RST after ``at``
+body bytes), ``truncate`` (full Content-Length, clean close after ``at`` bytes),
+``corrupt`` (byte ``at`` flipped), ``latency`` (``delay`` s), ``trickle``
+(``chunk_size`` bytes every ``delay`` s). ``path`` is a regex searched in the decoded
+request path, ``method`` optional, ``times`` limits a rule to its first N matching
+requests, ``probability`` draws from ``random.Random(seed)``.
+
+Counters: requests per ``"METHOD /data/projects/{project}/experiments"``-style route
+template (``/data/archive`` and ``/REST`` count as ``/data``); faults per kind, with
+status faults as ``status_503`` etc.
+
+Admin endpoints (no authentication, never counted, never faulted):
+``GET/POST /_emulator/faults`` (body ``{"rules": [...], "seed": N}``),
+``GET /_emulator/counters`` and ``POST /_emulator/counters/reset``.
+
+One server per data directory: a starting server discards unfinished uploads left
+in ``<data>/tmp`` by a crash.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._auth import parse_user_spec
+from ._faults import FAULT_KINDS, FaultRule, parse_fault_spec
+
+if TYPE_CHECKING:
+    from ._server import DEMO_PROJECT, EmulatorServer
+
+__all__ = [
+    "DEMO_PROJECT",
+    "FAULT_KINDS",
+    "EmulatorServer",
+    "FaultRule",
+    "parse_fault_spec",
+    "parse_user_spec",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The server pulls in aiohttp; load it on first use so that `sinagot --help`, which
+    # imports this package's CLI module, stays fast.
+    if name in ("DEMO_PROJECT", "EmulatorServer"):
+        from . import _server
+
+        return getattr(_server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

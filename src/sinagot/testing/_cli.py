@@ -1,0 +1,103 @@
+"""``sinagot emulator``: run the XNAT-compatible server standalone."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sinagot.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ._server import EmulatorServer
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "emulator",
+        help="run an XNAT-compatible server for tests and the demo",
+        description=(
+            "Serve the XNAT REST subset used by xnatpy and pyxnat from a data directory. "
+            "Prints 'listening on URL' once ready; stops cleanly on SIGINT/SIGTERM. "
+            "Admin endpoints: GET/POST /_emulator/faults, GET /_emulator/counters, "
+            "POST /_emulator/counters/reset (no auth)."
+        ),
+    )
+    parser.add_argument("--data", required=True, type=Path, help="data directory (created)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    parser.add_argument("--port", default=0, type=int, help="port (default 0: any free port)")
+    parser.add_argument(
+        "--user",
+        action="append",
+        default=[],
+        metavar="NAME:PASSWORD[:PROJECTS]",
+        help="a user, optionally limited to comma-separated projects; repeatable "
+        "(default admin:admin)",
+    )
+    parser.add_argument("--demo", action="store_true", help="load the demo dataset as SONETAA")
+    parser.add_argument(
+        "--faults",
+        metavar="SPEC",
+        help='fault rules as JSON (e.g. \'[{"kind": "status", "status": 503, "times": 2}]\') '
+        "or @FILE.json",
+    )
+    parser.add_argument(
+        "--session-expiry", type=float, default=None, metavar="S", help="idle session expiry"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of probabilistic faults")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ._auth import parse_user_spec
+    from ._faults import parse_fault_spec
+    from ._server import EmulatorServer
+
+    users: dict[str, str] = {}
+    access: dict[str, frozenset[str] | None] = {}
+    for spec in args.user:
+        try:
+            name, password, projects = parse_user_spec(spec)
+        except ValueError as exc:
+            raise ConfigError(f"--user: {exc}") from exc
+        users[name] = password
+        access[name] = projects
+    faults = []
+    if args.faults:
+        try:
+            faults = parse_fault_spec(args.faults)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(f"--faults: {exc}: give a JSON list of rules or @file") from exc
+    server = EmulatorServer(
+        args.data,
+        users=users or None,
+        project_access=access,
+        faults=faults,
+        seed=args.seed,
+        session_expiry=args.session_expiry,
+        host=args.host,
+        port=args.port,
+    )
+    try:
+        if args.demo:
+            server.load_demo()
+        asyncio.run(_serve(server))
+    finally:
+        server.close()
+    return 0
+
+
+async def _serve(server: EmulatorServer) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with server:
+        sys.stdout.write(f"listening on {server.url}\n")
+        sys.stdout.flush()
+        await stop.wait()

@@ -1,0 +1,245 @@
+"""`EmulatorServer`: start, stop and seed the XNAT-compatible server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import threading
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+
+from aiohttp import web
+
+from ._app import build_app
+from ._auth import Accounts
+from ._faults import FaultInjector, FaultRule
+from ._store import NotFoundError, Owner, Store
+
+__all__ = ["DEMO_PROJECT", "EmulatorServer"]
+
+logger = logging.getLogger(__name__)
+
+DEMO_PROJECT = "SONETAA"
+_THREAD_START_TIMEOUT = 30.0
+_SHUTDOWN_GRACE = 2.0
+
+
+class EmulatorServer:
+    """An XNAT-compatible HTTP server over the state kept in ``data_dir``.
+
+    Use it as an async context manager inside a running loop, or call
+    :meth:`running_in_thread` from synchronous code. The seeding and counter
+    methods are synchronous and thread-safe, usable while the server runs.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        users: Mapping[str, str] | None = None,
+        project_access: Mapping[str, Collection[str] | None] | None = None,
+        faults: Sequence[FaultRule] = (),
+        seed: int = 0,
+        session_expiry: float | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        users = dict(users) if users else {"admin": "admin"}
+        access = {
+            name: None if projects is None else frozenset(projects)
+            for name, projects in (project_access or {}).items()
+        }
+        self.accounts = Accounts(
+            passwords=users,
+            access={name: access.get(name) for name in users},
+            expiry=session_expiry,
+        )
+        self.injector = FaultInjector(seed=seed)
+        self.injector.set_rules(list(faults))
+        self.store = Store(self.data_dir)
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` once started."""
+        if self._url is None:
+            raise RuntimeError("the emulator is not running: use it in `async with` first")
+        return self._url
+
+    async def start(self) -> None:
+        app = build_app(self.store, self.accounts, self.injector)
+        # A short grace period: a test stopping the server must not wait a minute for a
+        # trickling or stalled download to finish.
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_GRACE
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        self._url = f"http://{host}:{port}"
+        logger.info("XNAT emulator listening on %s (data in %s)", self._url, self.data_dir)
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        self._url = None
+
+    def close(self) -> None:
+        """Release the index; call after the server stopped for good."""
+        self.store.close()
+
+    async def __aenter__(self) -> EmulatorServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @contextmanager
+    def running_in_thread(self) -> Iterator[EmulatorServer]:
+        """Serve from a background thread with its own event loop while the block runs."""
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.start())
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self.stop())
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+
+        thread = threading.Thread(target=serve, name="xnat-emulator", daemon=True)
+        thread.start()
+        if not ready.wait(_THREAD_START_TIMEOUT):
+            raise RuntimeError("the emulator thread did not start within 30 s")
+        if failure:
+            thread.join()
+            raise failure[0]
+        try:
+            yield self
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+
+    # -- seeding and inspection (sync, thread-safe) ------------------------------------------
+
+    def create_project(self, project: str, name: str = "", description: str = "") -> str:
+        return self.store.create_project(project, name, description).id
+
+    def create_session(
+        self,
+        project: str,
+        label: str,
+        *,
+        subject: str | None = None,
+        xsi_type: str = "xnat:mrSessionData",
+        date: str = "",
+    ) -> str:
+        """Create (or find) the experiment ``label`` and its subject; return the experiment ID."""
+        found = self.store.create_subject(project, subject or label)
+        return self.store.create_experiment(project, found.id, label, xsi_type, date).id
+
+    def add_scan_file(
+        self,
+        project: str,
+        session: str,
+        *,
+        scan_type: str,
+        resource: str,
+        name: str,
+        data: bytes | Path,
+        scan_id: str | None = None,
+    ) -> str:
+        """Store a file in the scan of ``scan_type`` (created if needed); return its MD5."""
+        experiment = self.store.find_experiment(project, session)
+        if experiment is None:
+            raise NotFoundError(
+                f"session {session} does not exist in project {project}: call create_session first"
+            )
+        scans = self.store.scans(experiment.id)
+        scan = next((s for s in scans if s.type == scan_type and scan_id in (None, s.id)), None)
+        if scan is None:
+            new_id = scan_id or str(
+                1 + max((int(s.id) for s in scans if s.id.isdigit()), default=0)
+            )
+            scan = self.store.create_scan(experiment.id, new_id, scan_type)
+        owner = Owner("scan", f"{experiment.id}/{scan.id}")
+        found, _ = self.store.create_resource(owner, resource)
+        return self.store.write_file(found, name, data).digest
+
+    def set_fields(self, project: str, session: str, values: Mapping[str, str]) -> None:
+        experiment = self.store.find_experiment(project, session)
+        if experiment is None:
+            raise NotFoundError(
+                f"session {session} does not exist in project {project}: call create_session first"
+            )
+        self.store.set_fields(experiment.id, dict(values))
+
+    def load_demo(self, project: str = DEMO_PROJECT) -> None:
+        """Load the demo recordings: record -> session, task -> scan type, modality -> resource."""
+        from sinagot.demo import DEMO_RECORDS, DEMO_TASK_MODALITIES, write_demo_recordings
+
+        self.create_project(project, "SoNeTAA demo")
+        with tempfile.TemporaryDirectory(prefix="sinagot-demo-") as scratch:
+            root = Path(scratch)
+            write_demo_recordings(root)
+            for record in DEMO_RECORDS:
+                self.create_session(project, record, subject=record)
+                for index, (task, modalities) in enumerate(DEMO_TASK_MODALITIES.items(), 1):
+                    for modality in modalities:
+                        folder = root / record / task / modality
+                        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                            self.add_scan_file(
+                                project,
+                                record,
+                                scan_type=task,
+                                scan_id=str(index),
+                                resource=modality,
+                                name=path.relative_to(folder).as_posix(),
+                                data=path,
+                            )
+
+    def request_counts(self) -> dict[str, int]:
+        """Requests per ``"METHOD /route/{template}"`` since start or the last reset."""
+        return self.injector.request_counts()
+
+    def fault_counts(self) -> dict[str, int]:
+        """Injected faults per kind (``status_503``, ``reset``, ...)."""
+        return self.injector.fault_counts()
+
+    def reset_counters(self) -> None:
+        self.injector.reset_counters()
+
+    def set_faults(self, rules: Sequence[FaultRule], seed: int | None = None) -> None:
+        self.injector.set_rules(list(rules), seed)

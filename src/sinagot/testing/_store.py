@@ -1,0 +1,707 @@
+"""The emulator's state: files on disk plus a small SQLite index.
+
+Every method is synchronous and thread-safe (one lock around one connection):
+the HTTP layer calls them through ``asyncio.to_thread`` and test code calls
+them directly from any thread. A file becomes visible only once fully
+written and hashed: uploads go to a temporary file first and are renamed
+into place under the lock, together with their index row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from sinagot.errors import EmulatorError
+
+__all__ = [
+    "ConflictError",
+    "Experiment",
+    "FileEntry",
+    "NotFoundError",
+    "Owner",
+    "Project",
+    "Resource",
+    "Scan",
+    "Store",
+    "Subject",
+    "format_time",
+]
+
+OwnerKind = Literal["project", "subject", "experiment", "scan"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS projects (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS subjects (
+    id TEXT PRIMARY KEY, project TEXT NOT NULL, label TEXT NOT NULL,
+    insert_ms INTEGER NOT NULL, modified_ms INTEGER NOT NULL, UNIQUE (project, label));
+CREATE TABLE IF NOT EXISTS experiments (
+    id TEXT PRIMARY KEY, project TEXT NOT NULL, subject_id TEXT NOT NULL, label TEXT NOT NULL,
+    xsi_type TEXT NOT NULL, date TEXT NOT NULL,
+    insert_ms INTEGER NOT NULL, modified_ms INTEGER NOT NULL, UNIQUE (project, label));
+CREATE TABLE IF NOT EXISTS scans (
+    experiment_id TEXT NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, xsi_type TEXT NOT NULL,
+    series_description TEXT NOT NULL, quality TEXT NOT NULL, note TEXT NOT NULL,
+    PRIMARY KEY (experiment_id, id));
+CREATE TABLE IF NOT EXISTS fields (
+    experiment_id TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (experiment_id, name));
+CREATE TABLE IF NOT EXISTS resources (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, owner_kind TEXT NOT NULL, owner_key TEXT NOT NULL,
+    label TEXT NOT NULL, format TEXT NOT NULL, content TEXT NOT NULL, tags TEXT NOT NULL,
+    UNIQUE (owner_kind, owner_key, label));
+CREATE TABLE IF NOT EXISTS files (
+    resource_id INTEGER NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
+    digest TEXT NOT NULL, format TEXT NOT NULL, content TEXT NOT NULL, tags TEXT NOT NULL,
+    PRIMARY KEY (resource_id, path));
+"""
+
+_HASH_CHUNK = 1024 * 1024
+
+
+class NotFoundError(EmulatorError, LookupError):
+    """An object addressed by a request or a seeding call does not exist."""
+
+
+class ConflictError(EmulatorError):
+    """A create or upload clashes with something that already exists."""
+
+
+def format_time(ms: int) -> str:
+    """XNAT's ``YYYY-MM-DD HH:MM:SS.fff`` form of a UTC time in milliseconds."""
+    stamp = datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return f"{stamp}.{ms % 1000:03d}"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    id: str
+    name: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    id: str
+    project: str
+    label: str
+    insert_ms: int
+    modified_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment:
+    id: str
+    project: str
+    subject_id: str
+    subject_label: str
+    label: str
+    xsi_type: str
+    date: str
+    insert_ms: int
+    modified_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    experiment_id: str
+    id: str
+    type: str
+    xsi_type: str
+    series_description: str
+    quality: str
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """What a resource hangs off: a project, subject, experiment or scan."""
+
+    kind: OwnerKind
+    key: str  # project id, subject id, experiment id, or "<experiment id>/<scan id>"
+
+    @property
+    def experiment_id(self) -> str | None:
+        if self.kind == "experiment":
+            return self.key
+        if self.kind == "scan":
+            return self.key.split("/", 1)[0]
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    id: int
+    owner: Owner
+    label: str
+    format: str
+    content: str
+    tags: str
+    file_count: int
+    file_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    resource_id: int
+    path: str
+    size: int
+    digest: str
+    format: str
+    content: str
+    tags: str
+    disk_path: Path
+
+
+def safe_relative_path(path: str) -> str:
+    """``path`` normalised, or ValueError if it could escape its resource folder."""
+    parts = PurePosixPath(path).parts
+    if not parts or path.startswith("/") or any(p in ("..", ".", "") for p in parts):
+        raise ValueError(f"unsafe file path {path!r}")
+    return "/".join(parts)
+
+
+class Store:
+    """Projects, subjects, experiments, scans, resources and files of one data directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._files_dir = root / "files"
+        self._tmp_dir = root / "tmp"
+        self._files_dir.mkdir(parents=True, exist_ok=True)
+        # Leftovers of uploads interrupted by a crash are never visible, so drop them.
+        shutil.rmtree(self._tmp_dir, ignore_errors=True)
+        self._tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            root / "index.sqlite3", check_same_thread=False, isolation_level=None
+        )
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _next_id(self, counter: str) -> int:
+        self._db.execute(
+            "INSERT INTO counters VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value = value + 1",
+            (counter,),
+        )
+        row = self._db.execute("SELECT value FROM counters WHERE name = ?", (counter,)).fetchone()
+        return int(row[0])
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db, self._lock)
+
+    def _bump_experiment(self, experiment_id: str) -> None:
+        # Strictly increasing even within one millisecond: pollers compare for inequality.
+        self._db.execute(
+            "UPDATE experiments SET modified_ms = MAX(?, modified_ms + 1) WHERE id = ?",
+            (_now_ms(), experiment_id),
+        )
+
+    def _bump_owner(self, owner: Owner) -> None:
+        experiment_id = owner.experiment_id
+        if experiment_id is not None:
+            self._bump_experiment(experiment_id)
+        elif owner.kind == "subject":
+            self._db.execute(
+                "UPDATE subjects SET modified_ms = MAX(?, modified_ms + 1) WHERE id = ?",
+                (_now_ms(), owner.key),
+            )
+
+    # -- projects ------------------------------------------------------------------------
+
+    def create_project(self, project_id: str, name: str = "", description: str = "") -> Project:
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR IGNORE INTO projects VALUES (?, ?, ?)",
+                (project_id, name or project_id, description),
+            )
+            found = self.get_project(project_id)
+        assert found is not None
+        return found
+
+    def projects(self) -> list[Project]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM projects ORDER BY id").fetchall()
+        return [Project(r["id"], r["name"], r["description"]) for r in rows]
+
+    def get_project(self, project_id: str) -> Project | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM projects WHERE id = ?", (project_id,)).fetchone()
+        return None if row is None else Project(row["id"], row["name"], row["description"])
+
+    # -- subjects ------------------------------------------------------------------------
+
+    def subjects(self, project: str | None) -> list[Subject]:
+        with self._lock:
+            if project is None:
+                rows = self._db.execute("SELECT * FROM subjects ORDER BY id").fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT * FROM subjects WHERE project = ? ORDER BY id", (project,)
+                ).fetchall()
+        return [_subject(r) for r in rows]
+
+    def find_subject(self, project: str | None, key: str) -> Subject | None:
+        with self._lock:
+            if project is None:
+                row = self._db.execute("SELECT * FROM subjects WHERE id = ?", (key,)).fetchone()
+            else:
+                row = self._db.execute(
+                    "SELECT * FROM subjects WHERE project = ? AND (id = ? OR label = ?)"
+                    " ORDER BY id = ? DESC LIMIT 1",
+                    (project, key, key, key),
+                ).fetchone()
+        return None if row is None else _subject(row)
+
+    def create_subject(self, project: str, label: str) -> Subject:
+        with self._transaction():
+            if self.get_project(project) is None:
+                raise NotFoundError(f"project {project} does not exist: create it first")
+            found = self.find_subject(project, label)
+            if found is not None:
+                return found
+            subject_id = f"XNAT_S{self._next_id('subject'):05d}"
+            now = _now_ms()
+            self._db.execute(
+                "INSERT INTO subjects VALUES (?, ?, ?, ?, ?)",
+                (subject_id, project, label, now, now),
+            )
+            created = self.find_subject(None, subject_id)
+        assert created is not None
+        return created
+
+    def delete_subject(self, subject: Subject) -> None:
+        with self._transaction():
+            for experiment in self.experiments(subject.project, subject.id):
+                self.delete_experiment(experiment)
+            self._delete_resources_of(Owner("subject", subject.id))
+            self._db.execute("DELETE FROM subjects WHERE id = ?", (subject.id,))
+
+    # -- experiments ---------------------------------------------------------------------
+
+    _EXPERIMENT_SELECT = (
+        "SELECT e.*, s.label AS subject_label FROM experiments e"
+        " JOIN subjects s ON s.id = e.subject_id"
+    )
+
+    def experiments(self, project: str | None, subject_id: str | None = None) -> list[Experiment]:
+        clauses, params = [], []
+        if project is not None:
+            clauses.append("e.project = ?")
+            params.append(project)
+        if subject_id is not None:
+            clauses.append("e.subject_id = ?")
+            params.append(subject_id)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            rows = self._db.execute(
+                f"{self._EXPERIMENT_SELECT}{where} ORDER BY e.id", params
+            ).fetchall()
+        return [_experiment(r) for r in rows]
+
+    def find_experiment(
+        self, project: str | None, key: str, subject_id: str | None = None
+    ) -> Experiment | None:
+        with self._lock:
+            if project is None:
+                row = self._db.execute(
+                    f"{self._EXPERIMENT_SELECT} WHERE e.id = ?", (key,)
+                ).fetchone()
+            else:
+                row = self._db.execute(
+                    f"{self._EXPERIMENT_SELECT} WHERE e.project = ? AND (e.id = ? OR e.label = ?)"
+                    " ORDER BY e.id = ? DESC LIMIT 1",
+                    (project, key, key, key),
+                ).fetchone()
+        if row is None:
+            return None
+        experiment = _experiment(row)
+        if subject_id is not None and experiment.subject_id != subject_id:
+            return None
+        return experiment
+
+    def create_experiment(
+        self, project: str, subject_id: str, label: str, xsi_type: str, date: str = ""
+    ) -> Experiment:
+        with self._transaction():
+            found = self.find_experiment(project, label)
+            if found is not None:
+                return found
+            if self.find_subject(project, subject_id) is None:
+                raise NotFoundError(
+                    f"subject {subject_id} does not exist in project {project}: create it first"
+                )
+            experiment_id = f"XNAT_E{self._next_id('experiment'):05d}"
+            now = _now_ms()
+            self._db.execute(
+                "INSERT INTO experiments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (experiment_id, project, subject_id, label, xsi_type, date, now, now),
+            )
+            created = self.find_experiment(None, experiment_id)
+        assert created is not None
+        return created
+
+    def delete_experiment(self, experiment: Experiment) -> None:
+        with self._transaction():
+            for scan in self.scans(experiment.id):
+                self.delete_scan(scan)
+            self._delete_resources_of(Owner("experiment", experiment.id))
+            self._db.execute("DELETE FROM fields WHERE experiment_id = ?", (experiment.id,))
+            self._db.execute("DELETE FROM experiments WHERE id = ?", (experiment.id,))
+
+    def fields(self, experiment_id: str) -> dict[str, str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, value FROM fields WHERE experiment_id = ? ORDER BY name",
+                (experiment_id,),
+            ).fetchall()
+        return {r["name"]: r["value"] for r in rows}
+
+    def set_fields(self, experiment_id: str, values: dict[str, str]) -> None:
+        if not values:
+            return
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO fields VALUES (?, ?, ?)"
+                " ON CONFLICT(experiment_id, name) DO UPDATE SET value = excluded.value",
+                [(experiment_id, k, v) for k, v in values.items()],
+            )
+            self._bump_experiment(experiment_id)
+
+    # -- scans ---------------------------------------------------------------------------
+
+    def scans(self, experiment_id: str) -> list[Scan]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM scans WHERE experiment_id = ? ORDER BY CAST(id AS INTEGER), id",
+                (experiment_id,),
+            ).fetchall()
+        return [_scan(r) for r in rows]
+
+    def find_scan(self, experiment_id: str, key: str) -> Scan | None:
+        """The scan with ID ``key``, else the only scan of type ``key`` (xnatpy uses both)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM scans WHERE experiment_id = ? AND (id = ? OR type = ?)"
+                " ORDER BY id = ? DESC LIMIT 2",
+                (experiment_id, key, key, key),
+            ).fetchall()
+        if not rows or (rows[0]["id"] != key and len(rows) > 1):
+            return None
+        return _scan(rows[0])
+
+    def create_scan(
+        self,
+        experiment_id: str,
+        scan_id: str,
+        scan_type: str,
+        xsi_type: str = "xnat:mrScanData",
+        series_description: str = "",
+    ) -> Scan:
+        with self._transaction():
+            found = self.find_scan(experiment_id, scan_id)
+            if found is not None:
+                if scan_type and scan_type != found.type:
+                    self._db.execute(
+                        "UPDATE scans SET type = ? WHERE experiment_id = ? AND id = ?",
+                        (scan_type, experiment_id, scan_id),
+                    )
+                    self._bump_experiment(experiment_id)
+            else:
+                self._db.execute(
+                    "INSERT INTO scans VALUES (?, ?, ?, ?, ?, '', '')",
+                    (experiment_id, scan_id, scan_type, xsi_type, series_description),
+                )
+                self._bump_experiment(experiment_id)
+            created = self.find_scan(experiment_id, scan_id)
+        assert created is not None
+        return created
+
+    def delete_scan(self, scan: Scan) -> None:
+        with self._transaction():
+            self._delete_resources_of(Owner("scan", f"{scan.experiment_id}/{scan.id}"))
+            self._db.execute(
+                "DELETE FROM scans WHERE experiment_id = ? AND id = ?",
+                (scan.experiment_id, scan.id),
+            )
+            self._bump_experiment(scan.experiment_id)
+
+    # -- resources -----------------------------------------------------------------------
+
+    _RESOURCE_SELECT = (
+        "SELECT r.*, COUNT(f.path) AS file_count, COALESCE(SUM(f.size), 0) AS file_size"
+        " FROM resources r LEFT JOIN files f ON f.resource_id = r.id"
+    )
+
+    def resources(self, owner: Owner) -> list[Resource]:
+        with self._lock:
+            rows = self._db.execute(
+                f"{self._RESOURCE_SELECT} WHERE r.owner_kind = ? AND r.owner_key = ?"
+                " GROUP BY r.id ORDER BY r.id",
+                (owner.kind, owner.key),
+            ).fetchall()
+        return [_resource(r) for r in rows]
+
+    def find_resource(self, owner: Owner, key: str) -> Resource | None:
+        with self._lock:
+            row = self._db.execute(
+                f"{self._RESOURCE_SELECT} WHERE r.owner_kind = ? AND r.owner_key = ?"
+                " AND (r.label = ? OR CAST(r.id AS TEXT) = ?) GROUP BY r.id"
+                " ORDER BY r.label = ? DESC LIMIT 1",
+                (owner.kind, owner.key, key, key, key),
+            ).fetchone()
+        return None if row is None else _resource(row)
+
+    def create_resource(
+        self, owner: Owner, label: str, fmt: str = "", content: str = "", tags: str = ""
+    ) -> tuple[Resource, bool]:
+        """The resource ``label`` of ``owner`` and whether it was created now."""
+        with self._transaction():
+            found = self.find_resource(owner, label)
+            if found is not None:
+                return found, False
+            self._db.execute(
+                "INSERT INTO resources (owner_kind, owner_key, label, format, content, tags)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (owner.kind, owner.key, label, fmt, content, tags),
+            )
+            self._bump_owner(owner)
+            created = self.find_resource(owner, label)
+        assert created is not None
+        return created, True
+
+    def delete_resource(self, resource: Resource) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM files WHERE resource_id = ?", (resource.id,))
+            self._db.execute("DELETE FROM resources WHERE id = ?", (resource.id,))
+            self._bump_owner(resource.owner)
+            shutil.rmtree(self._files_dir / str(resource.id), ignore_errors=True)
+
+    def _delete_resources_of(self, owner: Owner) -> None:
+        for resource in self.resources(owner):
+            self.delete_resource(resource)
+
+    # -- files ---------------------------------------------------------------------------
+
+    def files(self, resource_id: int) -> list[FileEntry]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM files WHERE resource_id = ? ORDER BY path", (resource_id,)
+            ).fetchall()
+        return [self._file(r) for r in rows]
+
+    def find_file(self, resource_id: int, path: str) -> FileEntry | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM files WHERE resource_id = ? AND path = ?", (resource_id, path)
+            ).fetchone()
+        return None if row is None else self._file(row)
+
+    def read_file(
+        self, resource_id: int, path: str, inline_limit: int
+    ) -> tuple[FileEntry, bytes | None]:
+        """The entry of ``path`` and, if at most ``inline_limit`` bytes, its content.
+
+        Both are read under the lock, so the bytes are those the digest describes even
+        while another upload replaces the file.
+        """
+        with self._lock:
+            entry = self.find_file(resource_id, path)
+            if entry is None:
+                raise NotFoundError(f"file {path} does not exist in resource {resource_id}")
+            data = entry.disk_path.read_bytes() if entry.size <= inline_limit else None
+        return entry, data
+
+    def new_upload(self) -> Path:
+        """A fresh temporary path for an upload, in the same file system as the files."""
+        return self._tmp_dir / f"{uuid.uuid4().hex}.part"
+
+    def commit_file(
+        self,
+        resource: Resource,
+        path: str,
+        temp: Path,
+        size: int,
+        digest: str,
+        *,
+        overwrite: bool,
+        fmt: str = "",
+        content: str = "",
+        tags: str = "",
+        keep_identical: bool = False,
+    ) -> FileEntry:
+        """Move the fully written ``temp`` to ``path`` of ``resource`` and index it.
+
+        With ``keep_identical``, a file already holding the same bytes is left alone
+        (no modification time bump), so re-seeding a data directory is a no-op.
+        """
+        path = safe_relative_path(path)
+        target = self._files_dir / str(resource.id) / path
+        with self._transaction():
+            if self.find_resource(resource.owner, str(resource.id)) is None:
+                temp.unlink(missing_ok=True)
+                raise NotFoundError(
+                    f"resource {resource.label} was deleted meanwhile: upload again"
+                )
+            existing = self.find_file(resource.id, path)
+            unchanged = existing is not None and (existing.size, existing.digest) == (size, digest)
+            if keep_identical and unchanged:
+                temp.unlink(missing_ok=True)
+                assert existing is not None
+                return existing
+            if not overwrite and existing is not None:
+                temp.unlink(missing_ok=True)
+                raise ConflictError(
+                    f"file {path} exists in resource {resource.label}: upload with overwrite=true"
+                )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp, target)
+            self._db.execute(
+                "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(resource_id, path) DO UPDATE SET size = excluded.size,"
+                " digest = excluded.digest, format = excluded.format,"
+                " content = excluded.content, tags = excluded.tags",
+                (resource.id, path, size, digest, fmt, content, tags),
+            )
+            self._bump_owner(resource.owner)
+            entry = self.find_file(resource.id, path)
+        assert entry is not None
+        return entry
+
+    def write_file(
+        self, resource: Resource, path: str, data: bytes | Path, *, overwrite: bool = True
+    ) -> FileEntry:
+        """Store ``data`` (bytes, or a local file to copy) as ``path`` of ``resource``.
+
+        Identical existing content is kept as is (see :meth:`commit_file`).
+        """
+        temp = self.new_upload()
+        hasher = hashlib.md5()
+        size = 0
+        with temp.open("wb") as out:
+            for chunk in _chunks(data):
+                hasher.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        return self.commit_file(
+            resource, path, temp, size, hasher.hexdigest(), overwrite=overwrite, keep_identical=True
+        )
+
+    def delete_file(self, entry: FileEntry, owner: Owner) -> None:
+        with self._transaction():
+            self._db.execute(
+                "DELETE FROM files WHERE resource_id = ? AND path = ?",
+                (entry.resource_id, entry.path),
+            )
+            entry.disk_path.unlink(missing_ok=True)
+            self._bump_owner(owner)
+
+    def _file(self, row: sqlite3.Row) -> FileEntry:
+        return FileEntry(
+            resource_id=row["resource_id"],
+            path=row["path"],
+            size=row["size"],
+            digest=row["digest"],
+            format=row["format"],
+            content=row["content"],
+            tags=row["tags"],
+            disk_path=self._files_dir / str(row["resource_id"]) / row["path"],
+        )
+
+
+class _Transaction:
+    """Holds the store lock and wraps nested calls in one SQLite transaction."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
+        self._db = db
+        self._lock = lock
+        self._outermost = False
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        self._outermost = not self._db.in_transaction
+        if self._outermost:
+            self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if self._outermost:
+                self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self._lock.release()
+
+
+def _chunks(data: bytes | Path) -> Iterator[bytes]:
+    if isinstance(data, bytes):
+        yield data
+        return
+    with data.open("rb") as source:
+        while chunk := source.read(_HASH_CHUNK):
+            yield chunk
+
+
+def _subject(row: sqlite3.Row) -> Subject:
+    return Subject(row["id"], row["project"], row["label"], row["insert_ms"], row["modified_ms"])
+
+
+def _experiment(row: sqlite3.Row) -> Experiment:
+    return Experiment(
+        id=row["id"],
+        project=row["project"],
+        subject_id=row["subject_id"],
+        subject_label=row["subject_label"],
+        label=row["label"],
+        xsi_type=row["xsi_type"],
+        date=row["date"],
+        insert_ms=row["insert_ms"],
+        modified_ms=row["modified_ms"],
+    )
+
+
+def _scan(row: sqlite3.Row) -> Scan:
+    return Scan(
+        experiment_id=row["experiment_id"],
+        id=row["id"],
+        type=row["type"],
+        xsi_type=row["xsi_type"],
+        series_description=row["series_description"],
+        quality=row["quality"],
+        note=row["note"],
+    )
+
+
+def _resource(row: sqlite3.Row) -> Resource:
+    return Resource(
+        id=row["id"],
+        owner=Owner(row["owner_kind"], row["owner_key"]),
+        label=row["label"],
+        format=row["format"],
+        content=row["content"],
+        tags=row["tags"],
+        file_count=row["file_count"],
+        file_size=row["file_size"],
+    )

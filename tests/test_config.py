@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from foundation_support import write_project
+from sinagot.config import load_settings
+from sinagot.demo import DEMO_CONFIG
+from sinagot.errors import ConfigError
+
+
+def _error(tmp_path: Path, config: str) -> str:
+    path = write_project(tmp_path, config=config)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(path) in message
+    return message
+
+
+def test_demo_config_loads_with_paths_relative_to_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_project(tmp_path)
+    monkeypatch.chdir("/")
+    settings = load_settings(path)
+    assert settings.config_path == path.resolve()
+    assert settings.dataset_dir == (tmp_path / "data").resolve()
+    assert settings.scripts_dir == (tmp_path / "scripts").resolve()
+    assert settings.id_pattern.fullmatch("REC-200331-A")
+    assert list(settings.tasks) == ["RS", "MMN", "HDC"]
+    assert settings.tasks["HDC"].modalities == ("EEG", "clinical", "behavior")
+    assert settings.modalities["EEG"].scripts == ("preprocess", "spectrum")
+    assert settings.run_mode == "main_process"
+    assert settings.dask.n_workers == 2 and settings.dask.processes is False
+    assert settings.store.type == "local" and settings.store.pipeline == "sinagot"
+    assert settings.daemon.max_attempts == 3 and settings.daemon.socket is None
+    with pytest.raises(AttributeError):
+        settings.run_mode = "dask"  # type: ignore[misc]
+
+
+def test_per_task_script_override(tmp_path: Path) -> None:
+    config = DEMO_CONFIG + '\n[modalities.EEG.tasks.RS]\nscripts = ["preprocess"]\n'
+    settings = load_settings(write_project(tmp_path, config=config))
+    eeg = settings.modalities["EEG"]
+    assert eeg.scripts_for("RS") == ("preprocess",)
+    assert eeg.scripts_for("MMN") == ("preprocess", "spectrum")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("[records]", "[record]", "did you mean 'records'?"),
+        ('level = "INFO"', 'levle = "INFO"', "log.levle: unknown key; did you mean 'level'?"),
+        ('scripts = ["score"]', 'scritps = ["score"]', "modalities.clinical.scritps: unknown key"),
+        ('dataset = "data"', 'dataset = "nowhere"', "path.dataset: folder"),
+        ('scripts = "scripts"', 'scripts = "nope"', "path.scripts: folder"),
+        (
+            'id_pattern = "REC-',
+            'id_pattern = "(REC-',
+            "records.id_pattern: invalid regular expression",
+        ),
+        (
+            'modalities = ["EEG", "clinical"]\n\n[tasks.MMN]',
+            'modalities = ["EEG", "clinicl"]\n\n[tasks.MMN]',
+            "unknown modality 'clinicl'; did you mean 'clinical'?",
+        ),
+        ('scripts = ["accuracy"]', 'scripts = ["accuracy", "speed"]', "script 'speed' has no file"),
+        (
+            'mode = "main_process"',
+            'mode = "threads"',
+            'run.mode: got \'threads\'; set it to "main_process" or "dask"',
+        ),
+        ("n_workers = 2", "n_workers = 0", "dask.n_workers: got 0; set it to an integer >= 1"),
+        ("n_workers = 2", "n_workers = true", "dask.n_workers: got True"),
+        ('level = "INFO"', 'level = "LOUD"', "log.level: got 'LOUD'"),
+    ],
+)
+def test_each_mistake_is_one_clear_line(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    assert old in DEMO_CONFIG
+    assert expected in _error(tmp_path, DEMO_CONFIG.replace(old, new, 1))
+
+
+def test_scope_names_cannot_hide_the_api(tmp_path: Path) -> None:
+    config = DEMO_CONFIG.replace("[tasks.MMN]", "[tasks.run]")
+    assert "tasks.run: is not a valid task name" in _error(tmp_path, config)
+
+
+def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
+    assert "not valid TOML" in _error(tmp_path, "[path\n")
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(tmp_path / "missing.toml")
+
+
+def test_task_override_for_unknown_task(tmp_path: Path) -> None:
+    config = DEMO_CONFIG + '\n[modalities.EEG.tasks.RX]\nscripts = ["preprocess"]\n'
+    assert "modalities.EEG.tasks.RX: unknown task 'RX'; did you mean 'RS'?" in _error(
+        tmp_path, config
+    )
+    config = DEMO_CONFIG + '\n[modalities.behavior.tasks.RS]\nscripts = ["accuracy"]\n'
+    assert "task 'RS' does not record 'behavior'" in _error(tmp_path, config)
+
+
+def test_xnat_store_requires_server_project_user_and_hides_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = DEMO_CONFIG.replace('dataset = "data"', 'dataset = "work"')
+    message = _error(tmp_path, base + '\n[store]\ntype = "xnat"\nserver = "http://127.0.0.1:1"\n')
+    assert "store.project: is required for type 'xnat'" in message
+    config = base + (
+        '\n[store]\ntype = "xnat"\nserver = "http://127.0.0.1:1"\nproject = "P"\n'
+        'user = "alice"\npassword = "s3cret"\n'
+    )
+    settings = load_settings(write_project(tmp_path, config=config))
+    assert settings.dataset_dir == (tmp_path / "work").resolve() and settings.dataset_dir.is_dir()
+    assert "s3cret" not in repr(settings) and "s3cret" not in repr(settings.store)
+    assert settings.store.resolved_password() == "s3cret"
+    no_password = config.replace('password = "s3cret"\n', "")
+    monkeypatch.setenv("SINAGOT_XNAT_PASSWORD", "from-env")
+    assert (
+        load_settings(write_project(tmp_path, config=no_password)).store.resolved_password()
+        == "from-env"
+    )
+
+
+def test_netrc_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SINAGOT_XNAT_PASSWORD", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    netrc_file = tmp_path / ".netrc"
+    netrc_file.write_text("machine xnat.example.org login alice password from-netrc\n")
+    os.chmod(netrc_file, 0o600)
+    config = (
+        DEMO_CONFIG
+        + '\n[store]\ntype = "xnat"\nserver = "https://xnat.example.org:8443/"\nproject = "P"\nuser = "alice"\n'
+    )
+    settings = load_settings(write_project(tmp_path, config=config))
+    assert settings.store.resolved_password() == "from-netrc"
+
+
+def test_dask_address_conflicts_with_cluster_options(tmp_path: Path) -> None:
+    config = DEMO_CONFIG.replace("[dask]\n", '[dask]\naddress = "tcp://127.0.0.1:8786"\n')
+    assert "conflict with dask.address" in _error(tmp_path, config)

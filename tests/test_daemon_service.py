@@ -1,0 +1,182 @@
+"""The service loop in-process, with an in-memory backend and a real journal and socket."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon_support import daemon_table, write_config
+from sinagot.config import Settings
+from sinagot.daemon import ControlClient, Daemon, Phase, ProcessResult, SessionInfo
+from sinagot.daemon._systemd import Notifier
+
+
+class MemoryBackend:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sessions: dict[str, str] = {}
+        self.hang: set[str] = set()
+        self.listings = 0
+        self.processed: list[str] = []
+        self.closed = False
+
+    async def list_sessions(self) -> Sequence[SessionInfo]:
+        self.listings += 1
+        return [SessionInfo(label, stamp) for label, stamp in self.sessions.items()]
+
+    async def process_session(
+        self, label: str, enter_phase: Callable[[Phase], Awaitable[None]]
+    ) -> ProcessResult:
+        for phase in Phase:
+            await enter_phase(phase)
+            if phase == Phase.RUNNING and label in self.hang:
+                await asyncio.sleep(3600)
+        self.processed.append(label)
+        return ProcessResult(ran=1, uploaded=1)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class Running:
+    daemon: Daemon
+    client: ControlClient
+    backends: dict[str, MemoryBackend]
+    configs: dict[str, Path]
+
+    async def wait(self, predicate: Callable[[], Any], what: str, limit: float = 10.0) -> None:
+        async with asyncio.timeout(limit):
+            for _ in range(int(limit / 0.02) + 1):
+                if predicate():
+                    return
+                await asyncio.sleep(0.02)
+        raise AssertionError(f"never saw {what}")
+
+    async def states(self) -> dict[str, str]:
+        return {job["session"]: job["state"] for job in await self.client.jobs()}
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    backends: dict[str, MemoryBackend] = {}
+
+    def factory(settings: Settings) -> MemoryBackend:
+        backend = MemoryBackend(settings.config_path.stem)
+        old = backends.get(backend.name)
+        if old is not None:
+            backend.sessions, backend.hang = old.sessions, old.hang
+        backends[backend.name] = backend
+        return backend
+
+    table = daemon_table(tmp_path, poll_interval=0.05, job_timeout=0.5, max_attempts=2)
+    configs = {name: write_config(tmp_path, name, table) for name in ("one", "two")}
+    daemon = Daemon([configs["one"]], factory, notifier=Notifier({}))
+    ready: asyncio.Future[Path] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(daemon.run(socket_ready=ready.set_result))
+    try:
+        async with asyncio.timeout(20):
+            await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
+        assert not task.done(), task
+        yield Running(daemon, ControlClient(tmp_path / "run" / "sinagot.sock"), backends, configs)
+    finally:
+        daemon.request_stop()
+        async with asyncio.timeout(20):
+            await task
+
+
+async def test_unchanged_listing_does_no_work(running: Running) -> None:
+    backend = running.backends["one"]
+    backend.sessions.update({"REC-1": "a", "REC-2": "a"})
+    await running.wait(lambda: len(backend.processed) == 2, "two sessions processed")
+    listings = backend.listings
+    detail_before = await running.client.job(1)
+    await running.wait(lambda: backend.listings >= listings + 5, "five more polls")
+    assert backend.processed == ["REC-1", "REC-2"]
+    assert (await running.client.job(1))["history"] == detail_before["history"]
+
+
+async def test_pause_holds_new_jobs_until_resume(running: Running) -> None:
+    backend = running.backends["one"]
+    await running.client.pause()
+    backend.sessions["REC-1"] = "a"
+    await running.wait(lambda: backend.listings >= 5, "polls while paused")
+    assert await running.states() == {"REC-1": "discovered"}
+    assert (await running.client.status())["paused"] is True
+    assert "sinagot_paused 1" in await running.client.metrics()
+    await running.client.resume()
+    await running.wait(lambda: backend.processed == ["REC-1"], "the job after resume")
+
+
+async def test_job_timeout_fails_the_job_and_the_daemon_goes_on(running: Running) -> None:
+    backend = running.backends["one"]
+    backend.hang.add("REC-1")
+    backend.sessions.update({"REC-1": "a", "REC-2": "a"})
+    await running.wait(lambda: backend.processed == ["REC-2"], "the other job")
+    for _ in range(100):
+        if (await running.states())["REC-1"] == "failed":
+            break
+        await asyncio.sleep(0.05)
+    (job,) = await running.client.jobs(state="failed")
+    assert job["attempts"] == 2
+    assert job["last_error"] == "timed out after 0.5 s ([daemon] job_timeout)"
+    metrics = await running.client.metrics()
+    assert 'sinagot_job_attempts_total{dataset="one",outcome="retry"} 1' in metrics
+    assert 'sinagot_job_attempts_total{dataset="one",outcome="failed"} 1' in metrics
+
+
+async def test_changed_session_is_processed_again(running: Running) -> None:
+    backend = running.backends["one"]
+    backend.sessions["REC-1"] = "a"
+    await running.wait(lambda: backend.processed == ["REC-1"], "first run")
+    backend.sessions["REC-1"] = "b"
+    await running.wait(lambda: backend.processed == ["REC-1", "REC-1"], "second run")
+    (job,) = await running.client.jobs()
+    assert job["last_modified"] == "b"
+
+
+async def test_reload_swaps_datasets_and_closes_old_backends(running: Running) -> None:
+    one = running.backends["one"]
+    second = running.configs["two"]
+    running.daemon.config_paths = (running.configs["one"], second)
+    answer = await running.client.reload()
+    assert answer == {"reloaded": True, "datasets": ["one", "two"]}
+    await running.wait(lambda: one.closed, "the old backend closed")
+    running.backends["two"].sessions["REC-9"] = "x"
+    await running.wait(lambda: running.backends["two"].processed == ["REC-9"], "the new dataset")
+    status = await running.client.status()
+    assert [d["name"] for d in status["datasets"]] == ["one", "two"]
+    polled = await running.client.poll(["two"])
+    assert polled == {"polling": ["two"]}
+
+
+async def test_running_job_shows_its_live_log_tail(running: Running) -> None:
+    backend = running.backends["one"]
+    backend.hang.add("REC-1")
+    backend.sessions["REC-1"] = "a"
+    await running.wait(lambda: running.daemon.busy_jobs == 1, "the job running")
+    for _ in range(100):
+        detail = await running.client.job(1)
+        if detail["state"] == "running":
+            break
+        await asyncio.sleep(0.02)
+    assert detail["state"] == "running"
+    assert any(line.endswith("job 1 (one/REC-1): running") for line in detail["log_tail"])
+
+
+async def test_reload_with_a_new_id_pattern_picks_up_ignored_sessions(running: Running) -> None:
+    backend = running.backends["one"]
+    backend.sessions.update({"REC-1": "a", "SUB-1": "a"})
+    await running.wait(lambda: backend.processed == ["REC-1"], "REC-1 processed")
+    listings = backend.listings
+    await running.wait(lambda: backend.listings >= listings + 3, "more polls")
+    assert backend.processed == ["REC-1"]
+    config = running.configs["one"]
+    config.write_text(config.read_text().replace(r'"REC-\\d+"', r'"(REC|SUB)-\\d+"'))
+    await running.client.reload()
+    await running.wait(lambda: running.backends["one"].processed == ["SUB-1"], "SUB-1 processed")
