@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -104,9 +103,7 @@ def test_task_override_for_unknown_task(tmp_path: Path) -> None:
     assert "task 'RS' does not record 'behavior'" in _error(tmp_path, config)
 
 
-def test_xnat_store_requires_server_project_user_and_hides_password(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_xnat_store_requires_server_project_user_and_hides_password(tmp_path: Path) -> None:
     base = DEMO_CONFIG.replace('dataset = "data"', 'dataset = "work"')
     message = _error(tmp_path, base + '\n[store]\ntype = "xnat"\nserver = "http://127.0.0.1:1"\n')
     assert "store.project: is required for type 'xnat'" in message
@@ -117,27 +114,7 @@ def test_xnat_store_requires_server_project_user_and_hides_password(
     settings = load_settings(write_project(tmp_path, config=config))
     assert settings.dataset_dir == (tmp_path / "work").resolve() and settings.dataset_dir.is_dir()
     assert "s3cret" not in repr(settings) and "s3cret" not in repr(settings.store)
-    assert settings.store.resolved_password() == "s3cret"
-    no_password = config.replace('password = "s3cret"\n', "")
-    monkeypatch.setenv("SINAGOT_XNAT_PASSWORD", "from-env")
-    assert (
-        load_settings(write_project(tmp_path, config=no_password)).store.resolved_password()
-        == "from-env"
-    )
-
-
-def test_netrc_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SINAGOT_XNAT_PASSWORD", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    netrc_file = tmp_path / ".netrc"
-    netrc_file.write_text("machine xnat.example.org login alice password from-netrc\n")
-    os.chmod(netrc_file, 0o600)
-    config = (
-        DEMO_CONFIG
-        + '\n[store]\ntype = "xnat"\nserver = "https://xnat.example.org:8443/"\nproject = "P"\nuser = "alice"\n'
-    )
-    settings = load_settings(write_project(tmp_path, config=config))
-    assert settings.store.resolved_password() == "from-netrc"
+    assert settings.store.password == "s3cret"
 
 
 def test_dask_address_conflicts_with_cluster_options(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ config file, so a config works from any current directory.
 from __future__ import annotations
 
 import difflib
-import netrc
 import os
 import re
 import tomllib
@@ -21,7 +20,6 @@ from typing import Any, Literal, TypeVar, cast
 from .errors import ConfigError
 
 __all__ = [
-    "PASSWORD_ENV",
     "DaemonSettings",
     "DaskSettings",
     "ModalitySettings",
@@ -33,7 +31,6 @@ __all__ = [
 ]
 
 RunMode = Literal["main_process", "dask"]
-PASSWORD_ENV = "SINAGOT_XNAT_PASSWORD"
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _STORE_TYPES = ("local", "xnat")
@@ -95,22 +92,6 @@ class StoreSettings:
     concurrent_files: int = 4
     pipeline: str = "sinagot"
 
-    def resolved_password(self) -> str | None:
-        """The password from the config, else $SINAGOT_XNAT_PASSWORD, else ~/.netrc."""
-        if self.password is not None:
-            return self.password
-        from_env = os.environ.get(PASSWORD_ENV)
-        if from_env:
-            return from_env
-        if self.server is None:
-            return None
-        host = re.sub(r"^[a-z]+://", "", self.server).split("/")[0].split(":")[0]
-        try:
-            credentials = netrc.netrc().authenticators(host)
-        except (FileNotFoundError, netrc.NetrcParseError):
-            return None
-        return credentials[2] if credentials else None
-
 
 @dataclass(frozen=True, slots=True)
 class DaemonSettings:
@@ -119,6 +100,8 @@ class DaemonSettings:
     poll_interval: float = 60.0
     max_concurrent_jobs: int = 4
     job_timeout: float = 3600.0
+    # None: a script may use the whole job_timeout.
+    script_timeout: float | None = None
     max_attempts: int = 3
     retry_backoff: float = 30.0
     shutdown_timeout: float = 30.0
@@ -171,6 +154,7 @@ _KNOWN_TABLES: dict[str, tuple[str, ...]] = {
         "poll_interval",
         "max_concurrent_jobs",
         "job_timeout",
+        "script_timeout",
         "max_attempts",
         "retry_backoff",
         "shutdown_timeout",
@@ -531,6 +515,11 @@ def _daemon(reader: _Reader, table: Mapping[str, Any]) -> DaemonSettings:
         poll_interval=reader.number(table, "daemon", "poll_interval", 60.0),
         max_concurrent_jobs=reader.count(table, "daemon", "max_concurrent_jobs", 4),
         job_timeout=reader.number(table, "daemon", "job_timeout", 3600.0),
+        script_timeout=(
+            reader.number(table, "daemon", "script_timeout", 1.0)
+            if "script_timeout" in table
+            else None
+        ),
         max_attempts=reader.count(table, "daemon", "max_attempts", 3),
         retry_backoff=reader.number(table, "daemon", "retry_backoff", 30.0),
         shutdown_timeout=reader.number(table, "daemon", "shutdown_timeout", 30.0),
