@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -38,7 +39,11 @@ def socket_path(
         return Path(explicit)
     runtime = _systemd_dir(env, "RUNTIME_DIRECTORY")
     if runtime is None:
-        runtime = Path(platformdirs.user_runtime_dir(APP_NAME))
+        with warnings.catch_warnings():
+            # Without XDG_RUNTIME_DIR platformdirs warns and falls back to /tmp/runtime-<uid>,
+            # which is what we want; the warning would only confuse a CLI user.
+            warnings.simplefilter("ignore")
+            runtime = Path(platformdirs.user_runtime_dir(APP_NAME))
     return runtime / SOCKET_NAME
 
 
