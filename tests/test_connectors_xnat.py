@@ -115,6 +115,22 @@ def test_populate_row_lists_scans_with_server_digests(store: XnatStore, tmp_path
     assert hashlib.md5(data).hexdigest() == row.entries["RS/EEG"].checksums["raw.csv"]
 
 
+def test_a_session_row_costs_three_requests(demo: EmulatorServer, store: XnatStore) -> None:
+    store.connect()
+    demo.reset_counters()
+    row = populated(store)
+    session = "GET /data/projects/{project}/experiments/{experiment}"
+    assert demo.request_counts() == {
+        f"{session}/scans": 1,
+        f"{session}/resources": 1,
+        f"{session}/scans/ALL/files": 1,
+    }
+    # The one listing gives what the per-resource listings give.
+    for entry in row.entries.values():
+        assert entry.checksums == store.get_checksums(entry.uri)
+        assert entry.checksums
+
+
 def test_a_cached_scan_is_never_downloaded_again(demo: EmulatorServer, tmp_path: Path) -> None:
     with open_store(demo, tmp_path) as first:
         row = populated(first)

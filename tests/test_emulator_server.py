@@ -202,6 +202,47 @@ def test_seeding_errors_name_the_fix(tmp_path: Path) -> None:
     server.close()
 
 
+def test_all_scan_files_of_a_session_in_one_json_listing(xnat_server: EmulatorServer) -> None:
+    _seed(xnat_server)
+    xnat_server.add_scan_file("P", "S1", scan_type="MMN", resource="EEG", name="d/b.bin", data=b"b")
+    xnat_server.add_scan_file("P", "S1", scan_type="MMN", resource="clinical", name="c", data=b"c")
+    auth = ("alice", "secret")
+    scans = f"{xnat_server.url}/data/projects/P/experiments/S1/scans"
+
+    def resource_id(scan: str, label: str) -> str:
+        listing = requests.get(f"{scans}/{scan}/resources", auth=auth, timeout=10).json()
+        return next(
+            r["xnat_abstractresource_id"]
+            for r in listing["ResultSet"]["Result"]
+            if r["label"] == label
+        )
+
+    answer = requests.get(f"{scans}/ALL/files", params={"format": "json"}, auth=auth, timeout=10)
+    rows = answer.json()["ResultSet"]["Result"]
+    # Real XNAT's shape: the resource id in the URI and cat_ID, its label in collection.
+    expected = [
+        ("1", "EEG", "a.bin", b"a" * 10),
+        ("2", "EEG", "d/b.bin", b"b"),
+        ("2", "clinical", "c", b"c"),
+    ]
+    assert [(r["URI"], r["collection"], r["cat_ID"], r["Name"], r["digest"]) for r in rows] == [
+        (
+            f"/data/experiments/XNAT_E00001/scans/{scan}/resources/"
+            f"{resource_id(scan, label)}/files/{name}",
+            label,
+            resource_id(scan, label),
+            name.rsplit("/", 1)[-1],
+            hashlib.md5(data).hexdigest(),
+        )
+        for scan, label, name, data in expected
+    ]
+    for row in rows:  # the URIs lead to the files
+        got = requests.get(f"{xnat_server.url}{row['URI']}", auth=auth, timeout=10)
+        assert hashlib.md5(got.content).hexdigest() == row["digest"]
+    unknown = requests.get(f"{scans}/ALL/files", params={"format": "html"}, auth=auth, timeout=10)
+    assert unknown.status_code == 400
+
+
 def test_client_abort_mid_zip_and_head(xnat_server: EmulatorServer) -> None:
     _seed(xnat_server)
     for index in range(8):

@@ -3,14 +3,24 @@
 Planning and committing happen in the calling process, which alone talks to
 the store; :func:`sinagot._steps.execute_step` decides and runs each step
 wherever the runner puts it.
+
+A run either commits each finished step to the store at once, or (for the
+daemon, whose upload is a phase of its own) leaves it *pending*: outputs in
+the work tree plus ``derivatives/.pending/<name@pipeline>.json`` holding the
+provenance to publish. A later run treats a pending provenance as the stored
+one, so a crash between running and uploading never reruns a script whose
+inputs did not change; :func:`publish_pending` uploads them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
+import json
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -20,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ._checksums import ChecksumCache
+from ._fs import atomic_write_bytes, fsync_dir, md5_file
 from ._report import RunReport, StepKey, StepResult, StepStatus
 from ._steps import StepSpec, attempt_marker, execute_step, list_files, remove_dead_staging
 from .config import DaskSettings, Settings
@@ -27,7 +38,7 @@ from .connectors import DERIVATIVES_DIR, DataRow, FileSet, Store, derivative_pat
 from .errors import ScriptError, SinagotError, StoreError
 from .scripts import LoadedScript, format_paths, load_script
 
-__all__ = ["Progress", "Scope", "run_scope"]
+__all__ = ["PENDING_DIR", "Progress", "Publication", "Scope", "publish_pending", "run_scope"]
 
 _log = logging.getLogger("sinagot.run")
 
@@ -36,6 +47,10 @@ Progress = Callable[[int, int], None]
 # Dask re-runs a task that raised this many times; a dying worker is handled by
 # the scheduler's own allowed-failures count.
 _DASK_RETRIES = 2
+# How often a Dask run checks for timed-out scripts and cancellation.
+_WATCH_INTERVAL = 0.5
+
+PENDING_DIR = ".pending"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +88,41 @@ def _link_or_copy(source: Path, destination: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
+def _pending_dir(root: Path, record: str) -> Path:
+    return root / record / DERIVATIVES_DIR / PENDING_DIR
+
+
+def _pending_file(root: Path, record: str, path: str) -> Path:
+    return _pending_dir(root, record) / f"{path}.json"
+
+
+def _read_pending(file: Path) -> dict[str, Any] | None:
+    """A pending publication ``{"path": ..., "provenance": {...}}``, or None if absent or bad."""
+    try:
+        document = json.loads(file.read_bytes())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        _log.warning("ignoring the unreadable pending publication %s", file)
+        return None
+    if (
+        not isinstance(document, dict)
+        or not isinstance(document.get("path"), str)
+        or not isinstance(document.get("provenance"), dict)
+    ):
+        _log.warning("ignoring the malformed pending publication %s", file)
+        return None
+    return document
+
+
+def _drop_pending(file: Path) -> None:
+    try:
+        file.unlink()
+    except FileNotFoundError:
+        return
+    fsync_dir(file.parent)
+
+
 def _materialize(fileset: FileSet, destination: Path) -> None:
     """Make the files of ``fileset`` visible under ``destination`` (no-op if already there)."""
     # Cheap path comparison first: this runs for every input of every step.
@@ -87,11 +137,12 @@ def _materialize(fileset: FileSet, destination: Path) -> None:
 class _Planner:
     """Builds the StepSpecs of one run; only this object talks to the store before running."""
 
-    def __init__(self, settings: Settings, store: Store, force: bool) -> None:
+    def __init__(self, settings: Settings, store: Store, force: bool, use_pending: bool) -> None:
         self.settings = settings
         self.store = store
         self.root = store.local_root
         self.force = force
+        self.use_pending = use_pending
         self.run_id = uuid.uuid4().hex[:12]
         self.scripts: dict[tuple[str, str], LoadedScript | ScriptError] = {}
         self.fetched: dict[tuple[str, str], FileSet | None] = {}
@@ -169,7 +220,14 @@ class _Planner:
         return {prefix + name: md5 for name, md5 in entry.checksums.items()}, None
 
     def stored_provenance(self, row: DataRow, key: StepKey) -> dict[str, Any] | None:
-        entry = row.entry(derivative_path(key.name, self.settings.store.pipeline))
+        path = derivative_path(key.name, self.settings.store.pipeline)
+        if self.use_pending:
+            # Newer than what the store holds: its outputs wait in the work tree.
+            pending = _read_pending(_pending_file(self.root, row.id, path))
+            if pending is not None:
+                provenance: dict[str, Any] = pending["provenance"]
+                return provenance
+        entry = row.entry(path)
         return None if entry is None else self.store.get_fileset_provenance(entry)
 
     def ensure_outputs(self, row: DataRow, key: StepKey, provenance: dict[str, Any]) -> str | None:
@@ -297,24 +355,103 @@ def _toposort(steps: list[_Planned]) -> list[_Planned]:
     return result
 
 
+def _store_derivative(
+    store: Store, row: DataRow, path: str, outputs: Iterable[str], provenance: dict[str, Any]
+) -> None:
+    """Upload a derivative's outputs then, last, its provenance (which marks them complete)."""
+    entry = row.entry(path) or store.create_fileset_entry(path, row)
+    root = store.local_root / row.id / DERIVATIVES_DIR
+    store.put_fileset(FileSet(root=root, names=tuple(sorted(outputs))), entry)
+    store.put_fileset_provenance(provenance, entry)
+
+
 def _commit(
-    store: Store, rows: dict[str, DataRow], pipeline: str, result: StepResult
+    store: Store, rows: dict[str, DataRow], pipeline: str, result: StepResult, *, defer: bool
 ) -> StepResult:
-    """Store a step's outputs then, last, its provenance (which marks them complete)."""
+    """Store a finished step, or (``defer``) record it as pending publication."""
     if result.status is not StepStatus.RAN or result.provenance is None:
         return result
     row = rows[result.key.record]
     path = derivative_path(result.key.name, pipeline)
+    pending = _pending_file(store.local_root, row.id, path)
     try:
-        entry = row.entry(path) or store.create_fileset_entry(path, row)
-        root = store.local_root / row.id / DERIVATIVES_DIR
-        store.put_fileset(FileSet(root=root, names=tuple(sorted(result.outputs))), entry)
-        store.put_fileset_provenance(result.provenance, entry)
+        if defer:
+            document = {"path": path, "provenance": result.provenance}
+            atomic_write_bytes(pending, json.dumps(document, sort_keys=True).encode())
+        else:
+            _store_derivative(store, row, path, result.outputs, result.provenance)
+            # An older pending result of this step is superseded by what was just stored.
+            _drop_pending(pending)
     except (SinagotError, OSError) as exc:
         error = f"storing outputs failed: {exc}"
         _log.error("Step %s: %s", result.key, error)
         return replace(result, status=StepStatus.FAILED, error=error)
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """What :func:`publish_pending` did for one record (derivative paths ``name@pipeline``)."""
+
+    uploaded: tuple[str, ...] = ()
+    already_stored: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+
+def _check_pending(root: Path, file: Path) -> tuple[str, dict[str, Any]] | str:
+    """The derivative path and provenance of a pending result, or why it cannot be published."""
+    document = _read_pending(file)
+    if document is None:
+        return f"{file} is not a pending publication: it was dropped, the step reruns"
+    path: str = document["path"]
+    provenance: dict[str, Any] = document["provenance"]
+    outputs = provenance.get("outputs")
+    if not isinstance(outputs, dict) or not outputs:
+        return f"{file} lists no outputs: it was dropped, the step reruns"
+    for name, md5 in outputs.items():
+        output = root / name
+        if not output.is_file() or md5_file(output) != md5:
+            return (
+                f"output {name} of {path} changed in the work tree {root} before its upload:"
+                " the pending result was dropped, the step reruns"
+            )
+    return path, provenance
+
+
+def publish_pending(store: Store, row: DataRow) -> Publication:
+    """Upload the pending results of ``row`` (see the module docstring), provenance last.
+
+    ``row`` must be populated from the store. A pending result whose outputs no
+    longer match its provenance is dropped (the next run reruns the step) and
+    reported in ``errors``, as are failed uploads (kept pending, to try again);
+    a result the store already holds is not uploaded again.
+    """
+    uploaded: list[str] = []
+    already: list[str] = []
+    errors: list[str] = []
+    root = store.local_root / row.id / DERIVATIVES_DIR
+    folder = _pending_dir(store.local_root, row.id)
+    for file in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        checked = _check_pending(root, file)
+        if isinstance(checked, str):
+            _drop_pending(file)
+            errors.append(checked)
+            continue
+        path, provenance = checked
+        try:
+            entry = row.entry(path)
+            if entry is not None and store.get_fileset_provenance(entry) == provenance:
+                # Uploaded before a crash that came before the pending file was removed.
+                already.append(path)
+            else:
+                _store_derivative(store, row, path, provenance["outputs"], provenance)
+                uploaded.append(path)
+        except (SinagotError, OSError) as exc:
+            errors.append(f"uploading {path} of {row.id} failed: {exc}")
+            continue
+        _drop_pending(file)
+        _log.info("%s: %s %s", row.id, "published" if path in uploaded else "already stored", path)
+    return Publication(tuple(uploaded), tuple(already), tuple(errors))
 
 
 def _run_serial(
@@ -337,29 +474,107 @@ def _cluster_options(settings: DaskSettings) -> dict[str, Any]:
     return options
 
 
+def _started_at(spec: StepSpec) -> float | None:
+    """When the script of ``spec`` started (its attempt marker's mtime), if it runs."""
+    try:
+        return attempt_marker(spec).stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
+def _future_result(future: Any, spec: StepSpec, errored: set[StepKey]) -> StepResult:
+    try:
+        result: StepResult = future.result()
+    except Exception as exc:
+        # The task itself could not complete (its worker kept dying, or it was cancelled).
+        attempt_marker(spec).unlink(missing_ok=True)
+        errored.add(spec.key)
+        if errored.intersection(spec.upstream):
+            return StepResult(spec.key, StepStatus.UPSTREAM_FAILED, reason="upstream errored")
+        return StepResult(spec.key, StepStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Watch:
+    """Limits on a Dask run: per-script timeout and an external cancel switch."""
+
+    script_timeout: float | None = None
+    cancel: threading.Event | None = None
+
+
+def _gather(
+    client: Any,
+    futures: dict[StepKey, Any],
+    specs: dict[StepKey, StepSpec],
+    commit: Callable[[StepResult], StepResult],
+    progress: Progress,
+    watch: _Watch,
+) -> dict[StepKey, StepResult]:
+    from distributed import wait
+
+    waiting: Any = wait
+    spec_of = {future.key: specs[key] for key, future in futures.items()}
+    pending = set(futures.values())
+    results: dict[StepKey, StepResult] = {}
+    errored: set[StepKey] = set()
+
+    def finish(spec: StepSpec, result: StepResult) -> None:
+        results[spec.key] = commit(result)
+        progress(len(results), len(futures))
+
+    def abandon(future: Any, error: str) -> None:
+        # A thread cannot be killed: a running script goes on, but its result is ignored.
+        spec = spec_of[future.key]
+        client.cancel([future])
+        pending.discard(future)
+        errored.add(spec.key)
+        attempt_marker(spec).unlink(missing_ok=True)
+        _log.error("Step run failed %s: %s", spec.key, error)
+        finish(spec, StepResult(spec.key, StepStatus.FAILED, error=error))
+
+    while pending:
+        with contextlib.suppress(TimeoutError):
+            waiting(list(pending), timeout=_WATCH_INTERVAL, return_when="FIRST_COMPLETED")
+        for future in [f for f in pending if f.done()]:
+            pending.discard(future)
+            spec = spec_of[future.key]
+            finish(spec, _future_result(future, spec, errored))
+        if watch.cancel is not None and watch.cancel.is_set():
+            for future in list(pending):
+                abandon(future, "cancelled")
+        elif watch.script_timeout is not None:
+            now = time.time()
+            for future in list(pending):
+                started = _started_at(spec_of[future.key])
+                if started is not None and now - started > watch.script_timeout:
+                    abandon(future, f"timed out after {watch.script_timeout:g} s")
+    return results
+
+
 def _run_dask(
     specs: Sequence[StepSpec],
     commit: Callable[[StepResult], StepResult],
     progress: Progress,
     settings: DaskSettings,
+    client: Any | None,
+    watch: _Watch,
 ) -> list[StepResult]:
     # distributed is untyped: keep its objects as Any.
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, LocalCluster
 
     client_type: Any = Client
     cluster_type: Any = LocalCluster
-    completed: Any = as_completed
 
     with ExitStack() as stack:
-        if settings.address is not None:
+        if client is None and settings.address is not None:
             client = stack.enter_context(client_type(settings.address))
-        else:
+        elif client is None:
             cluster = stack.enter_context(cluster_type(**_cluster_options(settings)))
             client = stack.enter_context(client_type(cluster))
         futures: dict[StepKey, Any] = {}
-        spec_of: dict[str, StepSpec] = {}
         for spec in specs:
-            future = client.submit(
+            futures[spec.key] = client.submit(
                 execute_step,
                 spec,
                 *(futures[key] for key in spec.upstream),
@@ -367,28 +582,9 @@ def _run_dask(
                 pure=False,
                 retries=_DASK_RETRIES,
             )
-            futures[spec.key] = future
-            spec_of[future.key] = spec
-        results: dict[StepKey, StepResult] = {}
-        errored: set[StepKey] = set()
-        for done, future in enumerate(completed(list(futures.values())), start=1):
-            spec = spec_of[future.key]
-            try:
-                result = future.result()
-            except Exception as exc:
-                # The task itself could not complete (e.g. its worker kept dying).
-                attempt_marker(spec).unlink(missing_ok=True)
-                errored.add(spec.key)
-                if errored.intersection(spec.upstream):
-                    result = StepResult(
-                        spec.key, StepStatus.UPSTREAM_FAILED, reason="upstream errored"
-                    )
-                else:
-                    result = StepResult(
-                        spec.key, StepStatus.FAILED, error=f"{type(exc).__name__}: {exc}"
-                    )
-            results[spec.key] = commit(result)
-            progress(done, len(specs))
+        results = _gather(
+            client, futures, {spec.key: spec for spec in specs}, commit, progress, watch
+        )
     order = {spec.key: index for index, spec in enumerate(specs)}
     return sorted(results.values(), key=lambda result: order[result.key])
 
@@ -406,12 +602,25 @@ def run_scope(
     force: bool = False,
     mode: str | None = None,
     progress: Progress | None = None,
+    client: Any | None = None,
+    defer_publication: bool = False,
+    script_timeout: float | None = None,
+    cancel: threading.Event | None = None,
 ) -> RunReport:
-    """Run every step of ``scope`` over ``rows`` and return the report."""
+    """Run every step of ``scope`` over ``rows`` and return the report.
+
+    ``client``: an existing ``distributed.Client`` to run on (implies Dask mode;
+    the caller owns it). ``defer_publication``: leave finished steps pending
+    for :func:`publish_pending` instead of storing them now, and take earlier
+    pending results as stored. On Dask, a script running longer than
+    ``script_timeout`` seconds, or every unfinished step once ``cancel`` is
+    set, fails without waiting for it (a thread cannot be stopped: it runs on,
+    its result is ignored).
+    """
     begin = time.perf_counter()
-    mode = mode or settings.run_mode
+    mode = "dask" if client is not None else mode or settings.run_mode
     rows_by_id = {row.id: row for row in rows}
-    planner = _Planner(settings, store, force)
+    planner = _Planner(settings, store, force, use_pending=defer_publication)
     specs: list[StepSpec] = []
     with ChecksumCache(store.local_root) as cache:
         for record in scope.records:
@@ -421,11 +630,12 @@ def run_scope(
     pipeline = settings.store.pipeline
 
     def commit(result: StepResult) -> StepResult:
-        return _commit(store, rows_by_id, pipeline, result)
+        return _commit(store, rows_by_id, pipeline, result, defer=defer_publication)
 
     report_progress = progress or _noop_progress
     if mode == "dask" and specs:
-        results = _run_dask(specs, commit, report_progress, settings.dask)
+        watch = _Watch(script_timeout, cancel)
+        results = _run_dask(specs, commit, report_progress, settings.dask, client, watch)
     else:
         results = _run_serial(specs, commit, report_progress)
     return RunReport(tuple(results), seconds=time.perf_counter() - begin, mode=mode)

@@ -14,7 +14,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
+from ._cli import register as register_foundation
+from .cache._cli import register as register_cache
+from .daemon._cli import register as register_daemon
 from .errors import ConfigError, SinagotError
+from .testing._cli import register as register_emulator
 
 __all__ = ["build_parser", "daemon_main", "main"]
 
@@ -27,20 +31,12 @@ EXIT_INTERRUPTED = 130
 
 
 def _registrars() -> list[Registrar]:
-    registrars: list[Registrar] = []
-    from ._cli import register as register_foundation
-
-    registrars.append(register_foundation)
-    from .daemon._cli import register as register_daemon
-
-    registrars.append(register_daemon)
-    from .testing._cli import register as register_emulator
-
-    registrars.append(register_emulator)
-    from .cache._cli import register as register_cache
-
-    registrars.append(register_cache)
-    return registrars
+    return [
+        register_foundation,
+        register_daemon,
+        register_emulator,
+        register_cache,
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -376,7 +376,13 @@ class XnatStore(RemoteStore):
 
     async def _populate_row(self, row: DataRow) -> None:
         session = self._session_path(row.id)
-        scans = await self._client.list_rows(f"{session}/scans", f"session {row.id}")
+        # The session must exist for either listing: its 404 names the session.
+        scans, resources = await _together(
+            [
+                self._client.list_rows(f"{session}/scans", f"session {row.id}"),
+                self._client.list_rows(f"{session}/resources", f"session {row.id}"),
+            ]
+        )
         types = {s.get("ID", ""): s.get("type", "") for s in scans}
         files = await self._scan_files(session, list(types))
         for (scan, label), listed in sorted(files.items()):
@@ -402,9 +408,6 @@ class XnatStore(RemoteStore):
                 checksums={f.name: f.digest for f in listed},
                 last_modified=row.last_modified,
             )
-        resources = await self._client.list_rows(
-            f"{session}/resources", f"resources of session {row.id}"
-        )
         for resource in resources:
             label = resource.get("label", "")
             name, sep, pipeline = label.partition(_AT)

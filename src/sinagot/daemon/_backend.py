@@ -86,8 +86,13 @@ BackendFactory = Callable[["Settings"], DatasetBackend]
 
 
 def backend_for(settings: Settings) -> DatasetBackend:
-    """Build the backend for one dataset config."""
+    """Build the backend for one dataset config: the daemon follows XNAT projects."""
+    if settings.store.type == "xnat":
+        from ._xnat_backend import XnatBackend  # imports aiohttp and the engine
+
+        return XnatBackend.from_settings(settings)
     raise DaemonError(
-        f"store type {settings.store.type!r} in {settings.config_path} is not supported "
-        "by the daemon yet: use a config with a supported [store] type"
+        f"{settings.config_path} has [store] type {settings.store.type!r}: the daemon follows"
+        ' XNAT servers, so give it a config with [store] type = "xnat" (run a local dataset'
+        " with `sinagot run CONFIG`)"
     )

@@ -346,24 +346,52 @@ class Journal:
 
         return await self._call(run)
 
-    async def begin(self, job_id: int) -> JobRecord:
-        """Start (or resume) a job: a fresh start counts an attempt, a resumed one does not."""
+    async def begin(self, job_id: int, max_attempts: int | None = None) -> JobRecord:
+        """Start or resume a job, counting an attempt before any work is done.
+
+        A resumed job (in flight when the daemon died) counts a new attempt too, so
+        a job that kills the daemon cannot be resumed forever: once it has used
+        ``max_attempts`` it is marked failed instead (check ``state`` of the result).
+        """
 
         def run(db: sqlite3.Connection, now: float) -> JobRecord:
             job = self._job(db, job_id)
             if job is None:
                 raise DaemonError(f"job {job_id} is not in the journal {self.path}")
-            if job.state == JobState.DISCOVERED:
+            resumed = job.state in IN_FLIGHT
+            if resumed and max_attempts is not None and job.attempts >= max_attempts:
+                error = (
+                    f"the daemon stopped during each of {job.attempts} attempt(s), last while"
+                    f" {job.state}: find the cause in its log, then run `sinagot retry {job_id}`"
+                )
+                self._set(db, now, job_id, JobState.FAILED, error, last_error=error)
+            else:
                 db.execute(
                     "UPDATE jobs SET attempts = attempts + 1, updated = ? WHERE id = ?",
                     (now, job_id),
                 )
-                self._log(db, job_id, now, str(job.state), f"attempt {job.attempts + 1} started")
-                job = self._job(db, job_id)
-                assert job is not None
-            return job
+                what = "resumed as attempt" if resumed else "attempt"
+                self._log(db, job_id, now, str(job.state), f"{what} {job.attempts + 1} started")
+            updated = self._job(db, job_id)
+            assert updated is not None
+            return updated
 
         return await self._call(self._transaction, run)
+
+    async def give_back_attempt(self, job_id: int, why: str) -> None:
+        """Un-count the current attempt of a job interrupted on purpose (a clean stop)."""
+
+        def run(db: sqlite3.Connection, now: float) -> None:
+            job = self._job(db, job_id)
+            if job is None:
+                return
+            db.execute(
+                "UPDATE jobs SET attempts = MAX(attempts - 1, 0), updated = ? WHERE id = ?",
+                (now, job_id),
+            )
+            self._log(db, job_id, now, str(job.state), f"{why}: this attempt does not count")
+
+        await self._call(self._transaction, run)
 
     async def enter(self, job_id: int, state: JobState, detail: str = "") -> None:
         def run(db: sqlite3.Connection, now: float) -> None:

@@ -511,8 +511,12 @@ class Daemon:
 
     async def _attempt(self, dataset: _Dataset, job_id: int, job_log: _JobLog) -> None:
         journal = self.journal
-        job = await journal.begin(job_id)
+        job = await journal.begin(job_id, self.settings.max_attempts)
         where = f"job {job_id} ({dataset.name}/{job.session})"
+        if job.state == JobState.FAILED:
+            logger.error("%s: %s", where, job.last_error)
+            self._count(dataset.name, "failed")
+            return
         resumed = job.state in IN_FLIGHT
         logger.info("%s: %s attempt %d", where, "resuming" if resumed else "starting", job.attempts)
 
@@ -528,6 +532,11 @@ class Daemon:
                 result = await dataset.backend.process_session(job.session, enter_phase)
         except TimeoutError:
             error = f"timed out after {timeout:g} s ([daemon] job_timeout)"
+        except asyncio.CancelledError:
+            if self.stopping:
+                # Interrupted on purpose: it resumes at the next start without losing a try.
+                await journal.give_back_attempt(job_id, "interrupted by a daemon stop")
+            raise
         except SinagotError as exc:
             error = _one_line(exc)
         except Exception as exc:

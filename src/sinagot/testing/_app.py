@@ -31,6 +31,7 @@ from ._store import (
     Project,
     Resource,
     Scan,
+    ScanFile,
     Store,
     Subject,
     format_time,
@@ -716,7 +717,7 @@ async def _delete_scan(call: _Call) -> Reply:
 # -- resources and files -----------------------------------------------------------------------
 
 
-def _resource_row(resource: Resource) -> dict[str, str]:
+def _resource_row(resource: Resource, totals: tuple[int, int]) -> dict[str, str]:
     return {
         "xnat_abstractresource_id": str(resource.id),
         "label": resource.label,
@@ -724,24 +725,26 @@ def _resource_row(resource: Resource) -> dict[str, str]:
         "category": resource.owner.kind,
         "cat_id": "",
         "cat_desc": "",
-        "file_count": str(resource.file_count),
-        "file_size": str(resource.file_size),
+        "file_count": str(totals[0]),
+        "file_size": str(totals[1]),
         "format": resource.format,
         "content": resource.content,
         "tags": resource.tags,
     }
 
 
-def _file_row(owner_uri: str, resource: Resource, entry: FileEntry) -> dict[str, str]:
+def _file_row(
+    resource_uri: str, resource_id: int, label: str, entry: FileEntry
+) -> dict[str, str]:
     return {
         "Name": entry.path.rsplit("/", 1)[-1],
         "Size": str(entry.size),
-        "URI": f"{owner_uri}/resources/{_q(resource.label)}/files/{quote(entry.path, safe='/@+')}",
-        "collection": resource.label,
+        "URI": f"{resource_uri}/files/{quote(entry.path, safe='/@+')}",
+        "collection": label,
         "file_tags": entry.tags,
         "file_format": entry.format,
         "file_content": entry.content,
-        "cat_ID": str(resource.id),
+        "cat_ID": str(resource_id),
         "digest": entry.digest,
     }
 
@@ -803,29 +806,49 @@ async def _list_files(call: _Call) -> Reply:
         return _zip_reply(
             [(f"{root}/{e.path}", e.disk_path, e.size) for e in entries], resource.label
         )
-    owner_uri = resolved.owner_uri
-    return _listing(call, [_file_row(owner_uri, resource, e) for e in entries], _FILE_COLUMNS)
+    uri = f"{resolved.owner_uri}/resources/{_q(resource.label)}"
+    rows = [_file_row(uri, resource.id, resource.label, e) for e in entries]
+    return _listing(call, rows, _FILE_COLUMNS)
 
 
-async def _session_zip(call: _Call) -> Reply:
-    def work() -> tuple[Experiment, list[tuple[str, Path, int]]]:
-        resolved = _resolve(call, upto="experiment")
-        experiment = resolved.experiment
+async def _session_files(call: _Call) -> Reply:
+    """``scans/ALL/files``: every scan file of a session, as one zip or one listing."""
+    fmt = call.param("format", "zip").lower()
+    if fmt not in ("zip", "json", "csv"):
+        raise _HttpError(400, "scans/ALL/files is available with format=zip, json or csv")
+
+    def work() -> tuple[Experiment, list[ScanFile]]:
+        experiment = _resolve(call, upto="experiment").experiment
         assert experiment is not None
-        entries: list[tuple[str, Path, int]] = []
-        for scan in call.store.scans(experiment.id):
-            owner = Owner("scan", f"{experiment.id}/{scan.id}")
-            for resource in call.store.resources(owner):
-                root = f"{experiment.label}/scans/{scan.id}/resources/{resource.label}/files"
-                entries.extend(
-                    (f"{root}/{e.path}", e.disk_path, e.size) for e in call.store.files(resource.id)
-                )
-        return experiment, entries
+        return experiment, call.store.scan_files(experiment.id)
 
-    if call.param("format", "zip").lower() != "zip":
-        raise _HttpError(400, "scans/ALL/files is only available with format=zip")
-    experiment, entries = await asyncio.to_thread(work)
-    return _zip_reply(entries, experiment.label)
+    experiment, files = await asyncio.to_thread(work)
+    if fmt == "zip":
+        return _zip_reply(
+            [
+                (
+                    f"{experiment.label}/scans/{f.scan_id}/resources/{f.resource_label}"
+                    f"/files/{f.entry.path}",
+                    f.entry.disk_path,
+                    f.entry.size,
+                )
+                for f in files
+            ],
+            experiment.label,
+        )
+    # Real XNAT names the resource by its id in these URIs and by its label in
+    # ``collection``; clients must read the label from there.
+    base = f"/data/experiments/{_q(experiment.id)}/scans"
+    rows = [
+        _file_row(
+            f"{base}/{_q(f.scan_id)}/resources/{f.resource_id}",
+            f.resource_id,
+            f.resource_label,
+            f.entry,
+        )
+        for f in files
+    ]
+    return _listing(call, rows, _FILE_COLUMNS)
 
 
 def _zip_reply(entries: list[tuple[str, Path, int]], name: str) -> Reply:
@@ -1045,7 +1068,7 @@ _HANDLERS: dict[tuple[str, str], _Handler] = {
     ("file", "PUT"): _upload,
     ("file", "POST"): _upload,
     ("file", "DELETE"): _delete_file,
-    ("session_zip", "GET"): _session_zip,
+    ("session_files", "GET"): _session_files,
 }
 
 

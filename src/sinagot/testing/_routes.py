@@ -21,7 +21,7 @@ TargetKind = Literal[
     "resource",
     "files",
     "file",
-    "session_zip",
+    "session_files",
 ]
 
 _PREFIXES: tuple[tuple[str, ...], ...] = (("data", "archive"), ("data",), ("REST",))
@@ -110,7 +110,7 @@ def parse_path(segments: list[str]) -> Target | None:
         level = _SINGULAR[collection]
         if level == "scan" and segments[index] == "ALL":
             if segments[index + 1 :] == ["files"]:
-                return _target("session_zip", template + "/ALL/files", values)
+                return _target("session_files", template + "/ALL/files", values)
             return None
         values[level] = segments[index]
         template += f"/{{{level}}}"

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -33,6 +33,7 @@ __all__ = [
     "Project",
     "Resource",
     "Scan",
+    "ScanFile",
     "Store",
     "Subject",
     "format_time",
@@ -153,8 +154,6 @@ class Resource:
     format: str
     content: str
     tags: str
-    file_count: int
-    file_size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +166,16 @@ class FileEntry:
     content: str
     tags: str
     disk_path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class ScanFile:
+    """A file of a scan resource, with the scan and resource it belongs to."""
+
+    scan_id: str
+    resource_id: int
+    resource_label: str
+    entry: FileEntry
 
 
 def safe_relative_path(path: str) -> str:
@@ -452,29 +461,40 @@ class Store:
 
     # -- resources -----------------------------------------------------------------------
 
-    _RESOURCE_SELECT = (
-        "SELECT r.*, COUNT(f.path) AS file_count, COALESCE(SUM(f.size), 0) AS file_size"
-        " FROM resources r LEFT JOIN files f ON f.resource_id = r.id"
-    )
-
     def resources(self, owner: Owner) -> list[Resource]:
         with self._lock:
             rows = self._db.execute(
-                f"{self._RESOURCE_SELECT} WHERE r.owner_kind = ? AND r.owner_key = ?"
-                " GROUP BY r.id ORDER BY r.id",
+                "SELECT * FROM resources WHERE owner_kind = ? AND owner_key = ? ORDER BY id",
                 (owner.kind, owner.key),
             ).fetchall()
         return [_resource(r) for r in rows]
 
     def find_resource(self, owner: Owner, key: str) -> Resource | None:
+        """The resource of ``owner`` labelled ``key``, else the one with id ``key``."""
+        # No file totals here: this runs for every file request, and summing a big
+        # resource's rows each time would dominate the cost of serving small files.
         with self._lock:
             row = self._db.execute(
-                f"{self._RESOURCE_SELECT} WHERE r.owner_kind = ? AND r.owner_key = ?"
-                " AND (r.label = ? OR CAST(r.id AS TEXT) = ?) GROUP BY r.id"
-                " ORDER BY r.label = ? DESC LIMIT 1",
+                "SELECT * FROM resources WHERE owner_kind = ? AND owner_key = ?"
+                " AND (label = ? OR CAST(id AS TEXT) = ?) ORDER BY label = ? DESC LIMIT 1",
                 (owner.kind, owner.key, key, key, key),
             ).fetchone()
         return None if row is None else _resource(row)
+
+    def totals(self, resource_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """(file count, total bytes) of each resource, for listings."""
+        found = dict.fromkeys(resource_ids, (0, 0))
+        if not found:
+            return found
+        marks = ",".join("?" * len(found))
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT resource_id, COUNT(*), SUM(size) FROM files"
+                f" WHERE resource_id IN ({marks}) GROUP BY resource_id",
+                list(found),
+            ).fetchall()
+        found.update((r[0], (r[1], r[2])) for r in rows)
+        return found
 
     def create_resource(
         self, owner: Owner, label: str, fmt: str = "", content: str = "", tags: str = ""
@@ -520,6 +540,25 @@ class Store:
                 "SELECT * FROM files WHERE resource_id = ? AND path = ?", (resource_id, path)
             ).fetchone()
         return None if row is None else self._file(row)
+
+    def scan_files(self, experiment_id: str) -> list[ScanFile]:
+        """Every file of every scan resource of an experiment, in one query.
+
+        Ordered by scan (numerically), resource and path, as the per-scan listings are.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT f.*, s.id AS scan_id, r.label AS resource_label FROM scans s"
+                " JOIN resources r ON r.owner_kind = 'scan'"
+                " AND r.owner_key = s.experiment_id || '/' || s.id"
+                " JOIN files f ON f.resource_id = r.id WHERE s.experiment_id = ?"
+                " ORDER BY CAST(s.id AS INTEGER), s.id, r.id, f.path",
+                (experiment_id,),
+            ).fetchall()
+        return [
+            ScanFile(r["scan_id"], r["resource_id"], r["resource_label"], self._file(r))
+            for r in rows
+        ]
 
     def read_file(
         self, resource_id: int, path: str, inline_limit: int
@@ -702,6 +741,4 @@ def _resource(row: sqlite3.Row) -> Resource:
         format=row["format"],
         content=row["content"],
         tags=row["tags"],
-        file_count=row["file_count"],
-        file_size=row["file_size"],
     )
