@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -124,3 +125,17 @@ def test_unit_file_verifies(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "sinagot.service" not in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_unit_hardening_is_rated_ok_or_better() -> None:
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    match = re.search(r"Overall exposure level for \S+: ([\d.]+) (\w+)", result.stdout)
+    assert match is not None, result.stdout + result.stderr
+    assert match.group(2) in {"SAFE", "OK"}, match.group(0)
