@@ -1,17 +1,17 @@
-"""Bounded soak: sessions keep arriving while the daemon runs; RSS and open fds stay flat.
+"""Bounded soak: sessions keep arriving on the server; the daemon's RSS and open fds stay flat.
 
-Run: ``python bench/daemon_soak.py [--seconds 90] [--rate 20]``. After a warm-up, the
-baseline is the process's RSS and fd count; at the end both are measured again and
-printed as ratios (target: flat, about 1.0x). Status and metrics are read over the
-control socket throughout, as a monitoring system would.
+Run: ``python bench/daemon_soak.py [--seconds 120] [--rate 2]``. The real daemon
+(``sinagot daemon``, XNAT backend, Dask LocalCluster of threads) follows a project
+on the emulator (a thread of this process) while new sessions are added at ``rate``
+per second and some old ones change. After a warm-up the daemon's RSS and fd count
+are the baseline; at the end (every job done) both are measured again and printed
+as ratios (target: flat, about 1.0x). Status and metrics are read over the control
+socket throughout, as a monitoring system would.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import gc
-import logging
 import sys
 import tempfile
 import time
@@ -19,68 +19,76 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _daemon_bench import MemoryBackend, open_fds, rss_kib, write_config
-from sinagot.config import Settings
-from sinagot.daemon import ControlClient, Daemon
-from sinagot.daemon._systemd import Notifier
+from _daemon_bench import PASSWORD, PROJECT, USER, DaemonChild, label, wait_until, write_config
+from sinagot.daemon._control import MAX_JOBS_LISTED as JOBS_LIMIT
+from sinagot.testing import EmulatorServer
 
 
-async def soak(seconds: float, rate: float, base: Path) -> None:
-    backend = MemoryBackend("soak", work=0.002)
-    config = write_config(
-        base,
-        {
-            "poll_interval": 0.5,
-            "max_concurrent_jobs": 4,
-            "state_dir": str(base / "state"),
-            "socket": str(base / "d.sock"),
-        },
-    )
+def _add(server: EmulatorServer, n: int, version: int = 0) -> None:
+    if version == 0:
+        server.create_session(PROJECT, label(n))
+    data = "".join(f"{i},{n},{version}\n" for i in range(200)).encode()
+    name = "raw.csv"
+    server.add_scan_file(PROJECT, label(n), scan_type="RS", resource="EEG", name=name, data=data)
 
-    def factory(settings: Settings) -> MemoryBackend:
-        return backend
 
-    daemon = Daemon([config], factory, notifier=Notifier({}))
-    client = ControlClient(base / "d.sock")
-    task = asyncio.create_task(daemon.run())
-    added = 0
-    samples: list[tuple[float, int, int]] = []
-    warmup = min(10.0, seconds / 4)
-    start = time.monotonic()
-    try:
-        await asyncio.sleep(0.5)
-        while (elapsed := time.monotonic() - start) < seconds:
-            due = int(elapsed * rate)
-            while added < due:
-                backend.sessions[f"REC-{added}"] = "1"
-                added += 1
-            # Some sessions change on the server, which re-queues finished jobs.
-            if added > 10 and added % 7 == 0:
-                backend.sessions[f"REC-{added // 2}"] = str(added)
-            await client.status()
-            await client.metrics()
-            if elapsed >= warmup and (not samples or elapsed - samples[-1][0] >= 5):
-                gc.collect()
-                samples.append((elapsed, rss_kib(), open_fds()))
-            await asyncio.sleep(0.25)
-        async with asyncio.timeout(60):
-            for _ in range(600):
-                if backend.processed >= added:
-                    break
-                await asyncio.sleep(0.1)
-        gc.collect()
-        samples.append((time.monotonic() - start, rss_kib(), open_fds()))
-    finally:
-        daemon.request_stop()
-        await task
+def _all_done(daemon: DaemonChild, added: int) -> bool:
+    jobs = daemon.call("jobs", limit=JOBS_LIMIT)
+    return len(jobs) >= added and all(job["state"] in ("done", "failed") for job in jobs)
 
+
+def soak(seconds: float, rate: float, base: Path) -> None:
+    server = EmulatorServer(base / "xnat", users={USER: PASSWORD})
+    with server.running_in_thread():
+        server.create_project(PROJECT)
+        config = write_config(
+            base,
+            server.url,
+            {
+                "poll_interval": 0.5,
+                "max_concurrent_jobs": 4,
+                "state_dir": str(base / "state"),
+                "socket": str(base / "d.sock"),
+            },
+        )
+        daemon = DaemonChild(config, base / "d.sock", base / "daemon.log")
+        added = 0
+        changed = 0
+        samples: list[tuple[float, int, int]] = []
+        warmup = min(30.0, seconds / 4)
+        start = time.monotonic()
+        try:
+            while (elapsed := time.monotonic() - start) < seconds:
+                while added < int(elapsed * rate) + 1:
+                    _add(server, added)
+                    added += 1
+                    # Now and then an older session gets new data: its job runs again.
+                    if added % 7 == 0:
+                        changed += 1
+                        _add(server, added // 2, version=changed)
+                daemon.call("status")
+                daemon.call("metrics")
+                if elapsed >= warmup and (not samples or elapsed - samples[-1][0] >= 10):
+                    samples.append((elapsed, daemon.rss_kib(), daemon.open_fds()))
+                time.sleep(0.25)
+            wait_until(lambda: _all_done(daemon, added), 300, "every job done", interval=0.5)
+            samples.append((time.monotonic() - start, daemon.rss_kib(), daemon.open_fds()))
+            jobs = daemon.call("jobs", limit=JOBS_LIMIT)
+        finally:
+            code = daemon.stop()
+        server.close()
+
+    failed = sum(1 for job in jobs if job["state"] == "failed")
     (_, rss0, fd0), (_, rss1, fd1) = samples[0], samples[-1]
-    print(f"soak: {seconds:g} s, {added} sessions added, {backend.processed} jobs processed")
     print(
-        f"RSS: {rss0 / 1024:.1f} MiB after warm-up -> {rss1 / 1024:.1f} MiB at end "
+        f"soak: {seconds:g} s, {added} sessions added, {changed} changed, "
+        f"{len(jobs)} jobs ({failed} failed), daemon exit code {code}"
+    )
+    print(
+        f"daemon RSS: {rss0 / 1024:.1f} MiB after warm-up -> {rss1 / 1024:.1f} MiB at end "
         f"(ratio {rss1 / rss0:.2f}x, target ~1.0x)"
     )
-    print(f"open fds: {fd0} -> {fd1} (ratio {fd1 / fd0:.2f}x, target 1.0x)")
+    print(f"daemon open fds: {fd0} -> {fd1} (ratio {fd1 / fd0:.2f}x, target 1.0x)")
     print(
         "samples (s, RSS MiB, fds): "
         + ", ".join(f"({t:.0f}, {r / 1024:.1f}, {f})" for t, r, f in samples)
@@ -89,12 +97,11 @@ async def soak(seconds: float, rate: float, base: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=90.0)
-    parser.add_argument("--rate", type=float, default=20.0, help="new sessions per second")
+    parser.add_argument("--seconds", type=float, default=120.0)
+    parser.add_argument("--rate", type=float, default=2.0, help="new sessions per second")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="sinagot-soak-") as tmp:
-        asyncio.run(soak(args.seconds, args.rate, Path(tmp)))
+        soak(args.seconds, args.rate, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import pytest
 from sinagot.cache import Cache, RemoteFile
 from sinagot.errors import CacheFullError, ChecksumMismatchError
 from test_cache_helpers import (
+    CHECKPOINT,
     KEY,
     CountingSource,
     expected_digests,
@@ -50,6 +51,21 @@ async def test_fetch_returns_exactly_the_verified_files(
     assert manifest is not None and manifest.last_modified == "t1"
     assert {f.name: f.md5 for f in manifest.files} == expected_digests(files)
     assert not [p for p in cache.entry_dir(KEY).iterdir() if p.name.startswith("tmp-")]
+
+
+async def test_many_files_around_the_whole_file_size(tmp_path: Path) -> None:
+    # Up to 1 MiB a file arrives whole and goes to the batched writer; above, through a part file.
+    sizes = {f"d{i % 7}/f{i:03d}": (i * 7919) % (64 << 10) for i in range(300)}
+    sizes |= {"exactly": 1 << 20, "above": (1 << 20) + 1, "empty": 0}
+    src = tmp_path / "src"
+    files = make_files(src, sizes)
+    log = tmp_path / "reads.log"
+    # Small chunks: files arrive in pieces, and with a few slots many wait for the writer.
+    source = CountingSource(src, log, chunk_size=16 << 10, corrupt=3)
+    cache = Cache(tmp_path / "cache", concurrent_files=3)
+    folder = await cache.fetch(KEY, files, source)
+    assert tree_digests(folder) == expected_digests(files)
+    assert len(reads(log)) == len(files) + 3  # the corrupted ones, once more each
 
 
 async def test_unchanged_entry_is_served_without_reading_or_hashing(
@@ -218,14 +234,14 @@ def test_partial_file_of_a_killed_holder_is_resumed(tmp_path: Path) -> None:
     src = tmp_path / "src"
     files = make_files(src, {"big.bin": 48 << 20})
     log = tmp_path / "reads.log"
-    cache = Cache(tmp_path / "cache")
+    cache = Cache(tmp_path / "cache", checkpoint=CHECKPOINT)
     home = cache.entry_dir(KEY)
     child = subprocess.Popen(
         worker_command(tmp_path / "cache", src, log, files, tmp_path / "r.json", delay=0.01),
         stderr=subprocess.DEVNULL,
     )
     try:
-        # The first checkpoint is at 16 MiB; wait for it to be recorded, then kill.
+        # Wait for the first checkpoint to be recorded, then kill.
         _wait_for(lambda: any(home.glob("tmp-*/parts/*.state")))
         child.kill()
     finally:
@@ -235,14 +251,14 @@ def test_partial_file_of_a_killed_holder_is_resumed(tmp_path: Path) -> None:
     folder = asyncio.run(cache.fetch(KEY, files, CountingSource(src, log)))
     assert tree_digests(folder) == expected_digests(files)
     (first, _), (second, offset) = reads(log)
-    assert first == second == "big.bin" and offset >= 16 << 20
+    assert first == second == "big.bin" and offset >= CHECKPOINT
 
 
 def test_resume_refuses_an_altered_prefix(tmp_path: Path) -> None:
     src = tmp_path / "src"
     files = make_files(src, {"big.bin": 40 << 20})
     log = tmp_path / "reads.log"
-    cache = Cache(tmp_path / "cache")
+    cache = Cache(tmp_path / "cache", checkpoint=CHECKPOINT)
     home = cache.entry_dir(KEY)
     child = subprocess.Popen(
         worker_command(tmp_path / "cache", src, log, files, tmp_path / "r.json", delay=0.01),
@@ -301,7 +317,7 @@ async def test_cancelled_fetch_releases_everything_and_is_resumed(tmp_path: Path
     src = tmp_path / "src"
     files = make_files(src, {"big.bin": 24 << 20})
     log = tmp_path / "reads.log"
-    cache = Cache(tmp_path / "cache", lock_timeout=30)
+    cache = Cache(tmp_path / "cache", lock_timeout=30, checkpoint=CHECKPOINT)
     home = cache.entry_dir(KEY)
     task = asyncio.create_task(cache.fetch(KEY, files, CountingSource(src, log, delay=0.01)))
     for _ in range(3000):  # bounded wait for the first checkpoint
@@ -314,4 +330,4 @@ async def test_cancelled_fetch_releases_everything_and_is_resumed(tmp_path: Path
     # Nothing stays locked by this process: the same process resumes at once.
     folder = await cache.fetch(KEY, files, CountingSource(src, log))
     assert tree_digests(folder) == expected_digests(files)
-    assert reads(log)[-1][1] >= 16 << 20
+    assert reads(log)[-1][1] >= CHECKPOINT

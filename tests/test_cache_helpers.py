@@ -19,6 +19,8 @@ from pathlib import Path
 from sinagot.cache import Cache, EntryKey, LocalFileSource, RemoteFile
 
 KEY = EntryKey("http://127.0.0.1:8080", "PROJ", "REC-000001-A", "scans/1/resources/EEG")
+# Resume tests use small checkpoints, so that a few MiB already have a resumable prefix.
+CHECKPOINT = 4 << 20
 TESTS_DIR = Path(__file__).parent
 
 
@@ -110,6 +112,7 @@ def worker_command(
     delay: float = 0.0,
     chunk_size: int = 1 << 20,
     race_condition_delay: float = 5.0,
+    checkpoint: int = CHECKPOINT,
 ) -> list[str]:
     """A command line running :func:`worker_main` in a fresh interpreter."""
     spec = {
@@ -121,6 +124,7 @@ def worker_command(
         "delay": delay,
         "chunk_size": chunk_size,
         "race_condition_delay": race_condition_delay,
+        "checkpoint": checkpoint,
     }
     code = f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r}); import test_cache_helpers as h; h.worker_main()"
     return [sys.executable, "-c", code, json.dumps(spec)]
@@ -134,7 +138,11 @@ def worker_main() -> None:
     source = CountingSource(
         Path(spec["src"]), Path(spec["log"]), chunk_size=spec["chunk_size"], delay=spec["delay"]
     )
-    cache = Cache(Path(spec["cache_root"]), race_condition_delay=spec["race_condition_delay"])
+    cache = Cache(
+        Path(spec["cache_root"]),
+        race_condition_delay=spec["race_condition_delay"],
+        checkpoint=spec["checkpoint"],
+    )
     folder = asyncio.run(cache.fetch(KEY, files, source))
     tmp = Path(spec["result"] + ".tmp")
     tmp.write_text(json.dumps({"folder": str(folder), "digests": tree_digests(folder)}))

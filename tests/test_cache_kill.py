@@ -16,6 +16,7 @@ import pytest
 
 from sinagot.cache import Cache, RemoteFile
 from test_cache_helpers import (
+    CHECKPOINT,
     KEY,
     CountingSource,
     expected_digests,
@@ -66,7 +67,7 @@ def _kill_trials(tmp_path: Path, trials: int, seed: int) -> None:
     for trial in range(trials):
         root = tmp_path / f"cache{trial}"
         log = tmp_path / f"reads{trial}.log"
-        cache = Cache(root)
+        cache = Cache(root, checkpoint=CHECKPOINT)
         child = subprocess.Popen(
             worker_command(
                 root,
@@ -193,7 +194,9 @@ def test_waiter_takes_over_at_once_when_holder_dies(tmp_path: Path) -> None:
     files = make_files(src, {"big.bin": 20 << 20})
     log = tmp_path / "reads.log"
     # A long delay: only the kernel releasing the dead holder's flock lets the waiter in quickly.
-    cache = Cache(tmp_path / "cache", race_condition_delay=3600, lock_timeout=60)
+    cache = Cache(
+        tmp_path / "cache", race_condition_delay=3600, lock_timeout=60, checkpoint=CHECKPOINT
+    )
     home = cache.entry_dir(KEY)
     child = subprocess.Popen(
         worker_command(tmp_path / "cache", src, log, files, tmp_path / "r.json", delay=0.01),
@@ -214,4 +217,34 @@ def test_waiter_takes_over_at_once_when_holder_dies(tmp_path: Path) -> None:
         child.wait()
     assert tree_digests(folder) == expected_digests(files)
     (_, first), (_, second) = reads(log)
-    assert first == 0 and second >= 16 << 20
+    assert first == 0 and second >= CHECKPOINT
+
+
+def test_adopted_small_files_are_rehashed_not_trusted(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    files = make_files(src, {"big.bin": 20 << 20, "kept.txt": 700, "spoilt.txt": 900})
+    log = tmp_path / "reads.log"
+    cache = Cache(tmp_path / "cache", checkpoint=CHECKPOINT)
+    home = cache.entry_dir(KEY)
+    child = subprocess.Popen(
+        worker_command(tmp_path / "cache", src, log, files, tmp_path / "r.json", delay=0.02),
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # Small files finish at once and are not synced one by one; big.bin checkpoints.
+        _wait_for(lambda: len(list(home.glob("tmp-*/files/*.txt"))) == 2)
+        _wait_for(lambda: any(home.glob("tmp-*/parts/*.state")))
+        child.kill()
+    finally:
+        child.kill()
+        child.wait()
+    [spoilt] = home.glob("tmp-*/files/spoilt.txt")
+    data = bytearray(spoilt.read_bytes())
+    data[0] ^= 0xFF  # same size: only hashing can tell
+    spoilt.write_bytes(bytes(data))
+    before = len(reads(log))
+    folder = asyncio.run(cache.fetch(KEY, files, CountingSource(src, log)))
+    assert tree_digests(folder) == expected_digests(files)
+    again = dict(reads(log)[before:])
+    assert set(again) == {"big.bin", "spoilt.txt"}  # kept.txt was verified and kept
+    assert again["big.bin"] >= CHECKPOINT

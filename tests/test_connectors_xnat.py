@@ -156,6 +156,24 @@ def test_only_the_changed_file_is_downloaded_again(demo: EmulatorServer, tmp_pat
     assert demo.request_counts()[SCAN_FILE_GET] == 1
 
 
+def test_a_fileset_outlives_a_newer_generation(demo: EmulatorServer, tmp_path: Path) -> None:
+    with open_store(demo, tmp_path, local_root=tmp_path / "first") as first:
+        old = first.get_fileset(populated(first).entries["RS/EEG"])
+    old_bytes = (old.root / "raw.csv").read_bytes()
+    demo.add_scan_file(PROJECT, RECORD, scan_type="RS", resource="EEG", name="raw.csv", data=b"2")
+    # Another user of the same cache commits the new version; nobody uses the old one.
+    with open_store(demo, tmp_path, local_root=tmp_path / "second") as second:
+        entry = populated(second).entries["RS/EEG"]
+        new = second.get_fileset(entry)
+        key = second._entry_key(entry)
+        manifest = second.cache.manifest(key)
+        generations = [p.name for p in second.cache.entry_dir(key).glob("g-*")]
+    assert manifest is not None and generations == [manifest.generation]  # the old one is pruned
+    assert old.root == tmp_path / "first" / RECORD / "RS" / "EEG"
+    assert (old.root / "raw.csv").read_bytes() == old_bytes != b"2"
+    assert (new.root / "raw.csv").read_bytes() == b"2"
+
+
 def test_derivatives_round_trip_and_xnatpy_reads_them(
     demo: EmulatorServer, store: XnatStore, tmp_path: Path
 ) -> None:

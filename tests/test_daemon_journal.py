@@ -116,12 +116,43 @@ async def test_in_flight_jobs_are_resumed_after_reopen(tmp_path: Path) -> None:
         assert await reopened.resume_in_flight() == [ids[0]]
         claim = await reopened.claimable(["ds"], [], 10)
         assert [j.id for j in claim] == [ids[0], ids[2]]
-        # A resumed job continues its attempt instead of counting a new one.
-        assert (await reopened.begin(ids[0])).attempts == 1
+        # A resumed job counts a new attempt: the daemon died during the first one.
+        assert (await reopened.begin(ids[0])).attempts == 2
         assert [j.id for j in await reopened.claimable(["ds"], [ids[0]], 10)] == [ids[2]]
         assert await reopened.claimable(["other"], [], 10) == []
     finally:
         await reopened.aclose()
+
+
+async def test_a_job_that_keeps_killing_the_daemon_uses_up_its_attempts(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    journal = await Journal.open(path)
+    (job_id,) = await journal.apply_listing("ds", [("REC-1", "a")])
+    await journal.aclose()
+    for attempt in (1, 2):
+        # Each daemon start (re)starts the job and dies in it: nothing ends the attempt.
+        journal = await Journal.open(path)
+        await journal.resume_in_flight()
+        job = await journal.begin(job_id, max_attempts=2)
+        assert job.attempts == attempt
+        await journal.enter(job_id, JobState.RUNNING)
+        await journal.aclose()
+    journal = await Journal.open(path)
+    try:
+        assert await journal.resume_in_flight() == [job_id]
+        job = await journal.begin(job_id, max_attempts=2)
+        assert job.state == JobState.FAILED and job.attempts == 2
+        assert job.last_error is not None and f"sinagot retry {job_id}" in job.last_error
+        assert await journal.claimable(["ds"], [], 10) == []
+        # Stopped on purpose (SIGTERM): the attempt is given back.
+        await journal.retry(job_id, "test")
+        await journal.begin(job_id, max_attempts=2)
+        await journal.enter(job_id, JobState.RUNNING)
+        await journal.give_back_attempt(job_id, "interrupted by a daemon stop")
+        detail = await journal.job(job_id)
+        assert detail is not None and detail.job.attempts == 0
+    finally:
+        await journal.aclose()
 
 
 async def test_unusable_state_dir_is_a_clear_error(tmp_path: Path) -> None:

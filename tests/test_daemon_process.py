@@ -124,7 +124,7 @@ def test_sigkill_mid_job_then_restart_resumes(tmp_path: Path, start_daemon: Star
     daemon = start_daemon([config])
     daemon.wait_jobs("done", 2)
     detail = daemon.call("job", job["id"])
-    assert detail["attempts"] == 1
+    assert detail["attempts"] == 2  # the killed attempt counts
     assert any("resumed after a daemon restart" in t["detail"] for t in detail["history"])
     assert sorted(uploads(config)) == ["REC-1", "REC-2"]
     assert daemon.stop() == 0

@@ -306,3 +306,23 @@ def test_range_requests(xnat_server: EmulatorServer, size: int) -> None:
     assert whole.status_code == 200 and whole.content == data
     beyond = requests.get(url, headers={"Range": f"bytes={size}-"}, auth=auth, timeout=10)
     assert beyond.status_code == 416
+
+
+def test_small_files_served_again_follow_writes_and_access(tmp_path: Path) -> None:
+    users = {"alice": "secret", "bob": "pw"}
+    server = EmulatorServer(tmp_path, users=users, project_access={"bob": ["OTHER"]})
+    with server.running_in_thread():
+        _seed(server)
+        url = f"{_files_url(server)}/a.bin"
+        alice, bob = ("alice", "secret"), ("bob", "pw")
+        for _ in range(2):  # the second answer comes from memory
+            assert requests.get(url, auth=alice, timeout=10).content == b"a" * 10
+            assert requests.get(url, auth=bob, timeout=10).status_code == 403
+        server.add_scan_file("P", "S1", scan_type="RS", resource="EEG", name="a.bin", data=b"new")
+        assert requests.get(url, auth=alice, timeout=10).content == b"new"
+        put = requests.put(url, data=b"put", params={"overwrite": "true"}, auth=alice, timeout=10)
+        assert put.status_code == 200
+        assert requests.get(url, auth=alice, timeout=10).content == b"put"
+        assert requests.delete(url, auth=alice, timeout=10).status_code == 200
+        assert requests.get(url, auth=alice, timeout=10).status_code == 404
+    server.close()

@@ -79,6 +79,10 @@ def _ids(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.daemon:
+        from .demo._cli import demo_daemon
+
+        return demo_daemon(args)
     from .dataset import Dataset
     from .demo import write_demo
 
@@ -125,5 +129,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--dir", default="sinagot-demo", help="where to write the demo (default: ./sinagot-demo)"
     )
     demo.add_argument("--dask", action="store_true", help="run on a local Dask cluster")
+    demo.add_argument(
+        "--daemon",
+        action="store_true",
+        help="serve the demo project from an embedded XNAT-compatible server and let the"
+        " daemon process it and upload the results",
+    )
     demo.add_argument("--json", action="store_true", help="print the report as one JSON document")
     demo.set_defaults(handler=_demo)

@@ -512,6 +512,7 @@ def _gather(
     watch: _Watch,
 ) -> dict[StepKey, StepResult]:
     from distributed import wait
+    from distributed.client import FuturesCancelledError
 
     waiting: Any = wait
     spec_of = {future.key: specs[key] for key, future in futures.items()}
@@ -534,7 +535,8 @@ def _gather(
         finish(spec, StepResult(spec.key, StepStatus.FAILED, error=error))
 
     while pending:
-        with contextlib.suppress(TimeoutError):
+        # A cancelled future (after a timeout) makes wait() raise; it counts as done below.
+        with contextlib.suppress(TimeoutError, FuturesCancelledError):
             waiting(list(pending), timeout=_WATCH_INTERVAL, return_when="FIRST_COMPLETED")
         for future in [f for f in pending if f.done()]:
             pending.discard(future)

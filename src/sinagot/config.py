@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar, cast
 from .errors import ConfigError
 
 __all__ = [
+    "JOBQUEUE_CLUSTERS",
     "DaemonSettings",
     "DaskSettings",
     "ModalitySettings",
@@ -31,6 +32,16 @@ __all__ = [
 ]
 
 RunMode = Literal["main_process", "dask"]
+# [dask] jobqueue -> the dask_jobqueue cluster class.
+JOBQUEUE_CLUSTERS = {
+    "slurm": "SLURMCluster",
+    "pbs": "PBSCluster",
+    "sge": "SGECluster",
+    "lsf": "LSFCluster",
+    "htcondor": "HTCondorCluster",
+    "moab": "MoabCluster",
+    "oar": "OARCluster",
+}
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _STORE_TYPES = ("local", "xnat")
@@ -69,12 +80,15 @@ class ModalitySettings:
 
 @dataclass(frozen=True, slots=True)
 class DaskSettings:
-    """Either the ``address`` of a running scheduler or LocalCluster options."""
+    """The ``address`` of a running scheduler, or LocalCluster options, or a dask-jobqueue
+    cluster type (``jobqueue = "slurm"``: configured in Dask's jobqueue.yaml, scaled to
+    ``n_workers`` jobs)."""
 
     address: str | None = None
     n_workers: int | None = None
     threads_per_worker: int | None = None
     processes: bool | None = None
+    jobqueue: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +150,7 @@ _KNOWN_TABLES: dict[str, tuple[str, ...]] = {
     "tasks": (),
     "modalities": (),
     "run": ("mode",),
-    "dask": ("address", "n_workers", "threads_per_worker", "processes"),
+    "dask": ("address", "n_workers", "threads_per_worker", "processes", "jobqueue"),
     "log": ("level",),
     "store": (
         "type",
@@ -502,11 +516,23 @@ def _dask(reader: _Reader, table: Mapping[str, Any]) -> DaskSettings:
             "LocalCluster options conflict with dask.address",
             "remove one of them",
         )
+    jobqueue = reader.typed(
+        table,
+        "dask",
+        "jobqueue",
+        str,
+        None,
+        lambda v: v in JOBQUEUE_CLUSTERS,
+        " or ".join(f'"{name}"' for name in JOBQUEUE_CLUSTERS),
+    )
+    if jobqueue is not None and address is not None:
+        raise reader.error("dask.jobqueue", "conflicts with dask.address", "remove one of them")
     return DaskSettings(
         address=address,
         n_workers=reader.count(table, "dask", "n_workers", 0) or None,
         threads_per_worker=reader.count(table, "dask", "threads_per_worker", 0) or None,
         processes=reader.typed(table, "dask", "processes", bool, None),
+        jobqueue=jobqueue,
     )
 
 

@@ -38,7 +38,7 @@ from types import TracebackType
 
 from .._fs import fsync_dir
 from ..errors import CacheFullError, CacheLockTimeoutError
-from ._download import download_file, keep_completed
+from ._download import CHECKPOINT, WholeFileWriter, download_file, keep_completed
 from ._lock import (
     EntryLock,
     Staging,
@@ -58,6 +58,7 @@ from ._maintenance import (
 )
 from ._manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
 from ._prune import GENERATION_PREFIX, prune_generations
+from ._sync import sync_tree
 from ._threads import run_to_completion
 from ._types import EntryKey, FileSource, ManifestFile, RemoteFile, check_file_set
 
@@ -67,6 +68,8 @@ logger = logging.getLogger(__name__)
 
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 _USE_POLL = 0.05
+# Bytes are flushed 1 MiB at a time; a checkpoint below two flushes would sync every flush.
+_MIN_CHECKPOINT = 2 << 20
 # The last use of an entry (for LRU eviction) is recorded at most this often: a hit stays read-only.
 _TOUCH_INTERVAL = 60.0
 
@@ -76,7 +79,8 @@ class EntryUse:
 
     Usable as ``with`` (blocking, for threads and Dask workers) or
     ``async with`` (polling, never blocks the event loop). The wait is only as
-    long as a ``gc`` that is removing this very entry.
+    long as a ``gc`` that is removing this very entry. The last user out
+    prunes generations superseded meanwhile (a commit cannot while it is used).
     """
 
     def __init__(self, home: Path, timeout: float) -> None:
@@ -108,15 +112,21 @@ class EntryUse:
         self._lock = lock
         return self
 
+    def _release(self) -> bool:
+        if self._lock is None:
+            return False
+        self._lock.release()
+        self._lock = None
+        return True
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        if self._release():
+            prune_generations(self._home)
 
     async def __aexit__(
         self,
@@ -124,7 +134,8 @@ class EntryUse:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.__exit__(exc_type, exc, tb)
+        if self._release():
+            await run_to_completion(prune_generations, self._home)
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -151,6 +162,7 @@ class Cache:
     ``race_condition_delay``: seconds without progress after which a holder is
     taken over. ``lock_timeout``: how long ``fetch`` waits for another holder
     in all. ``concurrent_files``: files of one entry downloaded at once.
+    ``checkpoint``: bytes between two durable resume points of a big file.
     """
 
     def __init__(
@@ -159,17 +171,21 @@ class Cache:
         *,
         race_condition_delay: float = 5.0,
         lock_timeout: float = 3600.0,
-        concurrent_files: int = 4,
+        concurrent_files: int = 8,
+        checkpoint: int = CHECKPOINT,
     ) -> None:
         if race_condition_delay <= 0 or lock_timeout <= 0 or concurrent_files < 1:
             raise ValueError(
                 "race_condition_delay, lock_timeout and concurrent_files must be positive"
             )
+        if checkpoint < _MIN_CHECKPOINT:
+            raise ValueError(f"checkpoint must be at least {_MIN_CHECKPOINT} bytes")
         self.root = root
         self._root = os.fspath(root)
         self.race_condition_delay = race_condition_delay
         self.lock_timeout = lock_timeout
         self.concurrent_files = concurrent_files
+        self.checkpoint = checkpoint
         # Well inside the delay after which waiters (with the same setting) call a holder stalled.
         self._flush_interval = min(1.0, race_condition_delay / 4)
 
@@ -341,7 +357,11 @@ class Cache:
             if todo:
                 logger.info("downloading %d of %d files of %s", len(todo), len(files), what)
                 await self._download_all(stage, todo, source, what)
-            return await run_to_completion(self._commit, lock, stage, key, files, last_modified)
+            # Links to the previous generation are durable already; the rest is synced now.
+            unsynced = [*done, *(f.name for f in todo)]
+            return await run_to_completion(
+                self._commit, lock, stage, key, files, unsynced, last_modified
+            )
         except OSError as exc:
             if exc.errno not in _FULL_ERRNOS:
                 raise
@@ -359,17 +379,31 @@ class Cache:
         self, staging: Staging, todo: list[RemoteFile], source: FileSource, what: str
     ) -> None:
         slots = asyncio.Semaphore(self.concurrent_files)
+        whole = WholeFileWriter(room=4 * self.concurrent_files)
 
-        async def one(file: RemoteFile) -> None:
-            async with slots:
-                await download_file(
-                    staging, file, source, what=what, flush_interval=self._flush_interval
-                )
+        async def files() -> None:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for file in todo:
+                        group.create_task(
+                            download_file(
+                                staging,
+                                file,
+                                source,
+                                what=what,
+                                slots=slots,
+                                flush_interval=self._flush_interval,
+                                checkpoint=self.checkpoint,
+                                whole=whole,
+                            )
+                        )
+            finally:
+                whole.close()
 
         try:
             async with asyncio.TaskGroup() as group:
-                for file in todo:
-                    group.create_task(one(file))
+                group.create_task(whole.run())
+                group.create_task(files())
         except BaseExceptionGroup as errors:
             raise _first_leaf(errors) from None
 
@@ -379,11 +413,11 @@ class Cache:
         staging: Staging,
         key: EntryKey,
         files: list[RemoteFile],
+        unsynced: list[str],
         last_modified: str | None,
     ) -> Path | None:
         home = lock.home
-        for dirpath, _dirnames, _filenames in os.walk(staging.files):
-            fsync_dir(Path(dirpath))  # the renames and links of every file are durable
+        sync_tree(staging.files, unsynced)
         if not lock.still_owner():
             logger.warning(
                 "discarding download in %s: another process took the entry over", staging.path

@@ -1,13 +1,21 @@
 """Streaming one remote file into a staging folder: hash while writing, verify, resume.
 
 A file is written to ``parts/<stem>.part`` while its MD5 is computed, then
-compared with the server's digest, fsynced and renamed to ``files/<name>``.
-Nothing outside the staging folder changes here; the entry becomes visible
-only when the cache commits a whole generation.
+compared with the server's digest and renamed to ``files/<name>``; a small
+file that arrives whole is verified in memory and written there directly. Nothing
+outside the staging folder changes here; the entry becomes visible only when
+the cache commits a whole generation, after syncing every new file at once.
+
+Files over 1 MiB are fsynced as they finish and marked complete in a
+sidecar, so an adopted staging folder trusts them without reading them
+again. Smaller ones are not synced one by one (that would dominate the cost
+of many-file entries): an adopting holder re-hashes them instead, which is
+cheap because they are small.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -18,18 +26,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._fs import md5_file
 from ..errors import ChecksumMismatchError
 from ._lock import Staging
-from ._threads import run_to_completion
+from ._threads import run_to_completion, settle, start_in_thread
 from ._types import FileSource, RemoteFile
 
-__all__ = ["download_file", "keep_completed"]
+__all__ = ["CHECKPOINT", "WholeFileWriter", "download_file", "keep_completed"]
 
 logger = logging.getLogger(__name__)
 
 _WRITE_CHUNK = 1 << 20
-# How often the resumable prefix is made durable and recorded in the sidecar.
-_CHECKPOINT = 16 << 20
+# Files up to this size are synced with their generation and re-hashed on adoption.
+_SMALL = _WRITE_CHUNK
+# How often the resumable prefix is made durable and recorded in the sidecar. Each
+# checkpoint costs an fdatasync (beside later writes, not stalling them) and a
+# sidecar write; a killed download loses less than this per file.
+CHECKPOINT = 64 << 20
 
 
 def _stem(name: str) -> str:
@@ -78,28 +91,35 @@ def _state_is_for(state: dict[str, Any] | None, file: RemoteFile) -> bool:
     )
 
 
+def _synced_at_finish(file: RemoteFile) -> bool:
+    return file.size > _SMALL
+
+
+def _finished(paths: _Paths, file: RemoteFile) -> bool:
+    """True if ``paths.final`` holds exactly ``file`` (see the module docstring for how)."""
+    try:
+        if paths.final.stat().st_size != file.size:
+            return False
+        if _synced_at_finish(file):
+            state = _read_state(paths.state)
+            return (
+                _state_is_for(state, file) and state is not None and state.get("complete") is True
+            )
+        return md5_file(paths.final) == file.digest
+    except OSError:
+        return False
+
+
 def keep_completed(staging: Staging, files: list[RemoteFile]) -> set[str]:
     """In an adopted staging folder, keep only what can be trusted for ``files``; return the finished names.
 
-    A finished file is trusted when its sidecar says it was verified against
-    the same digest and size; partial files are left for :func:`_resume_point`.
+    Partial files are left for :func:`_resume_point`.
     """
     # A holder killed between committing and cleaning up leaves a folder without files/.
     staging.parts.mkdir(exist_ok=True)
     staging.files.mkdir(exist_ok=True)
     stems = {_stem(f.name): f for f in files}
-    done: set[str] = set()
-    for f in files:
-        paths = _Paths.of(staging, f)
-        state = _read_state(paths.state)
-        with contextlib.suppress(OSError):
-            if (
-                _state_is_for(state, f)
-                and state is not None
-                and state.get("complete") is True
-                and paths.final.stat().st_size == f.size
-            ):
-                done.add(f.name)
+    done = {f.name for f in files if _finished(_Paths.of(staging, f), f)}
     for dirpath, dirnames, filenames in os.walk(staging.files, topdown=False):
         for filename in filenames:
             path = Path(dirpath, filename)
@@ -164,23 +184,136 @@ def _open_part(path: Path, offset: int) -> int:
     return fd
 
 
-def _write(fd: int, digest: Any, data: bytes) -> None:
-    digest.update(data)
+def _write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
 
 
-def _checkpoint(fd: int, paths: _Paths, file: RemoteFile, offset: int, digest: Any) -> None:
+def _write(fd: int, digest: Any, data: bytes | bytearray) -> None:
+    digest.update(data)
+    _write_all(fd, data)
+
+
+def _checkpoint(fd: int, paths: _Paths, file: RemoteFile, offset: int, prefix_md5: str) -> None:
+    # Writes after ``offset`` may run meanwhile: fdatasync covers what was written before.
     os.fdatasync(fd)
-    _write_state(paths.state, file, offset=offset, prefix_md5=digest.copy().hexdigest())
+    _write_state(paths.state, file, offset=offset, prefix_md5=prefix_md5)
 
 
 def _finish(fd: int, paths: _Paths, file: RemoteFile) -> None:
-    os.fsync(fd)
+    if _synced_at_finish(file):
+        os.fsync(fd)
     paths.final.parent.mkdir(parents=True, exist_ok=True)
     os.rename(paths.part, paths.final)
-    _write_state(paths.state, file, complete=True)
+    if _synced_at_finish(file):
+        _write_state(paths.state, file, complete=True)
+
+
+def _store_whole(paths: _Paths, file: RemoteFile, data: bytes) -> str:
+    """Hash a file received whole and, if it matches, write it in place; return its MD5.
+
+    Written straight to its final name: it is verified already, and a torn copy
+    left by a crash fails the size or hash check of :func:`keep_completed`.
+    """
+    digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    if digest != file.digest:
+        return digest
+    if "/" in file.name:
+        paths.final.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.final, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
+    return digest
+
+
+_Whole = tuple[_Paths, RemoteFile, bytes]
+# Thread hops of the whole-file writer at once: each hop mostly waits for the interpreter
+# lock or the disk, so a few in parallel keep up with many small downloads.
+_WRITER_HOPS = 4
+
+
+def _store_batch(batch: list[_Whole]) -> list[str | OSError]:
+    """:func:`_store_whole` for each file, with each file's own error."""
+    results: list[str | OSError] = []
+    for paths, file, data in batch:
+        try:
+            results.append(_store_whole(paths, file, data))
+        except OSError as exc:
+            results.append(exc)
+    return results
+
+
+class WholeFileWriter:
+    """Stores files that arrived whole, in batches, a few thread hops at a time.
+
+    Many small files would otherwise cost one hop each, and the hand-offs of
+    the interpreter lock between the loop and the threads then cost more than
+    hashing and writing them. A download hands its file over and frees its
+    download slot at once; at most ``room`` files wait here (each at most
+    1 MiB), so memory stays bounded when the disk is slower than the network.
+    :meth:`run` is the writer's task, and :meth:`close` lets it end once all
+    is written.
+    """
+
+    def __init__(self, room: int) -> None:
+        self._room = asyncio.Semaphore(room)
+        self._queue: list[tuple[_Whole, asyncio.Future[str]]] = []
+        self._wakeup = asyncio.Event()
+        self._closed = False
+
+    async def wait_for_room(self) -> None:
+        """Wait until :meth:`submit` may be called (once per wait)."""
+        await self._room.acquire()
+
+    def submit(self, paths: _Paths, file: RemoteFile, data: bytes) -> asyncio.Future[str]:
+        """Queue a file (after :meth:`wait_for_room`); the future gives its MD5 once written."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._queue.append(((paths, file, data), future))
+        self._wakeup.set()
+        return future
+
+    def close(self) -> None:
+        self._closed = True
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        hops = asyncio.Semaphore(_WRITER_HOPS)
+        async with asyncio.TaskGroup() as group:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                if not self._queue:
+                    if self._closed:
+                        return
+                    continue
+                # Files queue up while every hop is busy: the next batch is bigger.
+                await hops.acquire()
+                batch, self._queue = self._queue, []
+                group.create_task(self._store(batch, hops))
+
+    async def _store(
+        self, batch: list[tuple[_Whole, asyncio.Future[str]]], hops: asyncio.Semaphore
+    ) -> None:
+        try:
+            results = await run_to_completion(_store_batch, [item for item, _ in batch])
+        except BaseException:
+            for _, future in batch:
+                future.cancel()
+            raise
+        finally:
+            hops.release()
+            for _ in batch:
+                self._room.release()
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue  # its download was cancelled meanwhile
+            if isinstance(result, OSError):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
 
 def _discard(paths: _Paths) -> None:
@@ -194,18 +327,28 @@ class _Mismatch(Exception):
         self.actual = actual
 
 
-async def _attempt(
-    staging: Staging, file: RemoteFile, source: FileSource, resume: bool, flush_interval: float
-) -> None:
-    paths = _Paths.of(staging, file)
-    offset, digest = (
-        await run_to_completion(_resume_point, paths, file)
-        if resume and source.supports_range
-        else (0, hashlib.md5(usedforsecurity=False))
-    )
+async def _receive(
+    paths: _Paths,
+    file: RemoteFile,
+    source: FileSource,
+    resume: bool,
+    flush_interval: float,
+    checkpoint: int,
+) -> bytes | None:
+    """Stream ``file``: its bytes if it arrived whole before a flush, else None once staged."""
+    offset, digest = 0, hashlib.md5(usedforsecurity=False)
+    # Only files longer than a checkpoint can have a resumable prefix.
+    if resume and source.supports_range and file.size > checkpoint:
+        offset, digest = await run_to_completion(_resume_point, paths, file)
     if offset:
         logger.info("resuming %s at byte %d of %d", file.name, offset, file.size)
-    fd = await run_to_completion(_open_part, paths.part, offset)
+    # A fresh file's part is opened on its first flush: a small file that arrives at
+    # once goes to the whole-file writer instead.
+    fd = await run_to_completion(_open_part, paths.part, offset, discard=os.close) if offset else -1
+    # One write runs in a thread while the next chunk comes in (the digest is only
+    # read once it is settled), and a checkpoint's sync runs beside later writes.
+    writing: asyncio.Future[None] | None = None
+    syncing: asyncio.Future[None] | None = None
     try:
         written = checkpointed = offset
         buffer = bytearray()
@@ -219,19 +362,38 @@ async def _attempt(
                 # Bytes reaching the part file are the progress waiters watch: a slow
                 # link must not keep them in memory long enough to look stalled.
                 if len(buffer) >= _WRITE_CHUNK or time.monotonic() - flushed_at >= flush_interval:
-                    await run_to_completion(_write, fd, digest, bytes(buffer))
+                    if fd < 0:
+                        fd = await run_to_completion(
+                            _open_part, paths.part, offset, discard=os.close
+                        )
+                    if writing is not None:
+                        await settle(writing)
+                    data, buffer = buffer, bytearray()
+                    writing = start_in_thread(_write, fd, digest, data)
                     flushed_at = time.monotonic()
-                    written += len(buffer)
-                    buffer.clear()
-                    if written - checkpointed >= _CHECKPOINT:
-                        await run_to_completion(_checkpoint, fd, paths, file, written, digest)
+                    written += len(data)
+                    if written - checkpointed >= checkpoint:
+                        await settle(writing)
+                        writing = None
+                        if syncing is not None:
+                            await settle(syncing)
+                        prefix = digest.copy().hexdigest()
+                        syncing = start_in_thread(_checkpoint, fd, paths, file, written, prefix)
                         checkpointed = written
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
+        if fd < 0:
+            if len(buffer) != file.size:
+                raise _Mismatch(f"{len(buffer)} bytes instead of {file.size}")
+            return bytes(buffer)
+        for pending in (writing, syncing):
+            if pending is not None:
+                await settle(pending)
+        writing = syncing = None
         if buffer:
-            await run_to_completion(_write, fd, digest, bytes(buffer))
+            await run_to_completion(_write, fd, digest, buffer)
             written += len(buffer)
         actual = digest.hexdigest()
         if written != file.size:
@@ -239,20 +401,68 @@ async def _attempt(
         if actual != file.digest:
             raise _Mismatch(actual)
         await run_to_completion(_finish, fd, paths, file)
+        return None
     finally:
-        os.close(fd)
+        for pending in (writing, syncing):
+            if pending is not None:
+                # Already failing: only make sure the thread is done with the descriptor.
+                with contextlib.suppress(Exception):
+                    await settle(pending)
+        if fd >= 0:
+            os.close(fd)
+
+
+async def _attempt(
+    staging: Staging,
+    file: RemoteFile,
+    source: FileSource,
+    resume: bool,
+    slots: asyncio.Semaphore,
+    transfer: _Transfer,
+) -> None:
+    paths = _Paths.of(staging, file)
+    async with slots:
+        data = await _receive(
+            paths, file, source, resume, transfer.flush_interval, transfer.checkpoint
+        )
+        if data is None:
+            return
+        await transfer.whole.wait_for_room()
+        written = transfer.whole.submit(paths, file, data)
+    actual = await written
+    if actual != file.digest:
+        raise _Mismatch(actual)
+
+
+@dataclass(frozen=True, slots=True)
+class _Transfer:
+    flush_interval: float
+    checkpoint: int
+    whole: WholeFileWriter
 
 
 async def download_file(
-    staging: Staging, file: RemoteFile, source: FileSource, *, what: str, flush_interval: float
+    staging: Staging,
+    file: RemoteFile,
+    source: FileSource,
+    *,
+    what: str,
+    slots: asyncio.Semaphore,
+    flush_interval: float,
+    checkpoint: int,
+    whole: WholeFileWriter,
 ) -> None:
     """Download, verify and stage ``file``; on a digest mismatch retry once from scratch, then raise.
 
-    Buffered bytes are written at least every ``flush_interval`` seconds.
+    A slot of ``slots`` is held while bytes come in. Buffered bytes are written
+    at least every ``flush_interval`` seconds, and the resumable prefix is made
+    durable every ``checkpoint`` bytes; a file that arrives whole before its
+    first flush is handed to ``whole``, freeing its slot.
     """
+    transfer = _Transfer(flush_interval, checkpoint, whole)
     for attempt in (1, 2):
         try:
-            await _attempt(staging, file, source, attempt == 1, flush_interval)
+            await _attempt(staging, file, source, attempt == 1, slots, transfer)
             return
         except _Mismatch as exc:
             await run_to_completion(_discard, _Paths.of(staging, file))

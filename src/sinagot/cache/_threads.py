@@ -6,15 +6,18 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["run_to_completion"]
+__all__ = ["run_to_completion", "settle", "start_in_thread"]
 
 T = TypeVar("T")
 
 
-async def run_to_completion(
-    fn: Callable[..., T], *args: Any, discard: Callable[[T], None] | None = None
-) -> T:
-    """Run ``fn`` in a thread; if the caller is cancelled, still wait for the thread before re-raising.
+def start_in_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """Start ``fn`` in a thread now; await the result with :func:`settle`."""
+    return asyncio.ensure_future(asyncio.to_thread(fn, *args))
+
+
+async def settle(task: asyncio.Future[T], *, discard: Callable[[T], None] | None = None) -> T:
+    """The result of a thread started by :func:`start_in_thread`, waited for even on cancellation.
 
     The thread may be writing to a descriptor that the caller closes in a
     ``finally``; closing it under a running write could let the number be
@@ -22,7 +25,6 @@ async def run_to_completion(
     nobody will receive (e.g. a lock taken just as the caller was cancelled)
     is handed to ``discard`` so it is not leaked.
     """
-    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -30,3 +32,10 @@ async def run_to_completion(
         if discard is not None and not task.cancelled() and task.exception() is None:
             discard(task.result())
         raise
+
+
+async def run_to_completion(
+    fn: Callable[..., T], *args: Any, discard: Callable[[T], None] | None = None
+) -> T:
+    """Run ``fn`` in a thread; if the caller is cancelled, still wait for the thread (see :func:`settle`)."""
+    return await settle(start_in_thread(fn, *args), discard=discard)

@@ -6,12 +6,23 @@ download_files, upload_files, get/put_provenance, ...) and gets the
 inputs come from the checksum-verified cache, outputs are uploaded, their
 digests checked against the server's, and provenance is written last as the
 commit of each derivative.
+
+``get_fileset`` hard-links an entry's cached files into the local work tree,
+where a :class:`LocalStore` would have them (``<id>/<task>/<modality>/`` or
+``<id>/derivatives/``), while it holds the entry in use: the cache may
+publish a newer generation and prune the old one at any time once nobody
+uses it, but the links stay valid.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import uuid
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,11 +31,18 @@ import platformdirs
 
 from .._fs import md5_file
 from ..errors import ServerError, StoreError
-from ._local import _list_files
+from ._local import DERIVATIVES_DIR, _list_files
 from ._store import FieldValue, Store
-from ._values import DataEntry, DataRow, DataTree, FileSet, validate_relative_path
+from ._values import (
+    DataEntry,
+    DataRow,
+    DataTree,
+    FileSet,
+    validate_label,
+    validate_relative_path,
+)
 
-__all__ = ["RemoteStore", "check_uploaded", "default_work_dir"]
+__all__ = ["RemoteStore", "check_uploaded", "default_work_dir", "link_entry"]
 
 
 def default_work_dir(server: str, dataset: str) -> Path:
@@ -44,6 +62,31 @@ def check_uploaded(
             f"{server} stored {', '.join(wrong)} of {what} with another checksum than"
             " the uploaded file: run the step again to upload it again"
         )
+
+
+def _link_or_copy(source: Path, destination: Path) -> None:
+    """Put ``source`` at ``destination`` atomically: a hard link, or a copy across file systems."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.samefile(source, destination):
+            return
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        try:
+            os.link(source, temporary)
+        except OSError:
+            shutil.copy2(source, temporary)
+        os.replace(temporary, destination)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def link_entry(root: Path, destination: Path) -> tuple[str, ...]:
+    """Link every file below ``root`` to the same name below ``destination``; return the names."""
+    names = _list_files(root)
+    for name in names:
+        _link_or_copy(root / name, destination / name)
+    return names
 
 
 class RemoteStore(Store):
@@ -91,6 +134,22 @@ class RemoteStore(Store):
         """Fetch the files of ``entry`` verified into the cache at ``download_dir``; their folder."""
 
     @abstractmethod
+    def entry_in_use(self, entry: DataEntry) -> AbstractContextManager[object]:
+        """Held while the files :meth:`download_files` returned for ``entry`` are read.
+
+        The cache keeps those files in place until it is released (see
+        :meth:`sinagot.cache.Cache.using`).
+        """
+
+    def work_dir(self, entry: DataEntry) -> Path:
+        """Where :meth:`get_fileset` puts the files of ``entry``: the LocalStore layout."""
+        row = self._local_root / validate_label(entry.row_id, "record id")
+        if entry.is_derivative:
+            return row / DERIVATIVES_DIR
+        task, _, modality = entry.path.partition("/")
+        return row / validate_label(task, "task") / validate_label(modality, "modality")
+
+    @abstractmethod
     def upload_files(
         self, input_dir: Path, entry: DataEntry, names: Sequence[str] | None = None
     ) -> None:
@@ -135,8 +194,10 @@ class RemoteStore(Store):
     # -- the Store interface on top of them ----------------------------------------------
 
     def get_fileset(self, entry: DataEntry) -> FileSet:
-        root = self.download_files(entry, self.cache_dir)
-        return FileSet(root=root, names=_list_files(root))
+        destination = self.work_dir(entry)
+        with self.entry_in_use(entry):
+            names = link_entry(self.download_files(entry, self.cache_dir), destination)
+        return FileSet(root=destination, names=names)
 
     def put_fileset(self, fileset: FileSet, entry: DataEntry) -> FileSet:
         if not entry.is_derivative:

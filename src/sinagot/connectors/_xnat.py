@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from urllib.parse import quote, unquote
 
 from .._fs import md5_file
-from ..cache import Cache, EntryKey, RemoteFile, resolve_cache_dir
+from ..cache import Cache, EntryKey, EntryUse, RemoteFile, resolve_cache_dir
 from ..errors import (
     ConfigError,
     RemoteNotFoundError,
@@ -38,7 +38,7 @@ from ..errors import (
     StoreError,
 )
 from ._local import _list_files
-from ._remote import RemoteStore, check_uploaded, default_work_dir
+from ._remote import RemoteStore, check_uploaded, default_work_dir, link_entry
 from ._store import FieldValue
 from ._values import (
     DataEntry,
@@ -178,7 +178,7 @@ class XnatStore(RemoteStore):
         project: str,
         local_root: Path | None = None,
         max_connections: int = 8,
-        concurrent_files: int = 4,
+        concurrent_files: int = 8,
         retry: RetryPolicy | None = None,
         timeout: float = 60.0,
         lock_timeout: float = 3600.0,
@@ -508,9 +508,16 @@ class XnatStore(RemoteStore):
             self._download_files(entry, download_dir or self.cache_dir)
         )
 
+    def entry_in_use(self, entry: DataEntry) -> EntryUse:
+        return self.cache.using(self._entry_key(entry))
+
     async def aget_fileset(self, entry: DataEntry) -> FileSet:
-        root = await self.adownload_files(entry)
-        return FileSet(root=root, names=await asyncio.to_thread(_list_files, root))
+        """:meth:`get_fileset` for callers running their own event loop."""
+        destination = self.work_dir(entry)
+        async with self.entry_in_use(entry):
+            root = await self.adownload_files(entry)
+            names = await asyncio.to_thread(link_entry, root, destination)
+        return FileSet(root=destination, names=names)
 
     def _md5(self, path: Path) -> str:
         stat = path.stat()

@@ -16,11 +16,11 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import tenacity
@@ -38,6 +38,7 @@ from ._xnat_credentials import PASSWORD_ENV, Credentials
 __all__ = ["CHUNK_SIZE", "RetryPolicy", "XnatClient", "result_rows"]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CHUNK_SIZE = 1 << 20
 _JSESSION = "/data/JSESSION"
@@ -84,16 +85,24 @@ def _parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _delay(policy: RetryPolicy, error: BaseException | None, attempt: int) -> float:
+    """Seconds to wait after failed try ``attempt``: the server's Retry-After, else backoff."""
+    if isinstance(error, _TransientStatus) and error.retry_after is not None:
+        return min(error.retry_after, policy.max_retry_after)
+    return policy.backoff(attempt)
+
+
 class _Wait(tenacity.wait.wait_base):
-    def __init__(self, policy: RetryPolicy) -> None:
+    """Tenacity's wait for tries after the ``done`` first ones (see :meth:`XnatClient._retried`)."""
+
+    def __init__(self, policy: RetryPolicy, done: int) -> None:
         self._policy = policy
+        self._done = done
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         outcome = retry_state.outcome
         error = outcome.exception() if outcome is not None else None
-        if isinstance(error, _TransientStatus) and error.retry_after is not None:
-            return min(error.retry_after, self._policy.max_retry_after)
-        return self._policy.backoff(retry_state.attempt_number)
+        return _delay(self._policy, error, retry_state.attempt_number + self._done)
 
 
 def result_rows(document: Any, what: str) -> list[dict[str, str]]:
@@ -171,7 +180,7 @@ class XnatClient:
             if self._token != stale:
                 return  # another task already logged in again
             try:
-                self._token = await self._retrying()(self._login_once)
+                self._token = await self._retried(self._login_once)
             except (*_TRANSIENT, _TransientStatus) as exc:
                 # Not retryable any more: the caller's own retries must not multiply these.
                 raise self._giving_up(exc, "GET", _JSESSION) from exc
@@ -214,24 +223,41 @@ class XnatClient:
 
     # -- errors and retries --------------------------------------------------------------
 
-    def _retrying(self) -> tenacity.AsyncRetrying:
-        return tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(self._retry.attempts),
-            wait=_Wait(self._retry),
+    async def _retried(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` retried on transient errors, up to the policy's attempts.
+
+        The first try runs bare and tenacity takes over after a failure: setting
+        tenacity up costs more than a small request, and nearly all first tries succeed.
+        """
+        try:
+            return await fn(*args, **kwargs)
+        except (*_TRANSIENT, _TransientStatus) as exc:
+            if self._retry.attempts <= 1:
+                raise
+            delay = _delay(self._retry, exc, 1)
+            self._log_retry(exc, 1, delay)
+            await asyncio.sleep(delay)
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(self._retry.attempts - 1),
+            wait=_Wait(self._retry, done=1),
             retry=tenacity.retry_if_exception_type((*_TRANSIENT, _TransientStatus)),
-            before_sleep=self._log_retry,
+            before_sleep=self._log_tenacity_retry,
             reraise=True,
         )
+        return await retrying(fn, *args, **kwargs)
 
-    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+    def _log_tenacity_retry(self, state: tenacity.RetryCallState) -> None:
         outcome = state.outcome
-        error = outcome.exception() if outcome is not None else None
         delay = state.next_action.sleep if state.next_action is not None else 0.0
+        error = outcome.exception() if outcome is not None else None
+        self._log_retry(error, state.attempt_number + 1, delay)
+
+    def _log_retry(self, error: BaseException | None, failed: int, delay: float) -> None:
         logger.warning(
             "%s: %s; try %d of %d in %.1f s",
             self.server,
             _describe(error),
-            state.attempt_number + 1,
+            failed + 1,
             self._retry.attempts,
             delay,
         )
@@ -336,7 +362,7 @@ class XnatClient:
     ) -> bytes:
         """The whole (small) body of a request, retried as a unit."""
         try:
-            return await self._retrying()(self._read, method, path, what, params, body)
+            return await self._retried(self._read, method, path, what, params, body)
         except (*_TRANSIENT, _TransientStatus) as exc:
             raise self._giving_up(exc, method, path) from exc
 
@@ -362,7 +388,7 @@ class XnatClient:
         while True:
             headers = {"Range": f"bytes={position}-"} if position else {}
             try:
-                response: aiohttp.ClientResponse = await self._retrying()(
+                response: aiohttp.ClientResponse = await self._retried(
                     self._send, "GET", path, what, headers=headers
                 )
             except (*_TRANSIENT, _TransientStatus) as exc:
@@ -371,7 +397,8 @@ class XnatClient:
                 async with response:
                     # A server that ignores Range sends everything: skip what we have.
                     skip = position if response.status != 206 else 0
-                    async for chunk in response.content.iter_chunked(CHUNK_SIZE):
+                    # As received: the cache gathers chunks itself, a second copy is waste.
+                    async for chunk in response.content.iter_any():
                         if skip:
                             dropped = min(skip, len(chunk))
                             skip -= dropped

@@ -21,6 +21,7 @@ from aiohttp import BodyPartReader, ClientPayloadError, StreamReader, web
 from ._auth import Accounts, AuthFailed
 from ._body import FileBody, Reply, StreamBody, send, text, zip_chunks
 from ._faults import FaultInjector, FaultRule
+from ._memo import FileMemo, Memoized
 from ._routes import Target, parse_path, split_prefix
 from ._store import (
     ConflictError,
@@ -58,6 +59,7 @@ class _State:
     store: Store
     accounts: Accounts
     injector: FaultInjector
+    memo: FileMemo
 
 
 class _HttpError(Exception):
@@ -70,7 +72,7 @@ def build_app(store: Store, accounts: Accounts, injector: FaultInjector) -> web.
     # Uploads are streamed and not subject to this limit; it bounds the small bodies read
     # whole (login forms, admin JSON).
     app = web.Application(client_max_size=_MAX_SMALL_BODY)
-    app[_STATE] = _State(store, accounts, injector)
+    app[_STATE] = _State(store, accounts, injector, FileMemo())
     app.router.add_route("*", "/{tail:.*}", _dispatch)
     return app
 
@@ -242,6 +244,16 @@ class _Resolved:
             return Owner("subject", self.subject.id)
         assert self.project is not None
         return Owner("project", self.project.id)
+
+    @property
+    def projects(self) -> frozenset[str]:
+        """The projects whose access :func:`_resolve` checked."""
+        found = {self.project.id} if self.project is not None else set()
+        if self.subject is not None:
+            found.add(self.subject.project)
+        if self.experiment is not None:
+            found.add(self.experiment.project)
+        return frozenset(found)
 
     @property
     def owner_uri(self) -> str:
@@ -733,9 +745,7 @@ def _resource_row(resource: Resource, totals: tuple[int, int]) -> dict[str, str]
     }
 
 
-def _file_row(
-    resource_uri: str, resource_id: int, label: str, entry: FileEntry
-) -> dict[str, str]:
+def _file_row(resource_uri: str, resource_id: int, label: str, entry: FileEntry) -> dict[str, str]:
     return {
         "Name": entry.path.rsplit("/", 1)[-1],
         "Size": str(entry.size),
@@ -750,20 +760,23 @@ def _file_row(
 
 
 async def _list_resources(call: _Call) -> Reply:
-    def work() -> list[Resource]:
+    def work() -> tuple[list[Resource], dict[int, tuple[int, int]]]:
         resolved = _resolve(call, upto=call.target.owner_level)
-        return call.store.resources(resolved.owner)
+        resources = call.store.resources(resolved.owner)
+        return resources, call.store.totals([r.id for r in resources])
 
-    resources = await asyncio.to_thread(work)
-    return _listing(call, [_resource_row(r) for r in resources], _RESOURCE_COLUMNS)
+    resources, totals = await asyncio.to_thread(work)
+    rows = [_resource_row(r, totals[r.id]) for r in resources]
+    return _listing(call, rows, _RESOURCE_COLUMNS)
 
 
 async def _get_resource(call: _Call) -> Reply:
-    def work() -> Resource:
-        return _find_resource(call, _resolve(call, upto=call.target.owner_level))
+    def work() -> tuple[Resource, tuple[int, int]]:
+        resource = _find_resource(call, _resolve(call, upto=call.target.owner_level))
+        return resource, call.store.totals([resource.id])[resource.id]
 
-    resource = await asyncio.to_thread(work)
-    row = _resource_row(resource)
+    resource, totals = await asyncio.to_thread(work)
+    row = _resource_row(resource, totals)
     row["ID"] = row["xnat_abstractresource_id"]
     return _item("xnat:resourceCatalog", row)
 
@@ -860,13 +873,24 @@ def _zip_reply(entries: list[tuple[str, Path, int]], name: str) -> Reply:
 
 
 async def _get_file(call: _Call) -> Reply:
-    def work() -> tuple[FileEntry, bytes | None]:
+    def work() -> tuple[_Resolved, FileEntry, bytes | None, int]:
         resolved = _resolve(call, upto=call.target.owner_level)
         resource = _find_resource(call, resolved)
         assert call.target.path is not None
-        return call.store.read_file(resource.id, call.target.path, _INLINE_LIMIT)
+        return resolved, *call.store.read_file(resource.id, call.target.path, _INLINE_LIMIT)
 
-    entry, data = await asyncio.to_thread(work)
+    t = call.target
+    key = (t.project, t.subject, t.experiment, t.scan, t.resource, t.path)
+    memo = call.state.memo
+    known = memo.get(key, call.store.generation)
+    if known is None:
+        resolved, entry, data, generation = await asyncio.to_thread(work)
+        if data is not None:
+            memo.put(key, Memoized(resolved.projects, entry, data), generation)
+    else:
+        for project in known.projects:
+            call.check_access(project)
+        entry, data = known.entry, known.data
     return Reply(
         body=FileBody(entry.disk_path, entry.size, data),
         content_type="application/octet-stream",

@@ -198,6 +198,9 @@ class Store:
         shutil.rmtree(self._tmp_dir, ignore_errors=True)
         self._tmp_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        # Bumped by every write (see _Transaction): what was read at one value is
+        # current while it lasts, so the HTTP layer may keep it.
+        self.generation = 0
         self._db = sqlite3.connect(
             root / "index.sqlite3", check_same_thread=False, isolation_level=None
         )
@@ -221,7 +224,7 @@ class Store:
         return int(row[0])
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self._db, self._lock)
+        return _Transaction(self)
 
     def _bump_experiment(self, experiment_id: str) -> None:
         # Strictly increasing even within one millisecond: pollers compare for inequality.
@@ -562,18 +565,19 @@ class Store:
 
     def read_file(
         self, resource_id: int, path: str, inline_limit: int
-    ) -> tuple[FileEntry, bytes | None]:
-        """The entry of ``path`` and, if at most ``inline_limit`` bytes, its content.
+    ) -> tuple[FileEntry, bytes | None, int]:
+        """The entry of ``path``, its content if at most ``inline_limit`` bytes, and the generation.
 
-        Both are read under the lock, so the bytes are those the digest describes even
-        while another upload replaces the file.
+        All are read under the lock, so the bytes are those the digest describes even
+        while another upload replaces the file, and they stay current for as long as
+        :attr:`generation` keeps that value.
         """
         with self._lock:
             entry = self.find_file(resource_id, path)
             if entry is None:
                 raise NotFoundError(f"file {path} does not exist in resource {resource_id}")
             data = entry.disk_path.read_bytes() if entry.size <= inline_limit else None
-        return entry, data
+            return entry, data, self.generation
 
     def new_upload(self) -> Path:
         """A fresh temporary path for an upload, in the same file system as the files."""
@@ -673,11 +677,16 @@ class Store:
 
 
 class _Transaction:
-    """Holds the store lock and wraps nested calls in one SQLite transaction."""
+    """Holds the store lock and wraps nested calls in one SQLite transaction.
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
-        self._db = db
-        self._lock = lock
+    Each outermost one, committed or not (files may have moved), starts a new
+    :attr:`Store.generation`.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._db = store._db
+        self._lock = store._lock
         self._outermost = False
 
     def __enter__(self) -> None:
@@ -691,6 +700,8 @@ class _Transaction:
             if self._outermost:
                 self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
         finally:
+            if self._outermost:
+                self._store.generation += 1
             self._lock.release()
 
 

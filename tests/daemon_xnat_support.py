@@ -1,0 +1,251 @@
+"""Helpers of the XNAT daemon tests: a project on the emulator, its config, the real daemon.
+
+The daemon runs as ``sinagot daemon CONFIG`` (the installed command, the real
+XNAT backend); the emulator runs in the test process. Scripts are steered by
+files in a control folder: ``<control>/slow`` (seconds to sleep while running),
+``<control>/fail`` (the script raises with that text), ``<control>/crash`` (the
+script SIGKILLs its own process: with thread workers, the daemon).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from daemon_support import daemon_table, wait_for
+from sinagot.daemon import ControlClient
+from sinagot.daemon._control import MAX_JOBS_LISTED
+from sinagot.errors import DaemonError
+from sinagot.testing import EmulatorServer
+from sinagot.testing._store import Owner
+from sinagot.testing.pytest_plugin import XNAT_PASSWORD, XNAT_USER
+
+SINAGOT = str(Path(sys.executable).with_name("sinagot"))
+PROJECT = "LAB"
+PIPELINE = "sinagot"
+# Both scripts of the test config, in the order the engine runs them.
+STEPS = ("RS_EEG_filter", "RS_EEG_stats")
+
+_FILTER = '''"""Upper-case the raw signal (slow or failing on request of the test)."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from sinagot import ScriptTemplate
+
+CONTROL = Path(@CONTROL@)
+
+
+class Script(ScriptTemplate):
+    PATH_IN = ("{id}", "{task}", "EEG", "raw.csv")
+    PATH_OUT = ("{id}", "derivatives", "{task}", "EEG", "filtered.csv")
+
+    def run(self):
+        slow = CONTROL / "slow"
+        if slow.exists():
+            (CONTROL / "started").write_text(self.id)
+            time.sleep(float(slow.read_text()))
+        if (CONTROL / "crash").exists():
+            os.kill(os.getpid(), signal.SIGKILL)
+        fail = CONTROL / "fail"
+        if fail.exists():
+            raise RuntimeError(fail.read_text())
+        self.path.output.write_text(self.path.input.read_text().upper())
+'''
+
+_STATS = '''"""Count the lines of the filtered signal."""
+
+import json
+
+from sinagot import ScriptTemplate
+
+
+class Script(ScriptTemplate):
+    PATH_IN = ("{id}", "derivatives", "{task}", "EEG", "filtered.csv")
+    PATH_OUT = ("{id}", "derivatives", "{task}", "EEG", "stats.json")
+
+    def run(self):
+        lines = self.path.input.read_text().splitlines()
+        self.path.output.write_text(json.dumps({"lines": len(lines)}))
+'''
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_project(
+    tmp: Path, server_url: str, daemon: Mapping[str, Any] | None = None
+) -> tuple[Path, Path]:
+    """The config (and the scripts' control folder) of a daemon following ``PROJECT``."""
+    base = tmp / "lab"
+    control = tmp / "control"
+    control.mkdir(parents=True, exist_ok=True)
+    scripts = base / "scripts" / "EEG"
+    scripts.mkdir(parents=True, exist_ok=True)
+    (scripts / "filter.py").write_text(_FILTER.replace("@CONTROL@", repr(str(control))))
+    (scripts / "stats.py").write_text(_STATS)
+    table = daemon_table(tmp, **{"job_timeout": 60.0, "max_attempts": 1, **(daemon or {})})
+    lines = [
+        "[path]",
+        'dataset = "work"',
+        'scripts = "scripts"',
+        "[records]",
+        'id_pattern = "REC-\\\\d{6}-[A-Z]"',
+        "[tasks.RS]",
+        'modalities = ["EEG"]',
+        "[modalities.EEG]",
+        'scripts = ["filter", "stats"]',
+        "[store]",
+        'type = "xnat"',
+        f"server = {_toml(server_url)}",
+        f"project = {_toml(PROJECT)}",
+        f"user = {_toml(XNAT_USER)}",
+        f"password = {_toml(XNAT_PASSWORD)}",
+        f"cache_dir = {_toml(tmp / 'cache')}",
+        "race_condition_delay = 1.0",
+        "[dask]",
+        "n_workers = 1",
+        "threads_per_worker = 2",
+        "processes = false",
+        "[daemon]",
+        *(f"{key} = {_toml(value)}" for key, value in table.items()),
+    ]
+    config = base / "lab.toml"
+    config.write_text("\n".join(lines) + "\n")
+    return config, control
+
+
+def raw_signal(label: str, lines: int = 50) -> bytes:
+    return "".join(f"{n},{label},{n * 0.5}\n" for n in range(lines)).encode()
+
+
+def add_session(server: EmulatorServer, label: str, lines: int = 50) -> None:
+    """A session with one RS scan holding the EEG resource ``raw.csv`` (seeded directly)."""
+    server.create_session(PROJECT, label)
+    server.add_scan_file(
+        PROJECT,
+        label,
+        scan_type="RS",
+        resource="EEG",
+        name="raw.csv",
+        data=raw_signal(label, lines),
+    )
+
+
+def file_puts(server: EmulatorServer) -> int:
+    """File uploads so far (outputs and provenance documents of every resource)."""
+    return sum(
+        count
+        for route, count in server.request_counts().items()
+        if route.startswith("PUT ") and route.endswith("/files/{path}")
+    )
+
+
+def derivatives(server: EmulatorServer, label: str) -> dict[str, dict[str, str]]:
+    """Session resources ``name___at___pipeline`` -> file name -> MD5, straight from the index."""
+    store = server.store
+    experiment = store.find_experiment(PROJECT, label)
+    assert experiment is not None
+    result: dict[str, dict[str, str]] = {}
+    for resource in store.resources(Owner("experiment", experiment.id)):
+        if "___at___" in resource.label:
+            result[resource.label] = {f.path: f.digest for f in store.files(resource.id)}
+    return result
+
+
+def complete(server: EmulatorServer, label: str) -> bool:
+    """Whether every step of ``label`` has its derivative with provenance on the server."""
+    found = derivatives(server, label)
+    return len(found) == len(STEPS) and all("provenance.json" in f for f in found.values())
+
+
+class XnatDaemon:
+    """``sinagot daemon CONFIG`` as a real child process."""
+
+    def __init__(self, tmp: Path, config: Path) -> None:
+        self.tmp = tmp
+        self.config = config
+        self.socket = tmp / "run" / "sinagot.sock"
+        self.log = tmp / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = ControlClient(self.socket)
+
+    def start(self, wait: bool = True) -> XnatDaemon:
+        """Start the daemon; unless ``wait`` is False, wait until its socket answers."""
+        env = dict(os.environ)
+        env.pop("NOTIFY_SOCKET", None)
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [SINAGOT, "--log-level", "DEBUG", "daemon", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=self.tmp,
+            )
+        if wait:
+            wait_for(self._answers, 60.0, "the daemon's socket")
+        return self
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(getattr(self.client, method)(*args, **kwargs))
+
+    def _answers(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log_text()}")
+        try:
+            self.call("status")
+        except DaemonError:
+            return False
+        return True
+
+    def jobs(self, **filters: Any) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.call("jobs", **filters)
+        return result
+
+    def settled(self, labels: set[str], state: str = "done") -> list[dict[str, Any]] | None:
+        """Every job of ``labels`` in ``state`` with none runnable, else None."""
+        jobs = [job for job in self.jobs(limit=MAX_JOBS_LISTED) if job["session"] in labels]
+        if len(jobs) == len(labels) and all(job["state"] == state for job in jobs):
+            return jobs
+        return None
+
+    def wait_settled(
+        self, labels: set[str], state: str = "done", timeout: float = 60.0
+    ) -> list[dict[str, Any]]:
+        return wait_for(
+            lambda: self.settled(labels, state), timeout, f"jobs of {sorted(labels)} {state}"
+        )
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit code; SIGKILL if it does not stop in time."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait(10)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -1,0 +1,201 @@
+"""The real daemon (``sinagot daemon CONFIG``) against the XNAT emulator: end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import xnat
+
+from daemon_support import wait_for
+from daemon_xnat_support import (
+    PIPELINE,
+    PROJECT,
+    SINAGOT,
+    STEPS,
+    XnatDaemon,
+    add_session,
+    complete,
+    derivatives,
+    file_puts,
+    raw_signal,
+    write_project,
+)
+from sinagot.testing import EmulatorServer
+from sinagot.testing.pytest_plugin import XNAT_PASSWORD, XNAT_USER
+
+StartDaemon = Callable[[Path], XnatDaemon]
+
+
+@pytest.fixture
+def lab(xnat_server: EmulatorServer) -> EmulatorServer:
+    xnat_server.create_project(PROJECT)
+    return xnat_server
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator[StartDaemon]:
+    started: list[XnatDaemon] = []
+
+    def start(config: Path) -> XnatDaemon:
+        daemon = XnatDaemon(tmp_path, config)
+        started.append(daemon)
+        return daemon.start()
+
+    yield start
+    for daemon in started:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.proc.kill()
+            daemon.proc.wait(10)
+
+
+def _labels(step: str) -> str:
+    return f"{step}___at___{PIPELINE}"
+
+
+def test_new_session_from_xnatpy_is_processed_and_readable(
+    tmp_path: Path, lab: EmulatorServer, start_daemon: StartDaemon
+) -> None:
+    add_session(lab, "REC-200101-A")
+    config, _ = write_project(tmp_path, lab.url)
+    daemon = start_daemon(config)
+    daemon.wait_settled({"REC-200101-A"})
+
+    # A session uploaded with the real client while the daemon runs; and one it must ignore.
+    source = tmp_path / "raw.csv"
+    source.write_bytes(raw_signal("REC-200102-B"))
+    with xnat.connect(lab.url, user=XNAT_USER, password=XNAT_PASSWORD, loglevel="ERROR") as xs:
+        project = xs.projects[PROJECT]
+        for label in ("REC-200102-B", "phantom-test"):
+            subject = xs.classes.SubjectData(parent=project, label=f"S-{label}")
+            experiment = xs.classes.MrSessionData(parent=subject, label=label)
+            scan = xs.classes.MrScanData(parent=experiment, id="1", type="RS")
+            scan.create_resource("EEG").upload(str(source), "raw.csv")
+    # Uploaded piece by piece, the session may first be seen without its scan: wait
+    # for the derivatives, not just for a finished job.
+    wait_for(lambda: complete(lab, "REC-200102-B"), what="REC-200102-B processed")
+    daemon.wait_settled({"REC-200101-A", "REC-200102-B"})
+    wait_for(
+        lambda: "ignoring session 'phantom-test'" in daemon.log_text(),
+        what="the unmatched session ignored",
+    )
+
+    with xnat.connect(lab.url, user=XNAT_USER, password=XNAT_PASSWORD, loglevel="ERROR") as xs:
+        experiment = xs.projects[PROJECT].experiments["REC-200102-B"]
+        resource = experiment.resources[_labels("RS_EEG_filter")]
+        assert sorted(resource.files.keys()) == ["RS/EEG/filtered.csv", "provenance.json"]
+        filtered = tmp_path / "filtered.csv"
+        resource.files["RS/EEG/filtered.csv"].download(str(filtered), verbose=False)
+        assert filtered.read_bytes() == raw_signal("REC-200102-B").upper()
+        document = tmp_path / "provenance.json"
+        resource.files["provenance.json"].download(str(document), verbose=False)
+        provenance = json.loads(document.read_text())
+        assert provenance["status"] == "success"
+        assert provenance["script"]["name"] == "filter"
+        assert provenance["outputs"] == {
+            "RS/EEG/filtered.csv": hashlib.md5(filtered.read_bytes()).hexdigest()
+        }
+        assert provenance["inputs"] == {
+            "REC-200102-B/RS/EEG/raw.csv": hashlib.md5(source.read_bytes()).hexdigest()
+        }
+        stats = experiment.resources[_labels("RS_EEG_stats")]
+        assert sorted(stats.files.keys()) == ["RS/EEG/stats.json", "provenance.json"]
+
+    status = json.loads(
+        subprocess.run(
+            [SINAGOT, "status", "--json", "--socket", str(daemon.socket)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    )
+    (dataset,) = status["datasets"]
+    assert dataset["name"] == "lab" and dataset["health"] == "ok"
+    # Our own uploads change the session on the server: a job may be on its check round.
+    assert sum(dataset["jobs"].values()) == 2 and dataset["jobs"]["failed"] == 0
+    assert daemon.stop() == 0
+
+
+def test_up_to_date_session_is_not_rerun_after_restart_and_cache_wipe(
+    tmp_path: Path, lab: EmulatorServer, start_daemon: StartDaemon
+) -> None:
+    labels = {"REC-200101-A", "REC-200101-B"}
+    for label in labels:
+        add_session(lab, label)
+    config, _ = write_project(tmp_path, lab.url)
+    daemon = start_daemon(config)
+    daemon.wait_settled(labels)
+    assert daemon.stop() == 0
+    uploads = file_puts(lab)
+    assert uploads == len(labels) * len(STEPS) * 2  # one output + provenance per step
+    before = {label: derivatives(lab, label) for label in labels}
+
+    # A fresh machine: no journal, no cache, no work tree; the server already has it all.
+    for name in ("state", "cache", "lab/work"):
+        shutil.rmtree(tmp_path / name)
+    daemon = start_daemon(config)
+    daemon.wait_settled(labels)
+    wait_for(lambda: "ran 0" in daemon.log_text(), what="the jobs' summaries")
+    assert daemon.stop() == 0
+    assert file_puts(lab) == uploads
+    assert {label: derivatives(lab, label) for label in labels} == before
+    assert "ran 0, skipped 2, failed 0, uploaded 0" in daemon.log_text()
+
+
+def _start_failure(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SINAGOT, "daemon", str(config)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_configs_the_daemon_cannot_follow_are_refused_at_start(
+    tmp_path: Path, lab: EmulatorServer
+) -> None:
+    config, _ = write_project(tmp_path, lab.url)
+    text = config.read_text()
+
+    (config.parent / "work").mkdir()
+    local = config.with_name("local.toml")
+    local.write_text(text.replace('type = "xnat"', 'type = "local"'))
+    result = _start_failure(local)
+    assert result.returncode == 1
+    assert "the daemon follows XNAT servers" in result.stderr
+    assert "sinagot run CONFIG" in result.stderr
+
+    slurm = config.with_name("slurm.toml")
+    slurm.write_text(text.replace("[dask]\n", '[dask]\njobqueue = "slurm"\n'))
+    result = _start_failure(slurm)
+    assert result.returncode == 2
+    assert "pip install dask-jobqueue" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_one_cluster_for_the_daemons_lifetime_across_a_reload(
+    tmp_path: Path, lab: EmulatorServer, start_daemon: StartDaemon
+) -> None:
+    add_session(lab, "REC-200101-A")
+    config, _ = write_project(tmp_path, lab.url)
+    daemon = start_daemon(config)
+    daemon.wait_settled({"REC-200101-A"})
+    reloaded = subprocess.run(
+        [SINAGOT, "reload", "--socket", str(daemon.socket)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert reloaded.returncode == 0, reloaded.stderr
+    add_session(lab, "REC-200101-B")
+    wait_for(lambda: complete(lab, "REC-200101-B"), what="REC-200101-B processed")
+    daemon.wait_settled({"REC-200101-A", "REC-200101-B"})
+    assert daemon.stop() == 0
+    log = daemon.log_text()
+    assert log.count("Dask LocalCluster started") == 1
+    assert log.count("Dask cluster closed") == 1
+    assert log.index("Dask cluster closed") > log.index("stop requested")

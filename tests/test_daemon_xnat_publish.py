@@ -1,0 +1,65 @@
+"""The engine's deferred publication, which the daemon's uploading phase is built on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from foundation_support import TWO_RECORDS, write_project
+from sinagot._engine import PENDING_DIR, Scope, publish_pending, run_scope
+from sinagot.config import load_settings
+from sinagot.connectors import DERIVATIVES_DIR, DataRow, LocalStore
+
+RECORD = TWO_RECORDS[0]
+STEPS = 10  # the demo's steps of one record
+
+
+def _row(store: LocalStore) -> DataRow:
+    row = DataRow(id=RECORD)
+    store.populate_row(row)
+    return row
+
+
+def test_pending_results_are_kept_then_published_once(tmp_path: Path) -> None:
+    settings = load_settings(write_project(tmp_path, records=(RECORD,)))
+    assert settings.dataset_dir is not None
+    store = LocalStore(settings.dataset_dir)
+    derivatives = settings.dataset_dir / RECORD / DERIVATIVES_DIR
+    pending = derivatives / PENDING_DIR
+    scope = Scope(records=(RECORD,))
+
+    first = run_scope(settings, store, [_row(store)], scope, defer_publication=True)
+    assert first.ran == STEPS and first.ok
+    assert len(list(pending.glob("*.json"))) == STEPS
+    assert not (derivatives / ".provenance").exists()  # nothing stored yet
+
+    # A restart before the upload: nothing reruns, the pending results stand.
+    again = run_scope(settings, store, [_row(store)], scope, defer_publication=True)
+    assert again.ran == 0 and again.skipped == STEPS
+
+    # An output changed behind our back is not published: its step runs again.
+    (derivatives / "RS" / "clinical" / "score.json").write_text("{}")
+    published = publish_pending(store, _row(store))
+    assert len(published.uploaded) == STEPS - 1
+    (error,) = published.errors
+    assert "RS/clinical/score.json" in error and "changed in the work tree" in error
+    assert not any(pending.glob("*.json"))
+    assert publish_pending(store, _row(store)).uploaded == ()
+
+    rerun = run_scope(settings, store, [_row(store)], scope, defer_publication=True)
+    assert rerun.ran == 1
+    assert publish_pending(store, _row(store)).uploaded == ("RS_clinical_score@sinagot",)
+
+    # Uploaded, then killed before the pending file went: not uploaded a second time.
+    stored = json.loads((derivatives / ".provenance" / "RS_EEG_spectrum@sinagot.json").read_text())
+    document = {"path": "RS_EEG_spectrum@sinagot", "provenance": stored}
+    (pending / "RS_EEG_spectrum@sinagot.json").write_text(json.dumps(document))
+    late = publish_pending(store, _row(store))
+    assert late.uploaded == () and late.already_stored == ("RS_EEG_spectrum@sinagot",)
+    assert not any(pending.glob("*.json"))
+
+    # The library's direct commit supersedes (and removes) a stale pending result.
+    (pending / "RS_EEG_spectrum@sinagot.json").write_text(json.dumps(document))
+    forced = run_scope(settings, store, [_row(store)], Scope((RECORD,), "RS", "EEG"), force=True)
+    assert forced.ran == 2
+    assert not any(pending.glob("*.json"))
