@@ -19,7 +19,6 @@ import heapq
 import json
 import logging
 import os
-import shutil
 import threading
 import time
 import uuid
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ._checksums import ChecksumCache
-from ._fs import atomic_write_bytes, fsync_dir, md5_file
+from ._fs import atomic_write_bytes, fsync_dir, link_or_copy, md5_file
 from ._report import RunReport, StepKey, StepResult, StepStatus
 from ._steps import StepSpec, attempt_marker, execute_step, list_files, remove_dead_staging
 from .config import DaskSettings, Settings
@@ -70,22 +69,6 @@ class _Planned:
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     upstream: list[StepKey] = field(default_factory=list)
-
-
-def _link_or_copy(source: Path, destination: Path) -> None:
-    if destination.exists() and os.path.samefile(source, destination):
-        return
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        try:
-            os.link(source, temporary)
-        except OSError:
-            # Another file system, or links not allowed: copy instead.
-            shutil.copy2(source, temporary)
-        os.replace(temporary, destination)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _pending_dir(root: Path, record: str) -> Path:
@@ -131,7 +114,7 @@ def _materialize(fileset: FileSet, destination: Path) -> None:
     ):
         return
     for name in fileset.names:
-        _link_or_copy(fileset.root / name, destination / name)
+        link_or_copy(fileset.root / name, destination / name)
 
 
 class _Planner:

@@ -7,12 +7,15 @@ name, and the directory is fsynced so the rename survives a power cut.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
-__all__ = ["CHUNK_SIZE", "atomic_write_bytes", "fsync_dir", "md5_file"]
+__all__ = ["CHUNK_SIZE", "atomic_write_bytes", "fsync_dir", "link_or_copy", "md5_file"]
 
 CHUNK_SIZE = 1 << 20
 
@@ -49,3 +52,21 @@ def md5_file(path: Path) -> str:
         while chunk := handle.read(CHUNK_SIZE):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def link_or_copy(source: Path, destination: Path) -> None:
+    """Put ``source`` at ``destination`` atomically: a hard link, or a copy across file systems."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.samefile(source, destination):
+            return
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        try:
+            os.link(source, temporary)
+        except OSError:
+            # Another file system, or links not allowed: copy instead.
+            shutil.copy2(source, temporary)
+        os.replace(temporary, destination)
+    finally:
+        temporary.unlink(missing_ok=True)

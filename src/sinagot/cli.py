@@ -87,4 +87,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 def daemon_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sinagotd``: the same as ``sinagot daemon``."""
     return main(["daemon", *(sys.argv[1:] if argv is None else argv)])
-

@@ -103,7 +103,7 @@ class StoreSettings:
     cache_dir: Path | None = None
     race_condition_delay: float = 5.0
     max_connections: int = 8
-    concurrent_files: int = 4
+    concurrent_files: int = 8
     pipeline: str = "sinagot"
 
 
@@ -482,7 +482,7 @@ def _store(reader: _Reader, table: Mapping[str, Any]) -> StoreSettings:
         cache_dir=reader.path(table, "store", "cache_dir"),
         race_condition_delay=reader.number(table, "store", "race_condition_delay", 5.0),
         max_connections=reader.count(table, "store", "max_connections", 8),
-        concurrent_files=reader.count(table, "store", "concurrent_files", 4),
+        concurrent_files=reader.count(table, "store", "concurrent_files", 8),
         pipeline=reader.typed(
             table,
             "store",

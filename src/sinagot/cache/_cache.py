@@ -273,6 +273,7 @@ class Cache:
                 patience=self.lock_timeout,
                 what=what,
                 ready=lambda: self.lookup(key, files, last_modified=last_modified),
+                watch=home / MANIFEST_NAME,
             )
             if isinstance(lock, Path):
                 return lock

@@ -37,6 +37,8 @@ __all__ = ["CHECKPOINT", "WholeFileWriter", "download_file", "keep_completed"]
 logger = logging.getLogger(__name__)
 
 _WRITE_CHUNK = 1 << 20
+# Once a file is known to be big, it is written in larger pieces: fewer thread hops.
+_STREAM_CHUNK = 4 << 20
 # Files up to this size are synced with their generation and re-hashed on adoption.
 _SMALL = _WRITE_CHUNK
 # How often the resumable prefix is made durable and recorded in the sidecar. Each
@@ -361,7 +363,8 @@ async def _receive(
                     raise _Mismatch(f"more than the announced {file.size} bytes")
                 # Bytes reaching the part file are the progress waiters watch: a slow
                 # link must not keep them in memory long enough to look stalled.
-                if len(buffer) >= _WRITE_CHUNK or time.monotonic() - flushed_at >= flush_interval:
+                full = _WRITE_CHUNK if fd < 0 else _STREAM_CHUNK
+                if len(buffer) >= full or time.monotonic() - flushed_at >= flush_interval:
                     if fd < 0:
                         fd = await run_to_completion(
                             _open_part, paths.part, offset, discard=os.close

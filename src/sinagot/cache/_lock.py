@@ -68,7 +68,10 @@ USE_LOCK_NAME = "use.lock"
 STAGING_PREFIX = "tmp-"
 NEW_STAGING_PREFIX = ".new-"
 _MAX_INFO = 4096
-_MAX_POLL = 0.05
+# Longest pause between two polls of the lock: they only tell a dead or stalled
+# holder, while a commit is seen through the watched commit point, checked this often:
+_MAX_POLL = 0.25
+_WATCH_POLL = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +191,14 @@ def _progress(home: Path, fd: int) -> tuple[object, ...]:
     return (raw, tuple(sorted(stats)))
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
 def _release_if_lock(result: object) -> None:
     if isinstance(result, EntryLock):
         result.release()
@@ -256,13 +267,17 @@ async def acquire(
     patience: float,
     what: str,
     ready: Callable[[], T | None],
+    watch: Path,
 ) -> EntryLock | T:
     """Wait for the download lock of ``home``, taking over a holder that made no progress for a while.
 
     Polls with non-blocking flock and an asyncio sleep, so the event loop never
     blocks and cancelling the waiting task leaves nothing behind. Between polls,
     ``ready()`` (cheap) may return the holder's result: then waiters return it at
-    once instead of taking the lock one after the other just to look.
+    once instead of taking the lock one after the other just to look. It is
+    asked whenever the file ``watch`` (the commit point) is replaced or touched,
+    which is checked every few milliseconds with one ``stat``: waiters see a
+    commit at once without polling the lock that often.
     """
     deadline = time.monotonic() + patience
     seen: tuple[int, tuple[object, ...]] | None = None
@@ -297,7 +312,16 @@ async def acquire(
                 f"cache entry {what} is still being downloaded by {holder} after {patience:.0f} s: "
                 "wait for it or stop that process"
             )
-        await asyncio.sleep(min(pause, max(0.0, deadline - now)))
+        watched = _identity(watch)
+        wake = now + min(pause, max(0.0, deadline - now))
+        while (left := wake - time.monotonic()) > 0:
+            await asyncio.sleep(min(_WATCH_POLL, left))
+            current = _identity(watch)
+            if current != watched:
+                watched = current
+                found = ready()
+                if found is not None:
+                    return found
         pause = min(pause * 2, _MAX_POLL)
 
 

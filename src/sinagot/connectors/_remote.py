@@ -16,10 +16,6 @@ uses it, but the links stay valid.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import uuid
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -29,7 +25,7 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
-from .._fs import md5_file
+from .._fs import link_or_copy, md5_file
 from ..errors import ServerError, StoreError
 from ._local import DERIVATIVES_DIR, _list_files
 from ._store import FieldValue, Store
@@ -64,28 +60,11 @@ def check_uploaded(
         )
 
 
-def _link_or_copy(source: Path, destination: Path) -> None:
-    """Put ``source`` at ``destination`` atomically: a hard link, or a copy across file systems."""
-    with contextlib.suppress(FileNotFoundError):
-        if os.path.samefile(source, destination):
-            return
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        try:
-            os.link(source, temporary)
-        except OSError:
-            shutil.copy2(source, temporary)
-        os.replace(temporary, destination)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def link_entry(root: Path, destination: Path) -> tuple[str, ...]:
     """Link every file below ``root`` to the same name below ``destination``; return the names."""
     names = _list_files(root)
     for name in names:
-        _link_or_copy(root / name, destination / name)
+        link_or_copy(root / name, destination / name)
     return names
 
 
