@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from sinagot.daemon import ControlClient
 from sinagot.errors import DaemonError
@@ -140,17 +140,29 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = ControlClient(self.socket)
 
-    def start(self, wait: bool = True) -> DaemonProcess:
+    # How long the daemon may take to answer after start, and to exit after SIGTERM.
+    ready_timeout = 30.0
+    stop_timeout = 30.0
+
+    def _command(self) -> list[str]:
+        return [sys.executable, str(ENTRY), *map(str, self.configs)]
+
+    def _env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.pop("NOTIFY_SOCKET", None)
         env.update(
             SINAGOT_TEST_BACKEND=BACKEND,
             PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]),
         )
+        return env
+
+    def start(self, wait: bool = True) -> Self:
+        """Start the daemon; unless ``wait`` is False, wait until its socket answers."""
+        env = self._env()
+        env.pop("NOTIFY_SOCKET", None)
         env.update(self.extra_env)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, str(ENTRY), *map(str, self.configs)],
+                self._command(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -158,7 +170,7 @@ class DaemonProcess:
                 cwd=self.tmp,
             )
         if wait:
-            self.wait_ready()
+            self.wait_ready(self.ready_timeout)
         return self
 
     @property
@@ -207,7 +219,7 @@ class DaemonProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                return self.proc.wait(30)
+                return self.proc.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         return self.proc.wait(10)

@@ -9,19 +9,15 @@ script SIGKILLs its own process: with thread workers, the daemon).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from daemon_support import daemon_table, wait_for
-from sinagot.daemon import ControlClient
+from daemon_support import DaemonProcess, daemon_table, wait_for
 from sinagot.daemon._control import MAX_JOBS_LISTED
-from sinagot.errors import DaemonError
 from sinagot.testing import EmulatorServer
 from sinagot.testing._store import Owner
 from sinagot.testing.pytest_plugin import XNAT_PASSWORD, XNAT_USER
@@ -172,50 +168,21 @@ def complete(server: EmulatorServer, label: str) -> bool:
     return len(found) == len(STEPS) and all("provenance.json" in f for f in found.values())
 
 
-class XnatDaemon:
-    """``sinagot daemon CONFIG`` as a real child process."""
+class XnatDaemon(DaemonProcess):
+    """``sinagot daemon CONFIG`` (the installed command, the real backend) as a child process."""
+
+    ready_timeout = 60.0
+    stop_timeout = 60.0
 
     def __init__(self, tmp: Path, config: Path) -> None:
-        self.tmp = tmp
+        super().__init__(tmp, [config])
         self.config = config
-        self.socket = tmp / "run" / "sinagot.sock"
-        self.log = tmp / "daemon.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.client = ControlClient(self.socket)
 
-    def start(self, wait: bool = True) -> XnatDaemon:
-        """Start the daemon; unless ``wait`` is False, wait until its socket answers."""
-        env = dict(os.environ)
-        env.pop("NOTIFY_SOCKET", None)
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [SINAGOT, "--log-level", "DEBUG", "daemon", str(self.config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env=env,
-                cwd=self.tmp,
-            )
-        if wait:
-            wait_for(self._answers, 60.0, "the daemon's socket")
-        return self
+    def _command(self) -> list[str]:
+        return [SINAGOT, "--log-level", "DEBUG", "daemon", str(self.config)]
 
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return asyncio.run(getattr(self.client, method)(*args, **kwargs))
-
-    def _answers(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log_text()}")
-        try:
-            self.call("status")
-        except DaemonError:
-            return False
-        return True
-
-    def jobs(self, **filters: Any) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.call("jobs", **filters)
-        return result
+    def _env(self) -> dict[str, str]:
+        return dict(os.environ)
 
     def settled(self, labels: set[str], state: str = "done") -> list[dict[str, Any]] | None:
         """Every job of ``labels`` in ``state`` with none runnable, else None."""
@@ -232,20 +199,5 @@ class XnatDaemon:
         )
 
     def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> int:
-        """SIGTERM, then the exit code; SIGKILL if it does not stop in time."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait(10)
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        self.signal(signal.SIGKILL)
+        self.wait_exit(30)
