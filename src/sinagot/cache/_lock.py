@@ -161,7 +161,10 @@ def try_lock(home: Path, token: str) -> EntryLock | None:
     """Take the download lock without waiting, or None if someone holds it."""
     path = home / LOCK_NAME
     while True:
-        fd = _open_lock_file(path)
+        try:
+            fd = _open_lock_file(path)
+        except FileNotFoundError:
+            return None  # the entry is gone (evicted meanwhile): nothing to lock
         if not _flock_nb(fd, fcntl.LOCK_EX):
             os.close(fd)
             return None
@@ -213,10 +216,13 @@ class _Busy:
 
 def _poll(home: Path, token: str) -> EntryLock | _Busy:
     """One non-blocking attempt: the lock, or what the current holder looks like."""
-    home.mkdir(parents=True, exist_ok=True)
     path = home / LOCK_NAME
     while True:
-        fd = _open_lock_file(path)
+        home.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = _open_lock_file(path)
+        except FileNotFoundError:
+            continue  # gc evicted the entry between mkdir and open: make its folder again
         try:
             if _flock_nb(fd, fcntl.LOCK_EX):
                 if _is_current(fd, path):
@@ -404,11 +410,15 @@ class UseLock:
 
 def try_use_lock(home: Path, *, exclusive: bool) -> UseLock | None:
     """Non-blocking: mark the entry in use (shared), or claim it for eviction (exclusive)."""
-    home.mkdir(parents=True, exist_ok=True)
     path = home / USE_LOCK_NAME
     operation = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
     while True:
-        fd = _open_lock_file(path)
+        home.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = _open_lock_file(path)
+        except FileNotFoundError:
+            # gc evicted the entry (its folder) between mkdir and open: make it again.
+            continue
         if not _flock_nb(fd, operation):
             os.close(fd)
             return None
