@@ -89,10 +89,20 @@ def soak(seconds: float, rate: float, base: Path) -> None:
         f"(ratio {rss1 / rss0:.2f}x, target ~1.0x)"
     )
     print(f"daemon open fds: {fd0} -> {fd1} (ratio {fd1 / fd0:.2f}x, target 1.0x)")
+    middle = samples[len(samples) // 2]
+    print(
+        f"RSS slope: {_slope(samples[0], middle):.1f} KiB/s in the first half of the samples,"
+        f" {_slope(middle, samples[-1]):.1f} KiB/s in the second (flat: both about 0)"
+    )
     print(
         "samples (s, RSS MiB, fds): "
         + ", ".join(f"({t:.0f}, {r / 1024:.1f}, {f})" for t, r, f in samples)
     )
+
+
+def _slope(first: tuple[float, int, int], last: tuple[float, int, int]) -> float:
+    """RSS growth between two samples, in KiB per second."""
+    return (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
 
 
 def main() -> None:

@@ -117,7 +117,7 @@ def test_new_session_from_xnatpy_is_processed_and_readable(
     )
     (dataset,) = status["datasets"]
     assert dataset["name"] == "lab" and dataset["health"] == "ok"
-    # Our own uploads change the session on the server: a job may be on its check round.
+    # A listing taken during our own uploads may still send a job round once more.
     assert sum(dataset["jobs"].values()) == 2 and dataset["jobs"]["failed"] == 0
     assert daemon.stop() == 0
 

@@ -132,6 +132,33 @@ def _remote_file(row: Mapping[str, str], name: str, what: str) -> RemoteFile:
     return RemoteFile(name=name, size=size, digest=row.get("digest", ""))
 
 
+def _scan_resource_uri(session: str, scan: str, label: str) -> str:
+    return f"{session}/scans/{_q(scan)}/resources/{_q(label)}"
+
+
+def _by_uri(
+    session: str, files: Mapping[tuple[str, str], Sequence[RemoteFile]]
+) -> dict[str, tuple[RemoteFile, ...]]:
+    return {
+        _scan_resource_uri(session, scan, label): tuple(listed)
+        for (scan, label), listed in files.items()
+    }
+
+
+def _same_files(
+    before: Mapping[str, Sequence[RemoteFile]], after: Mapping[str, Sequence[RemoteFile]]
+) -> bool:
+    """Whether two scan-file listings prove the same content (every file has a digest)."""
+
+    def proof(listing: Mapping[str, Sequence[RemoteFile]]) -> dict[str, set[RemoteFile]] | None:
+        if any(not f.digest for files in listing.values() for f in files):
+            return None
+        return {uri: set(files) for uri, files in listing.items() if files}
+
+    known = proof(before)
+    return known is not None and known == proof(after)
+
+
 def _decode_value(text: str) -> FieldValue:
     try:
         value = json.loads(text)
@@ -214,8 +241,10 @@ class XnatStore(RemoteStore):
             timeout=timeout,
         )
         self._loop = LoopThread(f"sinagot-xnat-{project}")
-        # Listings learnt by populate_row, by entry URI: sizes and digests for the cache.
-        self._listings: dict[str, tuple[RemoteFile, ...]] = {}
+        # Scan-file listings learnt by populate_row, by session label then resource URI:
+        # sizes and digests for the cache and for asettled_stamp. A long-running daemon
+        # drops a session's with forget_session once its job ends, so this stays small.
+        self._listings: dict[str, dict[str, tuple[RemoteFile, ...]]] = {}
         self._sessions: dict[str, _Session] = {}
         self._md5_memo: dict[tuple[str, int, int], str] = {}
         self._all_files_listing = True
@@ -298,6 +327,8 @@ class XnatStore(RemoteStore):
             {"columns": _EXPERIMENT_COLUMNS},
         )
         sessions: list[SessionListing] = []
+        # Rebuilt from each listing: sessions deleted on the server are not kept.
+        known: dict[str, _Session] = {}
         for row in rows:
             label = row.get("label", "")
             try:
@@ -306,8 +337,9 @@ class XnatStore(RemoteStore):
                 logger.warning("ignoring a session of project %s: %s", self.project, exc)
                 continue
             modified = row.get("last_modified") or row.get("insert_date", "")
-            self._sessions[label] = _Session(row.get("ID", label), row.get("xsiType", ""), modified)
+            known[label] = _Session(row.get("ID", label), row.get("xsiType", ""), modified)
             sessions.append(SessionListing(label, modified))
+        self._sessions = known
         sessions.sort()
         return sessions
 
@@ -385,6 +417,7 @@ class XnatStore(RemoteStore):
         )
         types = {s.get("ID", ""): s.get("type", "") for s in scans}
         files = await self._scan_files(session, list(types))
+        self._listings[row.id] = _by_uri(session, files)
         for (scan, label), listed in sorted(files.items()):
             task = types.get(scan)
             if not task:
@@ -400,11 +433,9 @@ class XnatStore(RemoteStore):
             if path in row.entries:
                 logger.warning("session %s: several %s scans; using the first", row.id, task)
                 continue
-            uri = f"{session}/scans/{_q(scan)}/resources/{_q(label)}"
-            self._listings[uri] = tuple(listed)
             row.add_entry(
                 path,
-                uri=uri,
+                uri=_scan_resource_uri(session, scan, label),
                 checksums={f.name: f.digest for f in listed},
                 last_modified=row.last_modified,
             )
@@ -425,6 +456,59 @@ class XnatStore(RemoteStore):
 
     async def apopulate_row(self, row: DataRow) -> None:
         await self._loop.run_async(self._populate_row(row))
+
+    async def _session_stamp(self, label: str) -> str | None:
+        # XNAT filters a listing on a column's value (``*`` as a wildcard, hence the exact
+        # match below): one row instead of the whole project.
+        rows = await self._client.list_rows(
+            f"{self._project_path()}/experiments",
+            f"session {label}",
+            {"columns": _EXPERIMENT_COLUMNS, "label": label},
+        )
+        for row in rows:
+            if row.get("label") == label:
+                return row.get("last_modified") or row.get("insert_date") or None
+        return None
+
+    async def _settled_stamp(self, label: str) -> str | None:
+        listed = self._listings.get(label)
+        if listed is None:
+            return None
+        # The stamp first: any change after this request moves the stamp past it,
+        # and a change of scan files before it shows in the listing below.
+        stamp = await self._session_stamp(label)
+        if stamp is None:
+            return None
+        session = self._session_path(label)
+        scan_ids: list[str] = []
+        if not self._all_files_listing:
+            scans = await self._client.list_rows(f"{session}/scans", f"session {label}")
+            scan_ids = [s.get("ID", "") for s in scans]
+        current = _by_uri(session, await self._scan_files(session, scan_ids))
+        return stamp if _same_files(listed, current) else None
+
+    async def asettled_stamp(self, label: str) -> str | None:
+        """The session's ``last_modified`` now, if its scan files are unchanged.
+
+        Unchanged means: the same files with the same digests as when
+        :meth:`apopulate_row` last listed session ``label``. A caller that
+        processed those files and uploaded its results can take the session as
+        processed up to this stamp, its own uploads included. None when a scan
+        file changed, was added or removed (or the server lists no digests).
+        Costs two requests: the session's row of the project listing, then its
+        scan files in one listing where the server offers it.
+        """
+        return await self._loop.run_async(self._settled_stamp(label))
+
+    def forget_session(self, label: str) -> None:
+        """Drop the listings :meth:`populate_row` remembered for session ``label``.
+
+        Later downloads of its files list them again. A long-running caller
+        (the daemon) calls this when it is done with a session, so memory does
+        not grow with every session it ever processed.
+        """
+        # One dict operation, atomic under the GIL: safe from any thread.
+        self._listings.pop(label, None)
 
     # -- creating --------------------------------------------------------------------------
 
@@ -484,7 +568,7 @@ class XnatStore(RemoteStore):
     async def _download_files(self, entry: DataEntry, download_dir: Path) -> Path:
         what = f"{entry.path} of session {entry.row_id}"
         key = self._entry_key(entry)
-        listed = self._listings.get(entry.uri)
+        listed = self._listings.get(entry.row_id, {}).get(entry.uri)
         if listed is None:
             listed = tuple((await self._list_entry(entry.uri, what)).values())
         if entry.is_derivative:
@@ -588,7 +672,6 @@ class XnatStore(RemoteStore):
             len(stale),
         )
         await _together([*(put(n) for n in changed), *(delete(n) for n in stale)])
-        self._listings.pop(entry.uri, None)
 
     def upload_files(
         self, input_dir: Path, entry: DataEntry, names: Sequence[str] | None = None

@@ -40,13 +40,21 @@ class Phase(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ProcessResult:
-    """What processing one session did; any failed script makes the job fail."""
+    """What processing one session did; any failed script makes the job fail.
+
+    ``settled_last_modified``: the session's stamp on the server after the job's
+    own uploads, when the backend proved the inputs it processed still unchanged
+    then. The job is done for that stamp, so the next poll does not take the
+    job's own uploads for a change. None when it could not prove it: the job
+    is done for the stamp it started for, as listed.
+    """
 
     ran: int = 0
     skipped: int = 0
     failed: int = 0
     uploaded: int = 0
     errors: tuple[str, ...] = field(default_factory=tuple)
+    settled_last_modified: str | None = None
 
     @property
     def ok(self) -> bool:

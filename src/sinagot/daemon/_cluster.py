@@ -31,6 +31,11 @@ CLOSE_TIMEOUT = 5.0
 _QUIET_HISTORY = {
     "distributed.admin.system-monitor.log-length": 120,
     "distributed.admin.log-length": 1000,
+    # The last messages and transitions of each scheduler/worker stream, 1,000 by
+    # default: they hold every task with its step spec, a few KiB each.
+    "distributed.admin.low-level-log-length": 100,
+    # Past computations (each with its task groups) shown by the dashboard.
+    "distributed.diagnostics.computations.max-history": 10,
     # A statistical profiler sampling every thread every 10 ms, kept for an hour.
     "distributed.worker.profile.enabled": False,
 }

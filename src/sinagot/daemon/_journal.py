@@ -400,13 +400,37 @@ class Journal:
         await self._call(self._transaction, run)
 
     async def finish(
-        self, job_id: int, started_for: str, detail: str, log_tail: Sequence[str]
+        self,
+        job_id: int,
+        started_for: str,
+        detail: str,
+        log_tail: Sequence[str],
+        settled: str | None = None,
     ) -> JobState:
-        """Mark a job done, or runnable again when its session changed while it ran."""
+        """Mark a job done, or runnable again when its session changed while it ran.
+
+        ``settled``: the session's stamp after the job's own uploads, its inputs
+        proven unchanged (see ``ProcessResult.settled_last_modified``). The job
+        is then done for that stamp, whatever listings showed meanwhile: a later
+        change moves the stamp past it. The caller must take ``settled`` as the
+        last listing it saw of the session, or it would miss such a change.
+        """
         tail = "\n".join(log_tail)
 
         def run(db: sqlite3.Connection, now: float) -> JobState:
             job = self._job(db, job_id)
+            if settled is not None:
+                self._set(
+                    db,
+                    now,
+                    job_id,
+                    JobState.DONE,
+                    f"{detail}; processed up to {settled}",
+                    last_modified=settled,
+                    last_error=None,
+                    log_tail=tail,
+                )
+                return JobState.DONE
             if job is not None and job.last_modified != started_for:
                 self._set(
                     db,

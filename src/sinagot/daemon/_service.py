@@ -420,8 +420,12 @@ class Daemon:
                 changes.append((session.label, session.last_modified))
         if not changes:
             return
+        before = {label: known.get(label) for label, _ in changes}
         runnable = await self.journal.apply_listing(dataset.name, changes)
-        known.update(changes)
+        # A job that finished meanwhile may have set its settled stamp: that one stays.
+        known.update(
+            (label, stamp) for label, stamp in changes if known.get(label) == before[label]
+        )
         logger.info(
             "%s: %d new or changed session(s), %d job(s) queued",
             dataset.name,
@@ -547,9 +551,12 @@ class Daemon:
             error = f"{error} ({result.summary()})"
         if error is None and result is not None:
             logger.info("%s: done, %s", where, result.summary())
+            settled = result.settled_last_modified
             state = await journal.finish(
-                job_id, job.last_modified, result.summary(), tuple(job_log.lines)
+                job_id, job.last_modified, result.summary(), tuple(job_log.lines), settled
             )
+            if settled is not None:
+                self._learn(dataset.name, job.session, settled)
             self._count(dataset.name, "done" if state == JobState.DONE else "changed")
             return
         logger.warning("%s: attempt %d failed: %s", where, job.attempts, error)
@@ -571,6 +578,16 @@ class Daemon:
         else:
             self._count(dataset.name, "retry")
             self._wake.set()
+
+    def _learn(self, name: str, session: str, stamp: str) -> None:
+        """Take ``stamp`` as the last listing of ``session``: only a later change is new.
+
+        Set on the dataset serving ``name`` now (it may have been reloaded since the
+        job started), if it has read its listing from the journal yet.
+        """
+        dataset = self._datasets.get(name)
+        if dataset is not None and dataset.known is not None:
+            dataset.known[session] = stamp
 
     def _count(self, dataset: str, outcome: str) -> None:
         key = (dataset, outcome)

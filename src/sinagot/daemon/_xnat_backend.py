@@ -7,7 +7,9 @@ A session goes through three phases, each announced (and journalled) first:
 - running: the engine runs the record's steps on the daemon's Dask cluster and
   leaves finished ones *pending* in the work tree (nothing is uploaded yet);
 - uploading: pending results are uploaded, outputs first and
-  ``provenance.json`` last.
+  ``provenance.json`` last; then the session's stamp after these uploads is
+  learnt, with proof that its scan files did not change since the fetch, so
+  that the next poll does not take our own uploads for a change.
 
 A restart in any phase runs the session again: cached inputs are not
 downloaded twice, steps whose pending or stored provenance still matches are
@@ -18,6 +20,7 @@ Blocking engine calls run on the backend's own threads, never on the daemon's lo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import threading
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._engine import Publication, Scope, publish_pending, run_scope
 from ..connectors import DataRow
+from ..errors import StoreError
 from ._backend import Phase, ProcessResult, SessionInfo
 from ._cluster import ClusterLease, cluster_pool
 
@@ -86,18 +90,42 @@ class XnatBackend:
     async def process_session(
         self, label: str, enter_phase: Callable[[Phase], Awaitable[None]]
     ) -> ProcessResult:
-        await enter_phase(Phase.FETCHING)
-        row = DataRow(id=label)
-        await self.store.apopulate_row(row)
-        await self._fetch_inputs(row)
+        try:
+            await enter_phase(Phase.FETCHING)
+            row = DataRow(id=label)
+            await self.store.apopulate_row(row)
+            await self._fetch_inputs(row)
 
-        await enter_phase(Phase.RUNNING)
-        report = await self._run(row)
+            await enter_phase(Phase.RUNNING)
+            report = await self._run(row)
 
-        await enter_phase(Phase.UPLOADING)
-        # Successful steps are published even if others failed: a retry reruns only those.
-        publication = await self._blocking(publish_pending, self.store, row)
-        return _result(report, publication)
+            await enter_phase(Phase.UPLOADING)
+            # Successful steps are published even if others failed: a retry reruns only those.
+            publication = await self._blocking(publish_pending, self.store, row)
+            result = _result(report, publication)
+            if not result.ok:
+                return result
+            return dataclasses.replace(result, settled_last_modified=await self._settle(label))
+        finally:
+            self.store.forget_session(label)
+
+    async def _settle(self, label: str) -> str | None:
+        """The session's stamp after our uploads, if the inputs we processed are unchanged."""
+        try:
+            stamp = await self.store.asettled_stamp(label)
+        except StoreError as exc:
+            # Not fatal: the job is done for its first stamp and the next poll checks again.
+            logger.warning("%s: cannot learn the session's stamp after the upload: %s", label, exc)
+            return None
+        if stamp is None:
+            logger.info(
+                "%s: its scan files changed since the fetch (or have no digests):"
+                " the next listing decides whether it runs again",
+                label,
+            )
+        else:
+            logger.info("%s: processed up to its stamp %s", label, stamp)
+        return stamp
 
     async def _fetch_inputs(self, row: DataRow) -> None:
         wanted = {

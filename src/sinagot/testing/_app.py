@@ -560,9 +560,17 @@ async def _list_experiments(call: _Call) -> Reply:
     xsi_type = call.param("xsiType")
     if xsi_type:
         experiments = [e for e in experiments if e.xsi_type == xsi_type]
+    label = call.param("label")
+    if label:
+        experiments = [e for e in experiments if _wildcard(label).fullmatch(e.label)]
     return _listing(
         call, [_experiment_row(e) for e in experiments], _chosen_columns(call, _EXPERIMENT_COLUMNS)
     )
+
+
+def _wildcard(value: str) -> re.Pattern[str]:
+    """XNAT's filter on a listing column: the value, where ``*`` matches any characters."""
+    return re.compile(".*".join(re.escape(part) for part in value.split("*")), re.DOTALL)
 
 
 async def _get_experiment(call: _Call) -> Reply:
