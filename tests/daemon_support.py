@@ -224,6 +224,12 @@ class DaemonProcess:
                 self.proc.kill()
         return self.proc.wait(10)
 
+    def ensure_stopped(self) -> None:
+        """Teardown: SIGKILL the daemon if a test left it running, and reap it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 

@@ -230,23 +230,29 @@ def _staged_bytes(home: Path) -> int:
     return total
 
 
+def _kill_worker_at_first_checkpoint(
+    tmp_path: Path, src: Path, log: Path, files: list[RemoteFile], home: Path
+) -> None:
+    """Start a downloading process and SIGKILL it once it has recorded a resume checkpoint."""
+    child = subprocess.Popen(
+        worker_command(tmp_path / "cache", src, log, files, tmp_path / "r.json", delay=0.01),
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(lambda: any(home.glob("tmp-*/parts/*.state")))
+        child.kill()
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_partial_file_of_a_killed_holder_is_resumed(tmp_path: Path) -> None:
     src = tmp_path / "src"
     files = make_files(src, {"big.bin": 48 << 20})
     log = tmp_path / "reads.log"
     cache = Cache(tmp_path / "cache", checkpoint=CHECKPOINT)
     home = cache.entry_dir(KEY)
-    child = subprocess.Popen(
-        worker_command(tmp_path / "cache", src, log, files, tmp_path / "r.json", delay=0.01),
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        # Wait for the first checkpoint to be recorded, then kill.
-        _wait_for(lambda: any(home.glob("tmp-*/parts/*.state")))
-        child.kill()
-    finally:
-        child.kill()
-        child.wait()
+    _kill_worker_at_first_checkpoint(tmp_path, src, log, files, home)
     assert cache.lookup(KEY, files) is None
     folder = asyncio.run(cache.fetch(KEY, files, CountingSource(src, log)))
     assert tree_digests(folder) == expected_digests(files)
@@ -260,16 +266,7 @@ def test_resume_refuses_an_altered_prefix(tmp_path: Path) -> None:
     log = tmp_path / "reads.log"
     cache = Cache(tmp_path / "cache", checkpoint=CHECKPOINT)
     home = cache.entry_dir(KEY)
-    child = subprocess.Popen(
-        worker_command(tmp_path / "cache", src, log, files, tmp_path / "r.json", delay=0.01),
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for(lambda: any(home.glob("tmp-*/parts/*.state")))
-        child.kill()
-    finally:
-        child.kill()
-        child.wait()
+    _kill_worker_at_first_checkpoint(tmp_path, src, log, files, home)
     [part] = home.glob("tmp-*/parts/*.part")
     with part.open("r+b") as handle:
         handle.write(b"garbage")

@@ -35,9 +35,7 @@ def test_thousand_sessions_at_once(tmp_path: Path) -> None:
         assert status["queued"] <= 4
         assert daemon.stop() == 0
     finally:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            daemon.proc.kill()
-            daemon.proc.wait(10)
+        daemon.ensure_stopped()
     done_uploads = uploads(config)
     assert len(done_uploads) == SESSIONS
     assert len(set(done_uploads)) == SESSIONS

@@ -74,9 +74,7 @@ def test_notify_messages_over_a_daemon_life(tmp_path: Path, listener: tuple[List
         notify.wait_for("STOPPING=1")
         assert daemon.wait_exit() == 0
     finally:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            daemon.proc.kill()
-            daemon.proc.wait(10)
+        daemon.ensure_stopped()
     lines = [line for line in daemon.log_text().splitlines() if line]
     assert lines
     assert all(line[0] == "<" and line[2] == ">" for line in lines), lines[:3]

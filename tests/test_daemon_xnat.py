@@ -49,9 +49,7 @@ def start_daemon(tmp_path: Path) -> Iterator[StartDaemon]:
 
     yield start
     for daemon in started:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            daemon.proc.kill()
-            daemon.proc.wait(10)
+        daemon.ensure_stopped()
 
 
 def _labels(step: str) -> str:

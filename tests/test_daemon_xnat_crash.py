@@ -43,9 +43,7 @@ def daemons(tmp_path: Path) -> Iterator[list[XnatDaemon]]:
     started: list[XnatDaemon] = []
     yield started
     for daemon in started:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            daemon.proc.kill()
-            daemon.proc.wait(10)
+        daemon.ensure_stopped()
 
 
 def _start(tmp_path: Path, config: Path, daemons: list[XnatDaemon]) -> XnatDaemon:

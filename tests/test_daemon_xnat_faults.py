@@ -30,9 +30,7 @@ def daemons() -> Iterator[list[XnatDaemon]]:
     started: list[XnatDaemon] = []
     yield started
     for daemon in started:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            daemon.proc.kill()
-            daemon.proc.wait(10)
+        daemon.ensure_stopped()
 
 
 def _dataset_status(daemon: XnatDaemon) -> dict[str, Any]:

@@ -50,9 +50,7 @@ def daemons() -> Iterator[list[XnatDaemon]]:
     started: list[XnatDaemon] = []
     yield started
     for daemon in started:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            daemon.proc.kill()
-            daemon.proc.wait(10)
+        daemon.ensure_stopped()
 
 
 def _store(server: EmulatorServer, tmp: Path) -> XnatStore:

@@ -46,9 +46,7 @@ def test_thousand_sessions_at_once(tmp_path: Path, xnat_server: EmulatorServer) 
         assert status["datasets"][0]["jobs"]["failed"] == 0
         assert daemon.stop() == 0
     finally:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            daemon.proc.kill()
-            daemon.proc.wait(10)
+        daemon.ensure_stopped()
     # Each derivative once: an output and its provenance per step and session.
     assert file_puts(xnat_server) == SESSIONS * len(STEPS) * 2
     for label in sorted(labels)[:: SESSIONS // 20]:
