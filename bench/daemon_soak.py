@@ -1,11 +1,15 @@
 """Bounded soak: sessions keep arriving on the server; the daemon's RSS and open fds stay flat.
 
-Run: ``python bench/daemon_soak.py [--seconds 120] [--rate 2]``. The real daemon
-(``sinagot daemon``, XNAT backend, Dask LocalCluster of threads) follows a project
-on the emulator (a thread of this process) while new sessions are added at ``rate``
-per second and some old ones change. After a warm-up the daemon's RSS and fd count
-are the baseline; at the end (every job done) both are measured again and printed
-as ratios (target: flat, about 1.0x). Status and metrics are read over the control
+Run: ``python bench/daemon_soak.py [--seconds 600] [--rate 2] [--window 200]``. The
+real daemon (``sinagot daemon``, XNAT backend, Dask LocalCluster of threads) follows
+a project on the emulator (a thread of this process) while new sessions are added at
+``rate`` per second and some recent ones change. The project keeps its newest
+``window`` sessions (older ones are deleted from the server, as a lab archiving its
+recordings would), so what the daemon must hold for the project itself stays the same
+size and any growth comes from the jobs; ``--window 0`` keeps every session instead.
+After a warm-up the daemon's RSS and fd count are the baseline; at the end (every job
+done) both are measured again and printed as ratios (target: flat, about 1.0x), with
+the RSS slope of each half of the run. Status and metrics are read over the control
 socket throughout, as a monitoring system would.
 """
 
@@ -32,12 +36,21 @@ def _add(server: EmulatorServer, n: int, version: int = 0) -> None:
     server.add_scan_file(PROJECT, label(n), scan_type="RS", resource="EEG", name=name, data=data)
 
 
+def _delete(server: EmulatorServer, n: int) -> None:
+    experiment = server.store.find_experiment(PROJECT, label(n))
+    assert experiment is not None
+    server.store.delete_experiment(experiment)
+
+
 def _all_done(daemon: DaemonChild, added: int) -> bool:
-    jobs = daemon.call("jobs", limit=JOBS_LIMIT)
-    return len(jobs) >= added and all(job["state"] in ("done", "failed") for job in jobs)
+    # From the status counts: listing every job would itself raise the daemon's RSS.
+    (dataset,) = daemon.call("status")["datasets"]
+    counts: dict[str, int] = dataset["jobs"]
+    unfinished = {state for state, count in counts.items() if count} - {"done", "failed"}
+    return sum(counts.values()) >= added and not unfinished
 
 
-def soak(seconds: float, rate: float, base: Path) -> None:
+def soak(seconds: float, rate: float, window: int, base: Path) -> None:
     server = EmulatorServer(base / "xnat", users={USER: PASSWORD})
     with server.running_in_thread():
         server.create_project(PROJECT)
@@ -54,6 +67,7 @@ def soak(seconds: float, rate: float, base: Path) -> None:
         daemon = DaemonChild(config, base / "d.sock", base / "daemon.log")
         added = 0
         changed = 0
+        deleted = 0
         samples: list[tuple[float, int, int]] = []
         warmup = min(30.0, seconds / 4)
         start = time.monotonic()
@@ -62,10 +76,13 @@ def soak(seconds: float, rate: float, base: Path) -> None:
                 while added < int(elapsed * rate) + 1:
                     _add(server, added)
                     added += 1
-                    # Now and then an older session gets new data: its job runs again.
+                    # Now and then a recent session gets new data: its job runs again.
                     if added % 7 == 0:
                         changed += 1
-                        _add(server, added // 2, version=changed)
+                        _add(server, added - 1 - min(added, window or added) // 4, version=changed)
+                    if window and added > window:
+                        _delete(server, added - 1 - window)
+                        deleted += 1
                 daemon.call("status")
                 daemon.call("metrics")
                 if elapsed >= warmup and (not samples or elapsed - samples[-1][0] >= 10):
@@ -81,7 +98,7 @@ def soak(seconds: float, rate: float, base: Path) -> None:
     failed = sum(1 for job in jobs if job["state"] == "failed")
     (_, rss0, fd0), (_, rss1, fd1) = samples[0], samples[-1]
     print(
-        f"soak: {seconds:g} s, {added} sessions added, {changed} changed, "
+        f"soak: {seconds:g} s, {added} sessions added, {changed} changed, {deleted} deleted, "
         f"{len(jobs)} jobs ({failed} failed), daemon exit code {code}"
     )
     print(
@@ -107,11 +124,14 @@ def _slope(first: tuple[float, int, int], last: tuple[float, int, int]) -> float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=120.0)
+    parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--rate", type=float, default=2.0, help="new sessions per second")
+    parser.add_argument(
+        "--window", type=int, default=200, help="sessions kept on the server (0: all)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sinagot-soak-") as tmp:
-        soak(args.seconds, args.rate, Path(tmp))
+        soak(args.seconds, args.rate, args.window, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from pathlib import Path
 from distributed import LocalCluster
 
 from sinagot import Dataset
+from sinagot._engine import local_cluster_options
+from sinagot.config import DaskSettings
 
 CONFIG = """\
 [path]
@@ -86,7 +88,9 @@ def main() -> None:
         serial = _timed(_dataset(root / "serial", args.steps, "main_process", ""), args.steps)
         own_cluster = _timed(_dataset(root / "own", args.steps, "dask", local_options), args.steps)
         with LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+            **local_cluster_options(
+                DaskSettings(n_workers=2, threads_per_worker=1, processes=False)
+            )
         ) as cluster:
             address = f'address = "{cluster.scheduler_address}"'
             running = _timed(_dataset(root / "running", args.steps, "dask", address), args.steps)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -258,3 +260,26 @@ def raw_request(
         return status, json.loads(body)
     except ValueError:
         return status, body.decode(errors="replace")
+
+
+def listening_tcp(pid: int) -> set[tuple[str, int]]:
+    """The (host, port) of every TCP socket process ``pid`` listens on, from /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    found = set()
+    for table, width in (("tcp", 8), ("tcp6", 32)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            host_hex, port_hex = fields[1].split(":")
+            raw = bytes.fromhex(host_hex)
+            # /proc prints addresses as host-order 32-bit words.
+            words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            host = str(ipaddress.ip_address(words[: width // 2]))
+            found.add((host, int(port_hex, 16)))
+    return found

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from foundation_support import write_project
-from sinagot.config import load_settings
+from sinagot._engine import local_cluster_options
+from sinagot.config import DaskSettings, load_settings
 from sinagot.demo import DEMO_CONFIG
 from sinagot.errors import ConfigError
 
@@ -120,3 +121,19 @@ def test_xnat_store_requires_server_project_user_and_hides_password(tmp_path: Pa
 def test_dask_address_conflicts_with_cluster_options(tmp_path: Path) -> None:
     config = DEMO_CONFIG.replace("[dask]\n", '[dask]\naddress = "tcp://127.0.0.1:8786"\n')
     assert "conflict with dask.address" in _error(tmp_path, config)
+
+
+def test_dask_jobqueue_refuses_local_cluster_options(tmp_path: Path) -> None:
+    config = DEMO_CONFIG.replace("[dask]\n", '[dask]\njobqueue = "slurm"\n')
+    message = _error(tmp_path, config)
+    assert "dask.threads_per_worker: is a LocalCluster option" in message
+    assert "jobqueue.yaml" in message
+    jobs = config.replace("threads_per_worker = 1\nprocesses = false\n", "")
+    assert load_settings(write_project(tmp_path, config=jobs)).dask.jobqueue == "slurm"
+
+
+def test_local_cluster_options_keep_every_listener_on_loopback() -> None:
+    threads = local_cluster_options(DaskSettings(n_workers=2, processes=False))
+    assert threads["dashboard_address"] == threads["worker_dashboard_address"] == "127.0.0.1:0"
+    assert "host" not in threads  # in-process workers take no host
+    assert local_cluster_options(DaskSettings())["host"] == "127.0.0.1"

@@ -6,13 +6,14 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import xnat
 
-from daemon_support import wait_for
+from daemon_support import listening_tcp, wait_for
 from daemon_xnat_support import (
     PIPELINE,
     PROJECT,
@@ -26,6 +27,7 @@ from daemon_xnat_support import (
     raw_signal,
     write_project,
 )
+from fake_slurm import FakeSlurm
 from sinagot.testing import EmulatorServer
 from sinagot.testing.pytest_plugin import XNAT_PASSWORD, XNAT_USER
 
@@ -146,9 +148,22 @@ def test_up_to_date_session_is_not_rerun_after_restart_and_cache_wipe(
     assert "ran 0, skipped 2, failed 0, uploaded 0" in daemon.log_text()
 
 
-def _start_failure(config: Path) -> subprocess.CompletedProcess[str]:
+# The [dask] table of write_project, and one asking for a SLURM job instead.
+_LOCAL_CLUSTER = "[dask]\nn_workers = 1\nthreads_per_worker = 2\nprocesses = false\n"
+_SLURM_CLUSTER = '[dask]\njobqueue = "slurm"\nn_workers = 1\n'
+
+# `sinagot daemon` in a process where dask-jobqueue cannot be imported, installed or not.
+_WITHOUT_JOBQUEUE = (
+    "import sys; sys.modules['dask_jobqueue'] = None; "
+    "from sinagot.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def _start_failure(
+    config: Path, command: tuple[str, ...] = (SINAGOT,)
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [SINAGOT, "daemon", str(config)], capture_output=True, text=True, timeout=60, check=False
+        [*command, "daemon", str(config)], capture_output=True, text=True, timeout=60, check=False
     )
 
 
@@ -167,11 +182,62 @@ def test_configs_the_daemon_cannot_follow_are_refused_at_start(
     assert "sinagot run CONFIG" in result.stderr
 
     slurm = config.with_name("slurm.toml")
-    slurm.write_text(text.replace("[dask]\n", '[dask]\njobqueue = "slurm"\n'))
-    result = _start_failure(slurm)
+    assert _LOCAL_CLUSTER in text
+    slurm.write_text(text.replace(_LOCAL_CLUSTER, _SLURM_CLUSTER))
+    result = _start_failure(slurm, (sys.executable, "-c", _WITHOUT_JOBQUEUE))
     assert result.returncode == 2
     assert "pip install dask-jobqueue" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_scripts_run_on_a_jobqueue_cluster_whose_jobs_are_cancelled_at_stop(
+    tmp_path: Path, lab: EmulatorServer
+) -> None:
+    pytest.importorskip("dask_jobqueue")
+    slurm = FakeSlurm(tmp_path / "slurm")
+    add_session(lab, "REC-200301-A")
+    config, _ = write_project(tmp_path, lab.url)
+    config.write_text(config.read_text().replace(_LOCAL_CLUSTER, _SLURM_CLUSTER))
+    daemon = XnatDaemon(tmp_path, config)
+    daemon.extra_env.update(slurm.env())
+    try:
+        daemon.start()
+        # The cluster has no worker but the batch job's: the scripts can only run there.
+        daemon.wait_settled({"REC-200301-A"}, timeout=120)
+        assert complete(lab, "REC-200301-A")
+        (job,) = slurm.submitted()
+        assert "distributed.cli.dask_worker" in slurm.job_script(job)
+        assert slurm.alive() == [job]
+        assert daemon.stop() == 0
+        assert slurm.cancelled() == [job]
+        wait_for(lambda: not slurm.alive(), 30, "the batch job's end")
+    finally:
+        daemon.ensure_stopped()
+        slurm.kill_all()
+
+
+_KEEPS_SIGINT = """
+import signal, sys
+from sinagot.config import DaskSettings
+from sinagot.daemon._cluster import check_available
+
+def handler(signum, frame):
+    pass
+
+signal.signal(signal.SIGINT, handler)
+check_available(DaskSettings(jobqueue="slurm"))
+assert "dask_jobqueue" in sys.modules
+sys.exit(0 if signal.getsignal(signal.SIGINT) is handler else 3)
+"""
+
+
+def test_importing_dask_jobqueue_keeps_the_daemons_sigint_handler() -> None:
+    # dask_jobqueue installs a SIGINT handler that exits the process when imported.
+    pytest.importorskip("dask_jobqueue")
+    result = subprocess.run(
+        [sys.executable, "-c", _KEEPS_SIGINT], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_one_cluster_for_the_daemons_lifetime_across_a_reload(
@@ -192,6 +258,9 @@ def test_one_cluster_for_the_daemons_lifetime_across_a_reload(
     add_session(lab, "REC-200101-B")
     wait_for(lambda: complete(lab, "REC-200101-B"), what="REC-200101-B processed")
     daemon.wait_settled({"REC-200101-A", "REC-200101-B"})
+    # The cluster runs any code sent to its scheduler: nothing of it faces the network.
+    assert listening_tcp(daemon.pid)
+    assert {host for host, _ in listening_tcp(daemon.pid)} == {"127.0.0.1"}
     assert daemon.stop() == 0
     log = daemon.log_text()
     assert log.count("Dask LocalCluster started") == 1

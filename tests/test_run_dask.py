@@ -11,6 +11,8 @@ from distributed import LocalCluster
 
 from foundation_support import TWO_RECORDS, config_for, write_project
 from sinagot import Dataset, RunReport, StepStatus
+from sinagot._engine import local_cluster_options
+from sinagot.config import DaskSettings
 from sinagot.demo import DEMO_CONFIG, DEMO_SCRIPTS
 
 A, B = TWO_RECORDS
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Port 8787 is already in use")
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        **local_cluster_options(DaskSettings(n_workers=2, threads_per_worker=1, processes=False))
     ) as local:
         yield local
 
@@ -138,7 +140,7 @@ def test_worker_killed_mid_task_is_retried_and_reported(
     marker = tmp_path / "killed"
     monkeypatch.setenv("SINAGOT_TEST_KILL_MARKER", str(marker))
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        **local_cluster_options(DaskSettings(n_workers=2, threads_per_worker=1, processes=True))
     ) as local:
         config = config_for(
             {"clinical": ["copy"]},

@@ -7,6 +7,7 @@ per input file) and new digests are written back in one transaction.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sqlite3
@@ -30,17 +31,34 @@ CREATE TABLE IF NOT EXISTS checksums (
 """
 
 
+def _open(path: Path) -> sqlite3.Connection:
+    """Connect to the cache at ``path`` (created if needed), in WAL mode.
+
+    Setting WAL mode can fail at once with "database is locked", busy timeout or not,
+    while another connection opens the same file (two jobs of a daemon starting
+    together): connections are set up one at a time, under a file lock.
+    """
+    with path.with_suffix(".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        db = sqlite3.connect(path, timeout=30.0)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(_SCHEMA)
+            db.commit()
+        except BaseException:
+            db.close()
+            raise
+    return db
+
+
 class ChecksumCache:
     """MD5 digests of local files, recomputed only when size or mtime_ns change."""
 
     def __init__(self, root: Path) -> None:
         directory = root / ".sinagot"
         directory.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(directory / "checksums.sqlite", timeout=30.0)
+        self._db = _open(directory / "checksums.sqlite")
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(_SCHEMA)
-            self._db.commit()
             self._known: dict[str, tuple[int, int, str]] = {
                 path: (size, mtime_ns, md5)
                 for path, size, mtime_ns, md5 in self._db.execute("SELECT * FROM checksums")

@@ -448,12 +448,23 @@ def _run_serial(
     return list(results.values())
 
 
-def _cluster_options(settings: DaskSettings) -> dict[str, Any]:
-    options: dict[str, Any] = {"dashboard_address": None}
+def local_cluster_options(settings: DaskSettings) -> dict[str, Any]:
+    """``distributed.LocalCluster`` options for ``settings``, every listener on loopback.
+
+    By default a LocalCluster serves its scheduler (which runs any code a client sends)
+    and its HTTP endpoints on every network interface of the machine.
+    """
+    options: dict[str, Any] = {
+        "dashboard_address": "127.0.0.1:0",
+        "worker_dashboard_address": "127.0.0.1:0",
+    }
     for name in ("n_workers", "threads_per_worker", "processes"):
         value = getattr(settings, name)
         if value is not None:
             options[name] = value
+    if options.get("processes", True):
+        # Threads talk in-process and take no host; worker processes talk over TCP.
+        options["host"] = "127.0.0.1"
     return options
 
 
@@ -555,7 +566,7 @@ def _run_dask(
         if client is None and settings.address is not None:
             client = stack.enter_context(client_type(settings.address))
         elif client is None:
-            cluster = stack.enter_context(cluster_type(**_cluster_options(settings)))
+            cluster = stack.enter_context(cluster_type(**local_cluster_options(settings)))
             client = stack.enter_context(client_type(cluster))
         futures: dict[StepKey, Any] = {}
         for spec in specs:

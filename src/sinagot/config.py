@@ -527,6 +527,13 @@ def _dask(reader: _Reader, table: Mapping[str, Any]) -> DaskSettings:
     )
     if jobqueue is not None and address is not None:
         raise reader.error("dask.jobqueue", "conflicts with dask.address", "remove one of them")
+    local_only = [name for name in ("threads_per_worker", "processes") if name in table]
+    if jobqueue is not None and local_only:
+        raise reader.error(
+            f"dask.{local_only[0]}",
+            "is a LocalCluster option, not used with dask.jobqueue",
+            "remove it and set cores/processes per job in Dask's jobqueue.yaml",
+        )
     return DaskSettings(
         address=address,
         n_workers=reader.count(table, "dask", "n_workers", 0) or None,

@@ -12,16 +12,26 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import signal
+import sys
 import threading
+import time
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
+from .._engine import local_cluster_options
 from ..errors import ConfigError, DaemonError
 
 if TYPE_CHECKING:
     from ..config import DaskSettings
 
-__all__ = ["ClusterLease", "ClusterPool", "check_available", "cluster_pool"]
+__all__ = [
+    "ClusterLease",
+    "ClusterPool",
+    "check_available",
+    "cluster_pool",
+    "forget_finished_spans",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +51,16 @@ _QUIET_HISTORY = {
 }
 
 
+# Dask's scheduler keeps every span (Dask's record of a computation, with its task
+# groups) for its lifetime (dask/distributed#7977): a new one each time work arrives
+# on an idle cluster, so one per job for a daemon. A scheduler the daemon started
+# forgets finished spans this long after they end (a worker's heartbeat naming a
+# forgotten span makes the scheduler close that worker: heartbeats come every 0.5 s
+# to a few seconds), checked at most this often.
+SPAN_RETENTION = 120.0
+TIDY_INTERVAL = 30.0
+
+
 class _Shared:
     """A cluster and its client, started on first use."""
 
@@ -50,6 +70,24 @@ class _Shared:
         self.lock = threading.Lock()
         self.stack: ExitStack | None = None
         self.client: Any = None
+        self.last_tidy = time.monotonic()
+
+    def tidy(self) -> None:
+        """Make the scheduler forget finished spans, if it is the daemon's own."""
+        with self.lock:
+            client = self.client
+            now = time.monotonic()
+            if client is None or self.settings.address is not None:
+                return
+            if now - self.last_tidy < TIDY_INTERVAL:
+                return
+            self.last_tidy = now
+        try:
+            forgotten = client.run_on_scheduler(forget_finished_spans, SPAN_RETENTION)
+        except (OSError, TimeoutError) as exc:
+            logger.warning("could not tidy the Dask scheduler: %s", exc)
+            return
+        logger.debug("the Dask scheduler forgot %d finished span(s)", forgotten)
 
     def start(self) -> Any:
         with self.lock:
@@ -78,11 +116,32 @@ def check_available(settings: DaskSettings) -> None:
             "the daemon runs scripts on Dask but distributed is not installed:"
             " pip install 'dask[distributed]'"
         )
-    if settings.jobqueue is not None and importlib.util.find_spec("dask_jobqueue") is None:
+    if settings.jobqueue is not None:
+        _import_jobqueue(settings.jobqueue)
+
+
+def _import_jobqueue(cluster_type: str) -> Any:
+    """Import dask_jobqueue, keeping the process's SIGINT handler.
+
+    Importing it installs its own SIGINT handler (which exits the process), which
+    only the main thread may do: the daemon imports it while building its backends,
+    on the main thread, and puts its own handler back.
+    """
+    if sys.modules.get("dask_jobqueue") is not None:
+        return sys.modules["dask_jobqueue"]
+    if threading.current_thread() is not threading.main_thread():
+        raise DaemonError("dask-jobqueue must be imported first on the main thread")
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        return importlib.import_module("dask_jobqueue")
+    except ImportError as exc:
         raise ConfigError(
-            f"[dask] jobqueue = {settings.jobqueue!r} needs dask-jobqueue, which is not"
+            f"[dask] jobqueue = {cluster_type!r} needs dask-jobqueue, which is not"
             " installed: pip install dask-jobqueue (or remove [dask] jobqueue)"
-        )
+        ) from exc
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _connect(settings: DaskSettings, stack: ExitStack) -> Any:
@@ -102,16 +161,13 @@ def _connect(settings: DaskSettings, stack: ExitStack) -> Any:
             ) from exc
         stack.callback(_close, client, "the Dask client")
         return client
+    # The scheduler (and a LocalCluster's workers) live in the daemon: keep their
+    # in-memory history short (by default an hour of monitor samples and profiles,
+    # 10,000 log lines each).
+    importlib.import_module("dask").config.set(_QUIET_HISTORY)
     if settings.jobqueue is not None:
         return _jobqueue_client(distributed, settings, stack)
-    # The scheduler and workers live in the daemon: keep their in-memory history short
-    # (by default an hour of monitor samples and profiles, 10,000 log lines each).
-    importlib.import_module("dask").config.set(_QUIET_HISTORY)
-    options: dict[str, Any] = {"dashboard_address": None}
-    for name in ("n_workers", "threads_per_worker", "processes"):
-        value = getattr(settings, name)
-        if value is not None:
-            options[name] = value
+    options = local_cluster_options(settings)
     cluster = distributed.LocalCluster(**options)
     stack.callback(_close, cluster, "the Dask LocalCluster")
     stack.callback(_stop_thread_workers, distributed, cluster)
@@ -127,7 +183,7 @@ def _jobqueue_client(distributed: Any, settings: DaskSettings, stack: ExitStack)
     from ..config import JOBQUEUE_CLUSTERS
 
     assert settings.jobqueue is not None
-    jobqueue = importlib.import_module("dask_jobqueue")
+    jobqueue = _import_jobqueue(settings.jobqueue)
     # Queue, cores, memory, ...: dask-jobqueue reads them from Dask's jobqueue.yaml.
     cluster = getattr(jobqueue, JOBQUEUE_CLUSTERS[settings.jobqueue])()
     stack.callback(_close, cluster, f"the dask-jobqueue {settings.jobqueue} cluster")
@@ -149,6 +205,41 @@ def _stop_thread_workers(distributed: Any, cluster: Any) -> None:
                 cluster.sync(worker.close, executor_wait=False, timeout=CLOSE_TIMEOUT)
             except (TimeoutError, OSError) as exc:
                 logger.warning("a Dask worker did not stop cleanly: %s", type(exc).__name__)
+
+
+def forget_finished_spans(older_than: float, dask_scheduler: Any) -> int:
+    """Drop the spans that ended ``older_than`` seconds ago and whose tasks are all
+    forgotten; return how many. Runs on the scheduler's event loop (``run_on_scheduler``).
+
+    Only spans that ended a while ago: workers report a span's metrics with their
+    next heartbeats, and the scheduler closes a worker that names an unknown span.
+    """
+    spans = dask_scheduler.extensions.get("spans")
+    if spans is None:
+        return 0
+    horizon = time.time() - older_than
+    groups = dask_scheduler.task_groups
+    gone: set[str] = set()
+    for root in spans.root_spans:
+        if (
+            root.done
+            and root.stop < horizon
+            and all(groups.get(group.name) is not group for group in root.traverse_groups())
+        ):
+            gone.update(span.id for span in root.traverse_spans())
+    if not gone:
+        return 0
+    spans.root_spans[:] = [span for span in spans.root_spans if span.id not in gone]
+    for index in (spans.spans_search_by_name, spans.spans_search_by_tag):
+        for key in list(index):
+            kept = [span for span in index[key] if span.id not in gone]
+            if kept:
+                index[key] = kept
+            else:
+                del index[key]
+    for span_id in gone:
+        del spans.spans[span_id]
+    return len(gone)
 
 
 def _close(closable: Any, what: str) -> None:
@@ -176,6 +267,12 @@ class ClusterLease:
         if self._released:
             raise DaemonError("this Dask cluster lease was released: build a new backend")
         return self._pool._shared(self._settings).start()
+
+    def tidy(self) -> None:
+        """After a job: bound what the scheduler remembers of finished work (never raises
+        for a scheduler that cannot be reached; cheap when called often)."""
+        if not self._released:
+            self._pool._shared(self._settings).tidy()
 
     def release(self) -> None:
         """Give the lease back; the last one closes the cluster. Idempotent."""

@@ -144,7 +144,7 @@ class XnatBackend:
         daemon = self.settings.daemon
         cancel = threading.Event()
         try:
-            return await self._blocking(
+            report = await self._blocking(
                 run_scope,
                 self.settings,
                 self.store,
@@ -158,6 +158,8 @@ class XnatBackend:
         finally:
             # Cancelled (job timeout, shutdown): the run stops waiting for its scripts.
             cancel.set()
+        await self._blocking(self._cluster.tidy)
+        return report
 
     async def aclose(self) -> None:
         try:

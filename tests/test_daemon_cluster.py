@@ -1,0 +1,90 @@
+"""The daemon's own Dask scheduler forgets finished work: a real LocalCluster of threads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from distributed import Client, LocalCluster
+
+from daemon_support import wait_for
+from sinagot._engine import local_cluster_options
+from sinagot.config import DaskSettings
+from sinagot.daemon._cluster import forget_finished_spans
+
+
+@pytest.fixture
+def client() -> Iterator[Client]:
+    with (
+        LocalCluster(
+            **local_cluster_options(
+                DaskSettings(n_workers=1, threads_per_worker=2, processes=False)
+            )
+        ) as cluster,
+        Client(cluster) as connected,
+    ):
+        yield connected
+
+
+def _spans(client: Client) -> Any:
+    return client.cluster.scheduler.extensions["spans"]  # type: ignore[union-attr]
+
+
+# The threads of a LocalCluster(processes=False) share the test's module globals.
+_RELEASE = threading.Event()
+
+
+def _wait_for_release() -> bool:
+    return _RELEASE.wait(30)
+
+
+def _square(value: int) -> int:
+    return value * value
+
+
+def _one_job(client: Client, number: int) -> None:
+    """One computation on an idle cluster, as a daemon job is, finished and forgotten."""
+    future = client.submit(_square, number, key=f"sinagot-job{number}-step", pure=False)
+    assert future.result(timeout=30) == number * number
+    del future
+    scheduler = client.cluster.scheduler  # type: ignore[union-attr]
+    wait_for(lambda: not scheduler.tasks, 30, "the scheduler forgetting the job's tasks")
+
+
+def test_finished_spans_are_forgotten_and_the_cluster_keeps_working(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    for number in range(4):
+        _one_job(client, number)
+    # Without tidying, each job leaves a span (and its task group) behind for good.
+    assert len(_spans(client).spans) == 4
+
+    # Once the worker's heartbeats (every 0.5 s here) reported on them.
+    time.sleep(1.5)
+    assert client.run_on_scheduler(forget_finished_spans, 1.0) == 4
+    spans = _spans(client)
+    assert spans.spans == {} and spans.root_spans == []
+    assert not spans.spans_search_by_name and not spans.spans_search_by_tag
+
+    # New work gets a new span, and the worker's next heartbeats find theirs.
+    _one_job(client, 7)
+    time.sleep(1.5)
+    assert len(_spans(client).spans) == 1
+    assert len(client.cluster.scheduler.workers) == 1  # type: ignore[union-attr]
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def test_spans_still_running_or_recent_are_kept(client: Client) -> None:
+    _one_job(client, 1)
+    assert client.run_on_scheduler(forget_finished_spans, 3600.0) == 0
+    running = client.submit(_wait_for_release, key="sinagot-slow-step", pure=False)
+    wait_for(lambda: any(client.processing().values()), 30, "the task running")
+    time.sleep(1.5)
+    assert client.run_on_scheduler(forget_finished_spans, 1.0) == 1  # the finished one only
+    _RELEASE.set()
+    assert running.result(timeout=30) is True
+    assert len(_spans(client).spans) == 1
