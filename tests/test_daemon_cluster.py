@@ -9,12 +9,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from dask.utils import key_split
 from distributed import Client, LocalCluster
 
 from daemon_support import wait_for
 from sinagot._engine import local_cluster_options
 from sinagot.config import DaskSettings
-from sinagot.daemon._cluster import forget_finished_spans
+from sinagot.daemon import _cluster as cluster_module
+from sinagot.daemon._cluster import ClusterPool, forget_finished_spans, forget_span_metrics
 
 
 @pytest.fixture
@@ -42,6 +44,15 @@ def _wait_for_release() -> bool:
     return _RELEASE.wait(30)
 
 
+def _span_metrics(worker: Any) -> list[tuple[str, ...]]:
+    return [
+        name
+        for totals in (worker.digests_total, worker.digests_max)
+        for name in totals
+        if isinstance(name, tuple) and name[0] == "execute"
+    ]
+
+
 def _square(value: int) -> int:
     return value * value
 
@@ -51,8 +62,15 @@ def _one_job(client: Client, number: int) -> None:
     future = client.submit(_square, number, key=f"sinagot-job{number}-step", pure=False)
     assert future.result(timeout=30) == number * number
     del future
-    scheduler = client.cluster.scheduler  # type: ignore[union-attr]
-    wait_for(lambda: not scheduler.tasks, 30, "the scheduler forgetting the job's tasks")
+    wait_for(
+        lambda: client.run_on_scheduler(_task_count) == 0,
+        30,
+        "the scheduler forgetting the job's tasks",
+    )
+
+
+def _task_count(dask_scheduler: Any) -> int:
+    return len(dask_scheduler.tasks)
 
 
 def test_finished_spans_are_forgotten_and_the_cluster_keeps_working(
@@ -69,6 +87,13 @@ def test_finished_spans_are_forgotten_and_the_cluster_keeps_working(
     spans = _spans(client)
     assert spans.spans == {} and spans.root_spans == []
     assert not spans.spans_search_by_name and not spans.spans_search_by_tag
+
+    # The worker's running totals name each span too.
+    (worker,) = client.cluster.workers.values()  # type: ignore[union-attr]
+    before = _span_metrics(worker)
+    assert len({name[1] for name in before}) == 4
+    assert list(client.run(forget_span_metrics).values()) == [len(before)]
+    assert _span_metrics(worker) == []
 
     # New work gets a new span, and the worker's next heartbeats find theirs.
     _one_job(client, 7)
@@ -88,3 +113,33 @@ def test_spans_still_running_or_recent_are_kept(client: Client) -> None:
     _RELEASE.set()
     assert running.result(timeout=30) is True
     assert len(_spans(client).spans) == 1
+
+
+def test_a_lease_tidies_the_daemons_own_cluster_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cluster_module, "TIDY_INTERVAL", 0.0)
+    monkeypatch.setattr(cluster_module, "SPAN_RETENTION", 1.0)
+    pool = ClusterPool()
+    own = pool.lease(DaskSettings(n_workers=1, threads_per_worker=1, processes=False))
+    try:
+        client = own.client()
+        for number in range(3):
+            _one_job(client, number)
+        time.sleep(1.5)
+        assert key_split.cache_info().currsize > 0
+        own.tidy()
+        assert _spans(client).spans == {}
+        assert key_split.cache_info().currsize == 0
+        (worker,) = client.cluster.workers.values()
+        assert _span_metrics(worker) == []
+
+        # A scheduler the daemon only connects to is someone else's: left as it is.
+        remote = pool.lease(DaskSettings(address=client.scheduler.address))
+        try:
+            _one_job(remote.client(), 7)
+            time.sleep(1.5)
+            remote.tidy()
+            assert len(_spans(client).spans) == 1
+        finally:
+            remote.release()
+    finally:
+        own.release()

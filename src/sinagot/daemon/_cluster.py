@@ -31,6 +31,8 @@ __all__ = [
     "check_available",
     "cluster_pool",
     "forget_finished_spans",
+    "forget_key_names",
+    "forget_span_metrics",
 ]
 
 logger = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ class _Shared:
         self.last_tidy = time.monotonic()
 
     def tidy(self) -> None:
-        """Make the scheduler forget finished spans, if it is the daemon's own."""
+        """Make the cluster forget finished work, if it is the daemon's own."""
         with self.lock:
             client = self.client
             now = time.monotonic()
@@ -84,10 +86,18 @@ class _Shared:
             self.last_tidy = now
         try:
             forgotten = client.run_on_scheduler(forget_finished_spans, SPAN_RETENTION)
-        except (OSError, TimeoutError) as exc:
-            logger.warning("could not tidy the Dask scheduler: %s", exc)
+            dropped = client.run(forget_span_metrics)
+            client.run_on_scheduler(forget_key_names)
+            client.run(forget_key_names)
+        except Exception as exc:
+            # Housekeeping on Dask's internals: whatever goes wrong, no job may fail of it.
+            logger.warning("could not tidy the Dask cluster: %s: %s", type(exc).__name__, exc)
             return
-        logger.debug("the Dask scheduler forgot %d finished span(s)", forgotten)
+        logger.debug(
+            "the Dask scheduler forgot %d finished span(s), its workers %d metric(s)",
+            forgotten,
+            sum(dropped.values()),
+        )
 
     def start(self) -> Any:
         with self.lock:
@@ -242,6 +252,40 @@ def forget_finished_spans(older_than: float, dask_scheduler: Any) -> int:
     return len(gone)
 
 
+def forget_span_metrics(dask_worker: Any) -> int:
+    """Drop a worker's running totals of spans it runs no task of; return how many.
+
+    A worker adds up its task metrics per span for its own Prometheus endpoint and
+    keeps them for its lifetime (a few entries per job). Runs on the worker's event
+    loop (``Client.run``); what the next heartbeat reports is kept apart, untouched.
+    """
+    from distributed.spans import CONTEXTS_WITH_SPAN_ID
+
+    active = {task.span_id for task in dask_worker.state.tasks.values()}
+    dropped = 0
+    for totals in (dask_worker.digests_total, dask_worker.digests_max):
+        stale = [
+            name
+            for name in totals
+            if isinstance(name, tuple)
+            and len(name) > 1
+            and name[0] in CONTEXTS_WITH_SPAN_ID
+            and name[1] not in active
+        ]
+        for name in stale:
+            del totals[name]
+        dropped += len(stale)
+    return dropped
+
+
+def forget_key_names() -> None:
+    """Empty Dask's memo of task key names (up to 100,000 of them, a few hundred bytes
+    each): every job's task keys are new, so it would only fill up."""
+    from dask.utils import key_split
+
+    key_split.cache_clear()
+
+
 def _close(closable: Any, what: str) -> None:
     try:
         closable.close(timeout=CLOSE_TIMEOUT)
@@ -269,8 +313,8 @@ class ClusterLease:
         return self._pool._shared(self._settings).start()
 
     def tidy(self) -> None:
-        """After a job: bound what the scheduler remembers of finished work (never raises
-        for a scheduler that cannot be reached; cheap when called often)."""
+        """After a job: bound what the cluster remembers of finished work (best effort,
+        never raises; cheap when called often)."""
         if not self._released:
             self._pool._shared(self._settings).tidy()
 
