@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from . import __version__
 from ._cli import register as register_foundation
 from .cache._cli import register as register_cache
+from .connectors import take_environment_password
 from .daemon._cli import register as register_daemon
 from .errors import ConfigError, SinagotError
 from .testing._cli import register as register_emulator
@@ -67,6 +68,8 @@ def _configure_logging(level: str | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before anything can start a child process (Dask workers, lab scripts): none inherits it.
+    take_environment_password()
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.log_level)

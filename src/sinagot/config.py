@@ -46,6 +46,8 @@ JOBQUEUE_CLUSTERS = {
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _STORE_TYPES = ("local", "xnat")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What systemd accepts as a credential name, without a path separator.
+_CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,254}")
 
 _T = TypeVar("_T")
 
@@ -100,6 +102,8 @@ class StoreSettings:
     project: str | None = None
     user: str | None = None
     password: str | None = field(default=None, repr=False)
+    # A systemd credential (LoadCredential=NAME:...) holding the password.
+    password_credential: str | None = None
     cache_dir: Path | None = None
     race_condition_delay: float = 5.0
     max_connections: int = 8
@@ -158,6 +162,7 @@ _KNOWN_TABLES: dict[str, tuple[str, ...]] = {
         "project",
         "user",
         "password",
+        "password_credential",
         "cache_dir",
         "race_condition_delay",
         "max_connections",
@@ -479,6 +484,15 @@ def _store(reader: _Reader, table: Mapping[str, Any]) -> StoreSettings:
         project=reader.text(table, "store", "project"),
         user=reader.text(table, "store", "user"),
         password=reader.typed(table, "store", "password", str, None),
+        password_credential=reader.typed(
+            table,
+            "store",
+            "password_credential",
+            str,
+            None,
+            lambda v: bool(_CREDENTIAL_NAME.fullmatch(v)),
+            "a systemd credential name (letters, digits, '_', '-', '.')",
+        ),
         cache_dir=reader.path(table, "store", "cache_dir"),
         race_condition_delay=reader.number(table, "store", "race_condition_delay", 5.0),
         max_connections=reader.count(table, "store", "max_connections", 8),
@@ -493,6 +507,12 @@ def _store(reader: _Reader, table: Mapping[str, Any]) -> StoreSettings:
             "a name of letters, digits, '_', '-' or '.'",
         ),
     )
+    if settings.password is not None and settings.password_credential is not None:
+        raise reader.error(
+            "store.password_credential",
+            "conflicts with store.password",
+            "remove the password from the config and keep the credential",
+        )
     if store_type == "xnat":
         for name in ("server", "project", "user"):
             if getattr(settings, name) is None:

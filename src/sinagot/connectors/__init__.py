@@ -19,6 +19,7 @@ from ._values import (
     validate_label,
     validate_relative_path,
 )
+from ._xnat_credentials import take_environment_password
 
 if TYPE_CHECKING:
     from ._xnat import PROVENANCE_FILE, SessionListing, XnatStore, resource_label
@@ -59,6 +60,7 @@ __all__ = [
     "open_store",
     "resource_label",
     "split_derivative_path",
+    "take_environment_password",
     "validate_label",
     "validate_relative_path",
 ]

@@ -211,9 +211,12 @@ class XnatStore(RemoteStore):
         lock_timeout: float = 3600.0,
         session_xsi_type: str = "xnat:mrSessionData",
         netrc_file: Path | None = None,
+        password_credential: str | None = None,
     ) -> None:
         validate_label(project, "[store] project")
-        credentials = resolve_credentials(server, user, password, netrc_file=netrc_file)
+        credentials = resolve_credentials(
+            server, user, password, credential=password_credential, netrc_file=netrc_file
+        )
         super().__init__(
             server,
             cache_dir if cache_dir is not None else resolve_cache_dir(None),
@@ -265,6 +268,7 @@ class XnatStore(RemoteStore):
             name=store.project,
             user=store.user,
             password=store.password,
+            password_credential=store.password_credential,
             race_condition_delay=store.race_condition_delay,
             project=store.project,
             local_root=settings.dataset_dir,
