@@ -19,7 +19,7 @@ from pathlib import Path
 from distributed import LocalCluster
 
 from sinagot import Dataset
-from sinagot._engine import local_cluster_options
+from sinagot._dask import local_cluster_options
 from sinagot.config import DaskSettings
 
 CONFIG = """\

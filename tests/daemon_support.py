@@ -283,3 +283,17 @@ def listening_tcp(pid: int) -> set[tuple[str, int]]:
             host = str(ipaddress.ip_address(words[: width // 2]))
             found.add((host, int(port_hex, 16)))
     return found
+
+
+def listening(pid: int) -> set[tuple[str, int]]:
+    """The (host, port) of every TCP socket process ``pid`` and its descendants listen on."""
+    import psutil
+
+    pids = [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+    found: set[tuple[str, int]] = set()
+    for each in pids:
+        try:
+            found.update(listening_tcp(each))
+        except FileNotFoundError:  # a child that just ended
+            continue
+    return found

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from foundation_support import write_project
-from sinagot._engine import local_cluster_options
+from sinagot._dask import local_cluster_options
 from sinagot.config import DaskSettings, load_settings
 from sinagot.demo import DEMO_CONFIG
 from sinagot.errors import ConfigError
@@ -132,8 +132,50 @@ def test_dask_jobqueue_refuses_local_cluster_options(tmp_path: Path) -> None:
     assert load_settings(write_project(tmp_path, config=jobs)).dask.jobqueue == "slurm"
 
 
-def test_local_cluster_options_keep_every_listener_on_loopback() -> None:
+def test_local_cluster_options_authenticate_every_comm() -> None:
     threads = local_cluster_options(DaskSettings(n_workers=2, processes=False))
-    assert threads["dashboard_address"] == threads["worker_dashboard_address"] == "127.0.0.1:0"
-    assert "host" not in threads  # in-process workers take no host
-    assert local_cluster_options(DaskSettings())["host"] == "127.0.0.1"
+    assert threads["protocol"] == "inproc://"  # no TCP port for Dask comms at all
+    assert "host" not in threads and "security" not in threads
+    assert threads["worker_dashboard_address"] == "127.0.0.1:0"
+    assert threads["dashboard_address"] == "127.0.0.1:0"
+    assert threads["scheduler_kwargs"] == {"dashboard": False}
+    processes = local_cluster_options(DaskSettings())
+    assert processes["host"] == "127.0.0.1"
+    assert processes["protocol"] == "tls://"
+    assert processes["security"].require_encryption
+    # A fresh certificate each time: two clusters never trust each other.
+    assert processes["security"].tls_ca_file != local_cluster_options(DaskSettings())[
+        "security"
+    ].tls_ca_file
+
+
+def test_dask_address_refuses_plaintext_to_another_host(tmp_path: Path) -> None:
+    def dask_table(lines: str) -> str:
+        return DEMO_CONFIG.replace(
+            "[dask]\nn_workers = 2\nthreads_per_worker = 1\nprocesses = false\n",
+            f"[dask]\n{lines}",
+        )
+
+    assert "[dask]\nn_workers = 2\nthreads_per_worker = 1\nprocesses = false\n" in DEMO_CONFIG
+    message = _error(tmp_path, dask_table('address = "tcp://10.1.2.3:8786"\n'))
+    assert "dask.address: 'tcp://10.1.2.3:8786' is plaintext to another host" in message
+    assert "allow_plaintext = true" in message
+    for host in ("127.0.0.1", "localhost", "[::1]"):
+        config = dask_table(f'address = "tcp://{host}:8786"\n')
+        assert load_settings(write_project(tmp_path, config=config)).dask.address
+    trusted = dask_table('address = "tcp://10.1.2.3:8786"\nallow_plaintext = true\n')
+    assert load_settings(write_project(tmp_path, config=trusted)).dask.allow_plaintext
+
+    assert "only applies to dask.address" in _error(tmp_path, dask_table("allow_plaintext = true\n"))
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    tls = f'address = "tls://10.1.2.3:8786"\ntls_ca_file = "{ca}"\n'
+    assert "dask.tls_cert: is missing" in _error(tmp_path, dask_table(tls))
+    message = _error(tmp_path, dask_table(tls + f'tls_cert = "{tmp_path / "no.pem"}"\n'))
+    assert "dask.tls_cert: no file" in message
+    settings = load_settings(
+        write_project(tmp_path, config=dask_table(tls + f'tls_cert = "{ca}"\n'))
+    ).dask
+    assert (settings.tls_ca_file, settings.tls_cert, settings.tls_key) == (ca, ca, None)
+    message = _error(tmp_path, dask_table(f'tls_ca_file = "{ca}"\n'))
+    assert "dask.tls_ca_file: only applies to a tls:// dask.address" in message

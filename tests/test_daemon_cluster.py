@@ -13,7 +13,7 @@ from dask.utils import key_split
 from distributed import Client, LocalCluster
 
 from daemon_support import wait_for
-from sinagot._engine import local_cluster_options
+from sinagot._dask import local_cluster_options
 from sinagot.config import DaskSettings
 from sinagot.daemon import _cluster as cluster_module
 from sinagot.daemon._cluster import ClusterPool, forget_finished_spans, forget_span_metrics
@@ -121,7 +121,8 @@ def test_a_lease_tidies_the_daemons_own_cluster_only(monkeypatch: pytest.MonkeyP
     pool = ClusterPool()
     own = pool.lease(DaskSettings(n_workers=1, threads_per_worker=1, processes=False))
     try:
-        client = own.client()
+        with own.using() as client:
+            pass
         for number in range(3):
             _one_job(client, number)
         time.sleep(1.5)
@@ -135,7 +136,8 @@ def test_a_lease_tidies_the_daemons_own_cluster_only(monkeypatch: pytest.MonkeyP
         # A scheduler the daemon only connects to is someone else's: left as it is.
         remote = pool.lease(DaskSettings(address=client.scheduler.address))
         try:
-            _one_job(remote.client(), 7)
+            with remote.using() as remote_client:
+                _one_job(remote_client, 7)
             time.sleep(1.5)
             remote.tidy()
             assert len(_spans(client).spans) == 1
@@ -143,3 +145,27 @@ def test_a_lease_tidies_the_daemons_own_cluster_only(monkeypatch: pytest.MonkeyP
             remote.release()
     finally:
         own.release()
+
+
+def test_an_old_cluster_is_replaced_and_closed_once_its_jobs_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Its TLS certificate would expire one day: a daemon never keeps a cluster for good.
+    pool = ClusterPool()
+    lease = pool.lease(DaskSettings(n_workers=1, threads_per_worker=1, processes=False))
+    try:
+        with lease.using() as first:
+            monkeypatch.setattr(cluster_module, "MAX_CLUSTER_AGE", 0.0)
+            with lease.using() as second:
+                assert second is not first
+                # The job still running on the old cluster finishes there.
+                assert first.submit(_square, 3, pure=False).result(timeout=30) == 9
+                assert second.submit(_square, 4, pure=False).result(timeout=30) == 16
+            assert first.status == "running"
+        assert first.status == "closed"
+        monkeypatch.setattr(cluster_module, "MAX_CLUSTER_AGE", 3600.0)
+        with lease.using() as third:
+            assert third is second
+    finally:
+        lease.release()
+    assert second.status == "closed"

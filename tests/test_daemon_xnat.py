@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import xnat
 
-from daemon_support import listening_tcp, wait_for
+from daemon_support import listening, listening_tcp, wait_for
 from daemon_xnat_support import (
     PIPELINE,
     PROJECT,
@@ -27,6 +28,7 @@ from daemon_xnat_support import (
     raw_signal,
     write_project,
 )
+from dask_attacker import assert_refused, attack
 from fake_slurm import FakeSlurm
 from sinagot.testing import EmulatorServer
 from sinagot.testing.pytest_plugin import XNAT_PASSWORD, XNAT_USER
@@ -206,7 +208,20 @@ def test_scripts_run_on_a_jobqueue_cluster_whose_jobs_are_cancelled_at_stop(
         daemon.wait_settled({"REC-200301-A"}, timeout=120)
         assert complete(lab, "REC-200301-A")
         (job,) = slurm.submitted()
-        assert "distributed.cli.dask_worker" in slurm.job_script(job)
+        script = slurm.job_script(job)
+        assert "distributed.cli.dask_worker" in script
+        # The batch job's worker talks TLS, with the daemon's certificate from its state dir.
+        assert " tls://127.0.0.1:" in script
+        secrets = tmp_path / "state" / "dask"
+        assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
+        certificates = list(secrets.iterdir())
+        assert certificates and all(str(path) in script for path in certificates)
+        assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in certificates)
+        # Nobody else runs code through the daemon's scheduler or the batch job's worker.
+        job_pid = int((slurm.spool / f"{job}.pid").read_text())
+        ports = {port for _, port in listening(daemon.pid) | listening(job_pid)}
+        marker = tmp_path / "planted"
+        assert_refused(attack(ports, marker), marker)
         assert slurm.alive() == [job]
         assert daemon.stop() == 0
         assert slurm.cancelled() == [job]
@@ -219,7 +234,7 @@ def test_scripts_run_on_a_jobqueue_cluster_whose_jobs_are_cancelled_at_stop(
 _KEEPS_SIGINT = """
 import signal, sys
 from sinagot.config import DaskSettings
-from sinagot.daemon._cluster import check_available
+from sinagot._dask import check_available
 
 def handler(signum, frame):
     pass

@@ -11,7 +11,7 @@ from distributed import LocalCluster
 
 from foundation_support import TWO_RECORDS, config_for, write_project
 from sinagot import Dataset, RunReport, StepStatus
-from sinagot._engine import local_cluster_options
+from sinagot._dask import local_cluster_options
 from sinagot.config import DaskSettings
 from sinagot.demo import DEMO_CONFIG, DEMO_SCRIPTS
 
@@ -139,13 +139,16 @@ def test_worker_killed_mid_task_is_retried_and_reported(
 ) -> None:
     marker = tmp_path / "killed"
     monkeypatch.setenv("SINAGOT_TEST_KILL_MARKER", str(marker))
-    with LocalCluster(
-        **local_cluster_options(DaskSettings(n_workers=2, threads_per_worker=1, processes=True))
-    ) as local:
+    options = local_cluster_options(DaskSettings(n_workers=2, threads_per_worker=1, processes=True))
+    # The cluster's own throwaway certificate, as a lab would give its scheduler's.
+    pem = tmp_path / "dask.pem"
+    pem.write_text(options["security"].tls_ca_file + options["security"].tls_client_key)
+    with LocalCluster(**options) as local:
         config = config_for(
             {"clinical": ["copy"]},
             {"RS": ["clinical"]},
-            f'[run]\nmode = "dask"\n[dask]\naddress = "{local.scheduler_address}"\n',
+            f'[run]\nmode = "dask"\n[dask]\naddress = "{local.scheduler_address}"\n'
+            f'tls_ca_file = "{pem}"\ntls_cert = "{pem}"\n',
         )
         ds = Dataset(write_project(tmp_path, config=config, scripts={"clinical/copy.py": KILLER}))
         report = ds.run()

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ._checksums import ChecksumCache
+from ._dask import open_client
 from ._fs import atomic_write_bytes, fsync_dir, link_or_copy, md5_file
 from ._report import RunReport, StepKey, StepResult, StepStatus
 from ._steps import StepSpec, attempt_marker, execute_step, list_files, remove_dead_staging
@@ -448,26 +449,6 @@ def _run_serial(
     return list(results.values())
 
 
-def local_cluster_options(settings: DaskSettings) -> dict[str, Any]:
-    """``distributed.LocalCluster`` options for ``settings``, every listener on loopback.
-
-    By default a LocalCluster serves its scheduler (which runs any code a client sends)
-    and its HTTP endpoints on every network interface of the machine.
-    """
-    options: dict[str, Any] = {
-        "dashboard_address": "127.0.0.1:0",
-        "worker_dashboard_address": "127.0.0.1:0",
-    }
-    for name in ("n_workers", "threads_per_worker", "processes"):
-        value = getattr(settings, name)
-        if value is not None:
-            options[name] = value
-    if options.get("processes", True):
-        # Threads talk in-process and take no host; worker processes talk over TCP.
-        options["host"] = "127.0.0.1"
-    return options
-
-
 def _started_at(spec: StepSpec) -> float | None:
     """When the script of ``spec`` started (its attempt marker's mtime), if it runs."""
     try:
@@ -556,18 +537,9 @@ def _run_dask(
     client: Any | None,
     watch: _Watch,
 ) -> list[StepResult]:
-    # distributed is untyped: keep its objects as Any.
-    from distributed import Client, LocalCluster
-
-    client_type: Any = Client
-    cluster_type: Any = LocalCluster
-
     with ExitStack() as stack:
-        if client is None and settings.address is not None:
-            client = stack.enter_context(client_type(settings.address))
-        elif client is None:
-            cluster = stack.enter_context(cluster_type(**local_cluster_options(settings)))
-            client = stack.enter_context(client_type(cluster))
+        if client is None:
+            client = open_client(settings, stack)
         futures: dict[StepKey, Any] = {}
         for spec in specs:
             futures[spec.key] = client.submit(

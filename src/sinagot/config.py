@@ -17,6 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar, cast
 
+from ._dask import is_loopback_address
 from .errors import ConfigError
 
 __all__ = [
@@ -91,6 +92,13 @@ class DaskSettings:
     threads_per_worker: int | None = None
     processes: bool | None = None
     jobqueue: str | None = None
+    # An external scheduler's TLS: CA, client certificate and key (Dask's own
+    # distributed.comm.tls settings apply when these are not given).
+    tls_ca_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Plaintext TCP to a scheduler on another host: anyone on the path can run code.
+    allow_plaintext: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +162,17 @@ _KNOWN_TABLES: dict[str, tuple[str, ...]] = {
     "tasks": (),
     "modalities": (),
     "run": ("mode",),
-    "dask": ("address", "n_workers", "threads_per_worker", "processes", "jobqueue"),
+    "dask": (
+        "address",
+        "n_workers",
+        "threads_per_worker",
+        "processes",
+        "jobqueue",
+        "tls_ca_file",
+        "tls_cert",
+        "tls_key",
+        "allow_plaintext",
+    ),
     "log": ("level",),
     "store": (
         "type",
@@ -554,13 +572,63 @@ def _dask(reader: _Reader, table: Mapping[str, Any]) -> DaskSettings:
             "is a LocalCluster option, not used with dask.jobqueue",
             "remove it and set cores/processes per job in Dask's jobqueue.yaml",
         )
+    tls = _dask_tls(reader, table, address)
+    allow_plaintext = reader.typed(table, "dask", "allow_plaintext", bool, False)
+    if address is None and "allow_plaintext" in table:
+        raise reader.error(
+            "dask.allow_plaintext",
+            "only applies to dask.address",
+            "remove it: clusters Sinagot starts always authenticate their comms",
+        )
+    if (
+        address is not None
+        and not address.startswith(("tls://", "wss://", "inproc://"))
+        and not is_loopback_address(address)
+        and not allow_plaintext
+    ):
+        raise reader.error(
+            "dask.address",
+            f"{address!r} is plaintext to another host: whoever can reach it runs code in the"
+            " cluster, and the traffic can be read",
+            "use tls:// with tls_ca_file, tls_cert and tls_key (or Dask's TLS settings), or set"
+            " allow_plaintext = true if the network is trusted",
+        )
     return DaskSettings(
         address=address,
         n_workers=reader.count(table, "dask", "n_workers", 0) or None,
         threads_per_worker=reader.count(table, "dask", "threads_per_worker", 0) or None,
         processes=reader.typed(table, "dask", "processes", bool, None),
         jobqueue=jobqueue,
+        tls_ca_file=tls[0],
+        tls_cert=tls[1],
+        tls_key=tls[2],
+        allow_plaintext=allow_plaintext,
     )
+
+
+def _dask_tls(
+    reader: _Reader, table: Mapping[str, Any], address: str | None
+) -> tuple[Path | None, Path | None, Path | None]:
+    """The ``[dask]`` TLS files: all for an external ``tls://`` scheduler, or none."""
+    names = ("tls_ca_file", "tls_cert", "tls_key")
+    files = tuple(reader.path(table, "dask", name) for name in names)
+    given = [name for name, file in zip(names, files, strict=True) if file is not None]
+    if not given:
+        return None, None, None
+    if address is None or not address.startswith("tls://"):
+        raise reader.error(
+            f"dask.{given[0]}",
+            "only applies to a tls:// dask.address",
+            "remove it: clusters Sinagot starts make their own certificates",
+        )
+    for name, file in zip(names, files, strict=True):
+        if name != "tls_key" and file is None:
+            raise reader.error(
+                f"dask.{name}", "is missing", "give tls_ca_file and tls_cert (and tls_key)"
+            )
+        if file is not None and not file.is_file():
+            raise reader.error(f"dask.{name}", f"no file {file}", "fix the path")
+    return files[0], files[1], files[2]
 
 
 def _daemon(reader: _Reader, table: Mapping[str, Any]) -> DaemonSettings:

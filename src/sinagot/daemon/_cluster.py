@@ -10,17 +10,16 @@ Every method blocks: call them from a thread (``asyncio.to_thread``).
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
-import signal
-import sys
 import threading
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._engine import local_cluster_options
-from ..errors import ConfigError, DaemonError
+from .._dask import check_available, open_client
+from ..errors import ConfigError, DaemonError, SinagotError
 
 if TYPE_CHECKING:
     from ..config import DaskSettings
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
 __all__ = [
     "ClusterLease",
     "ClusterPool",
-    "check_available",
     "cluster_pool",
     "forget_finished_spans",
     "forget_key_names",
@@ -37,9 +35,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Closing waits for running tasks; a script thread cannot be stopped, so give up after
-# this long (the threads are daemon threads: they do not hold the process up).
-CLOSE_TIMEOUT = 5.0
 _QUIET_HISTORY = {
     "distributed.admin.system-monitor.log-length": 120,
     "distributed.admin.log-length": 1000,
@@ -61,29 +56,53 @@ _QUIET_HISTORY = {
 # to a few seconds), checked at most this often.
 SPAN_RETENTION = 120.0
 TIDY_INTERVAL = 30.0
+# A cluster the daemon started is replaced after this long (see _Shared).
+MAX_CLUSTER_AGE = 7 * 24 * 3600.0
+
+
+class _Generation:
+    """One started cluster and its client, with the jobs using it now."""
+
+    def __init__(self, settings: DaskSettings, secrets_dir: Path | None) -> None:
+        self.stack = ExitStack()
+        try:
+            self.client = _connect(settings, self.stack, secrets_dir)
+        except BaseException:
+            self.stack.close()
+            raise
+        self.started = time.monotonic()
+        self.users = 0
 
 
 class _Shared:
-    """A cluster and its client, started on first use."""
+    """The cluster of one ``[dask]`` setting, started on first use.
 
-    def __init__(self, settings: DaskSettings) -> None:
+    A cluster the daemon started is replaced once it is ``MAX_CLUSTER_AGE`` old
+    (its TLS certificate expires after a year, and Dask's processes keep some
+    history): jobs that start then get a new one, and the old one closes when
+    the last job using it ends.
+    """
+
+    def __init__(self, settings: DaskSettings, secrets_dir: Path | None) -> None:
         self.settings = settings
-        self.users = 0
+        self.secrets_dir = secrets_dir
+        self.leases = 0
         self.lock = threading.Lock()
-        self.stack: ExitStack | None = None
-        self.client: Any = None
+        self.current: _Generation | None = None
+        self.retiring: list[_Generation] = []
         self.last_tidy = time.monotonic()
 
     def tidy(self) -> None:
         """Make the cluster forget finished work, if it is the daemon's own."""
         with self.lock:
-            client = self.client
+            generation = self.current
             now = time.monotonic()
-            if client is None or self.settings.address is not None:
+            if generation is None or self.settings.address is not None:
                 return
             if now - self.last_tidy < TIDY_INTERVAL:
                 return
             self.last_tidy = now
+        client = generation.client
         try:
             forgotten = client.run_on_scheduler(forget_finished_spans, SPAN_RETENTION)
             dropped = client.run(forget_span_metrics)
@@ -99,122 +118,65 @@ class _Shared:
             sum(dropped.values()),
         )
 
-    def start(self) -> Any:
+    def acquire(self) -> _Generation:
+        closing: _Generation | None = None
         with self.lock:
-            if self.client is None:
-                self.stack = ExitStack()
-                try:
-                    self.client = _connect(self.settings, self.stack)
-                except BaseException:
-                    self.stack.close()
-                    self.stack = None
-                    raise
-            return self.client
+            current = self.current
+            if (
+                current is not None
+                and self.settings.address is None
+                and time.monotonic() - current.started > MAX_CLUSTER_AGE
+            ):
+                logger.info("the Dask cluster is %g s old: starting a new one", MAX_CLUSTER_AGE)
+                if current.users == 0:
+                    closing = current
+                else:
+                    self.retiring.append(current)
+                current = self.current = None
+            if current is None:
+                current = self.current = _Generation(self.settings, self.secrets_dir)
+            current.users += 1
+        if closing is not None:
+            _close_generation(closing)
+        return current
+
+    def release(self, generation: _Generation) -> None:
+        with self.lock:
+            generation.users -= 1
+            done = generation in self.retiring and generation.users == 0
+            if done:
+                self.retiring.remove(generation)
+        if done:
+            _close_generation(generation)
 
     def close(self) -> None:
         with self.lock:
-            stack, self.stack, self.client = self.stack, None, None
-        if stack is not None:
-            stack.close()
-            logger.info("Dask cluster closed")
+            generations = [g for g in (self.current, *self.retiring) if g is not None]
+            self.current, self.retiring = None, []
+        for generation in generations:
+            _close_generation(generation)
 
 
-def check_available(settings: DaskSettings) -> None:
-    """Raise ConfigError now if the cluster ``settings`` ask for cannot be built here."""
-    if importlib.util.find_spec("distributed") is None:
-        raise ConfigError(
-            "the daemon runs scripts on Dask but distributed is not installed:"
-            " pip install 'dask[distributed]'"
-        )
-    if settings.jobqueue is not None:
-        _import_jobqueue(settings.jobqueue)
+def _close_generation(generation: _Generation) -> None:
+    generation.stack.close()
+    logger.info("Dask cluster closed")
 
 
-def _import_jobqueue(cluster_type: str) -> Any:
-    """Import dask_jobqueue, keeping the process's SIGINT handler.
-
-    Importing it installs its own SIGINT handler (which exits the process), which
-    only the main thread may do: the daemon imports it while building its backends,
-    on the main thread, and puts its own handler back.
-    """
-    if sys.modules.get("dask_jobqueue") is not None:
-        return sys.modules["dask_jobqueue"]
-    if threading.current_thread() is not threading.main_thread():
-        raise DaemonError("dask-jobqueue must be imported first on the main thread")
-    previous = signal.getsignal(signal.SIGINT)
-    try:
-        return importlib.import_module("dask_jobqueue")
-    except ImportError as exc:
-        raise ConfigError(
-            f"[dask] jobqueue = {cluster_type!r} needs dask-jobqueue, which is not"
-            " installed: pip install dask-jobqueue (or remove [dask] jobqueue)"
-        ) from exc
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-
-
-def _connect(settings: DaskSettings, stack: ExitStack) -> Any:
-    check_available(settings)
-    distributed = importlib.import_module("distributed")
+def _connect(settings: DaskSettings, stack: ExitStack, secrets_dir: Path | None) -> Any:
     if not logger.isEnabledFor(logging.DEBUG):
         # The cluster's start/stop chatter would drown the daemon's one-line events.
         logging.getLogger("distributed").setLevel(logging.WARNING)
-    if settings.address is not None:
-        logger.info("connecting to the Dask scheduler %s", settings.address)
-        try:
-            client = distributed.Client(settings.address, timeout=30)
-        except OSError as exc:
-            raise DaemonError(
-                f"cannot reach the Dask scheduler {settings.address}: {exc};"
-                " start it or fix [dask] address"
-            ) from exc
-        stack.callback(_close, client, "the Dask client")
-        return client
-    # The scheduler (and a LocalCluster's workers) live in the daemon: keep their
-    # in-memory history short (by default an hour of monitor samples and profiles,
-    # 10,000 log lines each).
-    importlib.import_module("dask").config.set(_QUIET_HISTORY)
-    if settings.jobqueue is not None:
-        return _jobqueue_client(distributed, settings, stack)
-    options = local_cluster_options(settings)
-    cluster = distributed.LocalCluster(**options)
-    stack.callback(_close, cluster, "the Dask LocalCluster")
-    stack.callback(_stop_thread_workers, distributed, cluster)
-    logger.info("Dask LocalCluster started: %s", options)
-    # Not `with Client(...)`: that binds the client to the starting thread's context,
-    # and the last lease may be given back from another thread.
-    client = distributed.Client(cluster)
-    stack.callback(_close, client, "the Dask client")
-    return client
-
-
-def _jobqueue_client(distributed: Any, settings: DaskSettings, stack: ExitStack) -> Any:
-    from ..config import JOBQUEUE_CLUSTERS
-
-    assert settings.jobqueue is not None
-    jobqueue = _import_jobqueue(settings.jobqueue)
-    # Queue, cores, memory, ...: dask-jobqueue reads them from Dask's jobqueue.yaml.
-    cluster = getattr(jobqueue, JOBQUEUE_CLUSTERS[settings.jobqueue])()
-    stack.callback(_close, cluster, f"the dask-jobqueue {settings.jobqueue} cluster")
-    cluster.scale(jobs=settings.n_workers or 1)
-    logger.info("dask-jobqueue %s started: %d job(s)", settings.jobqueue, settings.n_workers or 1)
-    client = distributed.Client(cluster)
-    stack.callback(_close, client, "the Dask client")
-    return client
-
-
-def _stop_thread_workers(distributed: Any, cluster: Any) -> None:
-    """Close in-process workers without joining their threads (a script may still run).
-
-    Otherwise closing waits for the script, and so does the interpreter's exit.
-    """
-    for worker in list(cluster.workers.values()):
-        if isinstance(worker, distributed.Worker):
-            try:
-                cluster.sync(worker.close, executor_wait=False, timeout=CLOSE_TIMEOUT)
-            except (TimeoutError, OSError) as exc:
-                logger.warning("a Dask worker did not stop cleanly: %s", type(exc).__name__)
+    if settings.address is None:
+        # The scheduler (and a LocalCluster's workers) live in the daemon: keep their
+        # in-memory history short (by default an hour of monitor samples and profiles,
+        # 10,000 log lines each).
+        importlib.import_module("dask").config.set(_QUIET_HISTORY)
+    try:
+        return open_client(settings, stack, secrets_dir=secrets_dir)
+    except SinagotError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise DaemonError(str(exc)) from exc
 
 
 def forget_finished_spans(older_than: float, dask_scheduler: Any) -> int:
@@ -286,31 +248,26 @@ def forget_key_names() -> None:
     key_split.cache_clear()
 
 
-def _close(closable: Any, what: str) -> None:
-    try:
-        closable.close(timeout=CLOSE_TIMEOUT)
-    except (TimeoutError, OSError) as exc:
-        logger.warning(
-            "%s did not close within %g s (%s): left behind, a script may still be running",
-            what,
-            CLOSE_TIMEOUT,
-            type(exc).__name__,
-        )
-
-
 class ClusterLease:
-    """A backend's share of a cluster: :meth:`client` starts it, :meth:`release` gives it back."""
+    """A backend's share of a cluster: :meth:`using` runs a job on it, :meth:`release`
+    gives it back."""
 
     def __init__(self, pool: ClusterPool, settings: DaskSettings) -> None:
         self._pool = pool
         self._settings = settings
         self._released = False
 
-    def client(self) -> Any:
-        """The ``distributed.Client`` of the shared cluster (started on the first call)."""
+    @contextmanager
+    def using(self) -> Iterator[Any]:
+        """The ``distributed.Client`` of the shared cluster (started on first use) for one job."""
         if self._released:
             raise DaemonError("this Dask cluster lease was released: build a new backend")
-        return self._pool._shared(self._settings).start()
+        shared = self._pool._shared(self._settings)
+        generation = shared.acquire()
+        try:
+            yield generation.client
+        finally:
+            shared.release(generation)
 
     def tidy(self) -> None:
         """After a job: bound what the cluster remembers of finished work (best effort,
@@ -326,11 +283,16 @@ class ClusterLease:
 
 
 class ClusterPool:
-    """The clusters of this process, by ``[dask]`` settings."""
+    """The clusters of this process, by ``[dask]`` settings.
 
-    def __init__(self) -> None:
+    ``secrets_dir``: a private folder for the certificates a batch-job cluster's
+    workers read (the daemon sets it to a folder of its state dir).
+    """
+
+    def __init__(self, secrets_dir: Path | None = None) -> None:
         self._lock = threading.Lock()
         self._clusters: dict[DaskSettings, _Shared] = {}
+        self.secrets_dir = secrets_dir
 
     def lease(self, settings: DaskSettings) -> ClusterLease:
         """A share of the cluster of ``settings``; ConfigError if it cannot be built here."""
@@ -338,8 +300,8 @@ class ClusterPool:
         with self._lock:
             shared = self._clusters.get(settings)
             if shared is None:
-                shared = self._clusters[settings] = _Shared(settings)
-            shared.users += 1
+                shared = self._clusters[settings] = _Shared(settings, self.secrets_dir)
+            shared.leases += 1
         return ClusterLease(self, settings)
 
     def _shared(self, settings: DaskSettings) -> _Shared:
@@ -349,8 +311,8 @@ class ClusterPool:
     def _release(self, settings: DaskSettings) -> None:
         with self._lock:
             shared = self._clusters[settings]
-            shared.users -= 1
-            if shared.users > 0:
+            shared.leases -= 1
+            if shared.leases > 0:
                 return
             del self._clusters[settings]
         shared.close()

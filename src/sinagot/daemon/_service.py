@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import ConfigError, DaemonError, SinagotError
 from ._backend import BackendFactory, DatasetBackend, Phase, ProcessResult
+from ._cluster import cluster_pool
 from ._journal import IN_FLIGHT, JobDetail, JobRecord, JobState, Journal
 from ._paths import socket_path, state_dir
 from ._systemd import Notifier
@@ -250,6 +251,8 @@ class Daemon:
             logging.getLogger().setLevel(all_settings[0].log_level)
         state = state_dir(self.settings.state_dir)
         lock = _lock_state_dir(state)
+        # Batch jobs read their Dask certificate there (private to the daemon's user).
+        cluster_pool().secrets_dir = state / "dask"
         log_handler = _JobLogHandler()
         logging.getLogger().addHandler(log_handler)
         control: ControlServer | None = None

@@ -140,12 +140,19 @@ class XnatBackend:
         logger.info("%s: %d input resource(s) in the cache", row.id, len(entries))
 
     async def _run(self, row: DataRow) -> RunReport:
-        client = await self._blocking(self._cluster.client)
-        daemon = self.settings.daemon
         cancel = threading.Event()
         try:
-            report = await self._blocking(
-                run_scope,
+            report = await self._blocking(self._run_on_cluster, row, cancel)
+        finally:
+            # Cancelled (job timeout, shutdown): the run stops waiting for its scripts.
+            cancel.set()
+        await self._blocking(self._cluster.tidy)
+        return report
+
+    def _run_on_cluster(self, row: DataRow, cancel: threading.Event) -> RunReport:
+        daemon = self.settings.daemon
+        with self._cluster.using() as client:
+            return run_scope(
                 self.settings,
                 self.store,
                 [row],
@@ -155,11 +162,6 @@ class XnatBackend:
                 script_timeout=daemon.script_timeout or daemon.job_timeout,
                 cancel=cancel,
             )
-        finally:
-            # Cancelled (job timeout, shutdown): the run stops waiting for its scripts.
-            cancel.set()
-        await self._blocking(self._cluster.tidy)
-        return report
 
     async def aclose(self) -> None:
         try:
