@@ -42,6 +42,37 @@ def test_bad_server_urls_are_rejected(server: str) -> None:
         EntryKey(server, "P", "S", "e")
 
 
+TOO_LONG = {
+    "300 characters": "a" * 296 + ".csv",
+    "256 bytes in 128 characters": "\u00e9" * 128,
+    "a folder over 255 bytes": "d" * 256 + "/x.csv",
+    "over 3072 bytes in all": "/".join(["d" * 250] * 13),
+}
+
+
+@pytest.mark.parametrize("name", TOO_LONG.values(), ids=TOO_LONG.keys())
+def test_file_names_too_long_for_the_file_system_are_rejected(name: str) -> None:
+    with pytest.raises(UnsafeNameError, match=r"over the (255|3072)-byte limit") as info:
+        RemoteFile(name, 0, MD5)
+    assert name not in str(info.value)  # shortened: a message stays readable
+    assert len(str(info.value)) < 250
+
+
+def test_file_names_at_the_limits_are_accepted() -> None:
+    RemoteFile("a" * 255, 0, MD5)
+    RemoteFile("\u00e9" * 127 + "a", 0, MD5)
+    RemoteFile("/".join(["d" * 255] * 12), 0, MD5)
+
+
+@pytest.mark.parametrize("field", ["project", "session", "entry"])
+def test_key_parts_too_long_for_a_folder_name_are_rejected(field: str) -> None:
+    parts = {"server": "http://h:1", "project": "P", "session": "S", "entry": "scans/1"}
+    # 200 bytes in UTF-8, but the cache folder name percent-encodes them to 600.
+    parts[field] = "\u00e9" * 100
+    with pytest.raises(UnsafeNameError, match="255-byte limit"):
+        EntryKey(**parts)
+
+
 def test_bad_digest_and_size_are_server_errors() -> None:
     with pytest.raises(ServerError):
         RemoteFile("a", 1, "xyz")

@@ -89,6 +89,35 @@ def test_scope_names_cannot_hide_the_api(tmp_path: Path) -> None:
     assert "tasks.run: is not a valid task name" in _error(tmp_path, config)
 
 
+LONG_NAME = "A" * 256
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("[tasks.MMN]", f"[tasks.{LONG_NAME}]", "tasks.AAAA"),
+        ("[modalities.behavior]", f"[modalities.{LONG_NAME}]", "modalities.AAAA"),
+        # A script becomes <name>.py: 253 characters make a 256-byte file name.
+        ('scripts = ["accuracy"]', f'scripts = ["{"a" * 253}"]', "modalities.behavior.scripts"),
+    ],
+    ids=["task", "modality", "script"],
+)
+def test_names_too_long_for_a_file_name_are_one_clear_line(
+    tmp_path: Path, old: str, new: str, key: str
+) -> None:
+    message = _error(tmp_path, DEMO_CONFIG.replace(old, new, 1))
+    assert f"{key}" in message
+    assert "255-byte limit" in message and "use a shorter name" in message
+    assert "A" * 100 not in message and "a" * 100 not in message
+
+
+def test_a_script_name_at_the_limit_loads(tmp_path: Path) -> None:
+    script = "a" * 252
+    path = write_project(tmp_path, config=DEMO_CONFIG.replace('["accuracy"]', f'["{script}"]'))
+    (tmp_path / "scripts" / "behavior" / f"{script}.py").write_text("")
+    assert load_settings(path).modalities["behavior"].scripts == (script,)
+
+
 def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
     assert "not valid TOML" in _error(tmp_path, "[path\n")
     with pytest.raises(ConfigError, match="config file not found"):

@@ -28,6 +28,7 @@ from sinagot.errors import (
     ConfigError,
     RemoteNotFoundError,
     StoreError,
+    UnsafeNameError,
 )
 from sinagot.testing import EmulatorServer
 
@@ -257,6 +258,35 @@ def test_fields_and_frameset_definitions(store: XnatStore) -> None:
     assert store.load_frameset_definition(PROJECT, "main") is None
     store.save_frameset_definition(PROJECT, {"axes": "Clinical"}, "main")
     assert store.load_frameset_definition(PROJECT, "main") == {"axes": "Clinical"}
+
+
+@pytest.mark.parametrize(
+    "long_name",
+    ["x" * 296 + ".csv", "\u00e9" * 130 + ".csv"],
+    ids=["300 characters", "264 bytes in 134 characters"],
+)
+def test_a_file_name_too_long_for_the_file_system_is_one_clear_error(
+    xnat_server: EmulatorServer, tmp_path: Path, long_name: str
+) -> None:
+    xnat_server.create_project(PROJECT)
+    for label in ("REC-1", "REC-2"):
+        xnat_server.create_session(PROJECT, label)
+        xnat_server.add_scan_file(
+            PROJECT, label, scan_type="RS", resource="EEG", name="ok.csv", data=b"ok"
+        )
+    xnat_server.add_scan_file(
+        PROJECT, "REC-1", scan_type="RS", resource="EEG", name=long_name, data=b"long"
+    )
+    with open_store(xnat_server, tmp_path) as store:
+        with pytest.raises(UnsafeNameError, match="over the 255-byte limit") as info:
+            populated(store, "REC-1")
+        message = str(info.value)
+        assert "\n" not in message and long_name not in message
+        assert long_name[:20] in message and message.count(".csv") == 1
+        cache = tmp_path / "cache"
+        assert not cache.exists() or not any(cache.rglob("*"))
+        fileset = store.get_fileset(populated(store, "REC-2").entries["RS/EEG"])
+        assert (fileset.root / "ok.csv").read_bytes() == b"ok"
 
 
 def test_create_data_tree_makes_sessions(xnat_server: EmulatorServer, tmp_path: Path) -> None:

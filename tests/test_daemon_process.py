@@ -6,9 +6,11 @@ import json
 import os
 import pwd
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,8 @@ from daemon_support import (
     wait_for,
     write_config,
 )
+from sinagot.daemon._paths import SYSTEM_SOCKET, client_socket_path
+from sinagot.errors import DaemonError
 
 SINAGOT = str(Path(sys.executable).with_name("sinagot"))
 
@@ -45,8 +49,10 @@ def start_daemon(tmp_path: Path) -> Iterator[StartDaemon]:
         daemon.ensure_stopped()
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SINAGOT, *args], capture_output=True, text=True, timeout=60, check=False)
+def cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SINAGOT, *args], capture_output=True, text=True, timeout=60, check=False, env=env
+    )
 
 
 def test_no_daemon_gives_one_clear_line(tmp_path: Path) -> None:
@@ -57,6 +63,77 @@ def test_no_daemon_gives_one_clear_line(tmp_path: Path) -> None:
     assert f"no daemon answers on {socket_path}" in result.stderr
     assert "sinagot daemon CONFIG" in result.stderr
     assert "systemctl start sinagot" in result.stderr
+
+
+UNUSABLE_RUNTIME = [
+    pytest.param(
+        "owned by another user",
+        marks=pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a dir to uid 65534"),
+    ),
+    "not a directory",
+]
+
+
+def unusable_runtime_env(tmp_path: Path, how: str) -> dict[str, str]:
+    """Variables under which platformdirs' last fallback, ``$TMPDIR/runtime-<uid>``, is unusable."""
+    if Path(f"/run/user/{os.geteuid()}").is_dir():
+        pytest.skip("platformdirs takes /run/user/<uid> here and never reaches its /tmp fallback")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    runtime = temp / f"runtime-{os.geteuid()}"
+    if how == "owned by another user":
+        runtime.mkdir(mode=0o700)
+        os.chown(runtime, 65534, 65534)
+    else:
+        runtime.write_text("")
+    # Empty counts as unset for both platformdirs and the systemd variable.
+    return {"XDG_RUNTIME_DIR": "", "RUNTIME_DIRECTORY": "", "TMPDIR": str(temp)}
+
+
+@pytest.mark.parametrize("how", UNUSABLE_RUNTIME)
+def test_unusable_runtime_dir_gives_clients_one_clear_line(tmp_path: Path, how: str) -> None:
+    if SYSTEM_SOCKET.exists():
+        pytest.skip(f"{SYSTEM_SOCKET} exists, so the clients rightly fall back to it")
+    env = {**os.environ, **unusable_runtime_env(tmp_path, how)}
+    for command in ("status", "jobs", "pause"):
+        result = cli(command, env=env)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith("sinagot: error: ")
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert f"runtime-{os.geteuid()}" in result.stderr
+        assert "XDG_RUNTIME_DIR" in result.stderr and "--socket" in result.stderr
+
+
+def test_unusable_runtime_dir_falls_back_to_the_system_socket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in unusable_runtime_env(tmp_path, "not a directory").items():
+        monkeypatch.setenv(name, value)
+    # gettempdir() caches its first answer; platformdirs must see this test's TMPDIR.
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    system = tmp_path / "run" / "sinagot.sock"
+    with pytest.raises(DaemonError, match="XDG_RUNTIME_DIR"):
+        client_socket_path(system_socket=system)
+    system.parent.mkdir()
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(system))
+        assert client_socket_path(system_socket=system) == system
+
+
+@pytest.mark.parametrize("how", UNUSABLE_RUNTIME)
+def test_daemon_with_unusable_runtime_dir_exits_with_one_clear_line(
+    tmp_path: Path, start_daemon: StartDaemon, how: str
+) -> None:
+    table = daemon_table(tmp_path)
+    del table["socket"]
+    config = write_config(tmp_path, "lab", table)
+    daemon = start_daemon([config], wait=False, env=unusable_runtime_env(tmp_path, how))
+    assert daemon.wait_exit() == 1
+    log = daemon.log_text()
+    assert "Traceback" not in log
+    (error,) = [line for line in log.splitlines() if line.startswith("sinagot: error: ")]
+    assert f"runtime-{os.geteuid()}" in error
+    assert "XDG_RUNTIME_DIR" in error and "[daemon] socket" in error
 
 
 def test_processes_new_and_changed_sessions_once(tmp_path: Path, start_daemon: StartDaemon) -> None:

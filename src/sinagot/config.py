@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any, Literal, TypeVar, cast
 
 from ._dask import is_loopback_address
+from ._names import length_problem, shorten
 from .errors import ConfigError
 
 __all__ = [
@@ -47,6 +48,7 @@ JOBQUEUE_CLUSTERS = {
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _STORE_TYPES = ("local", "xnat")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SCRIPT_SUFFIX = ".py"
 # What systemd accepts as a credential name, without a path separator.
 _CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,254}")
 
@@ -153,7 +155,7 @@ class Settings:
     daemon: DaemonSettings = DaemonSettings()
 
     def script_file(self, modality: str, script: str) -> Path:
-        return self.scripts_dir / modality / f"{script}.py"
+        return self.scripts_dir / modality / f"{script}{_SCRIPT_SUFFIX}"
 
 
 _KNOWN_TABLES: dict[str, tuple[str, ...]] = {
@@ -217,6 +219,11 @@ class _Reader:
     def error(self, key: str, problem: str, fix: str) -> ConfigError:
         return ConfigError(f"{self.config_file}: {key}: {problem}; {fix}")
 
+    def check_length(self, key: str, name: str, what: str) -> None:
+        """Raise unless ``name`` fits as a file or folder name (names become both, and XNAT labels)."""
+        if problem := length_problem(name, what):
+            raise self.error(key, problem, "use a shorter name")
+
     def check_keys(self, key: str, table: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
         for name in table:
             if name not in allowed:
@@ -271,13 +278,18 @@ class _Reader:
             return None
         return (self.base / Path(value).expanduser()).resolve()
 
-    def names(self, table: Mapping[str, Any], key: str, name: str) -> tuple[str, ...]:
+    def names(
+        self, table: Mapping[str, Any], key: str, name: str, file_suffix: str = ""
+    ) -> tuple[str, ...]:
+        """A list of names; with ``file_suffix`` (scripts are files) each must fit as a file name."""
         if name not in table:
             raise self.error(f"{key}.{name}", "is missing", f'add {name} = ["..."]')
         value = table[name]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self.error(f"{key}.{name}", f"got {value!r}", 'use a list of names: ["a", "b"]')
+        what = "file name" if file_suffix else "name"
         for item in value:
+            self.check_length(f"{key}.{name}", item + file_suffix, what)
             if not _NAME.fullmatch(item):
                 raise self.error(
                     f"{key}.{name}", f"{item!r} is not a valid name", "use letters, digits and '_'"
@@ -395,6 +407,7 @@ def _modalities(reader: _Reader, table: Mapping[str, Any]) -> dict[str, Modality
     result: dict[str, ModalitySettings] = {}
     for name, body in table.items():
         key = f"modalities.{name}"
+        reader.check_length(f"modalities.{shorten(name)}", name, "modality name")
         if not _NAME.fullmatch(name) or name in _RESERVED:
             raise reader.error(
                 key, "is not a valid modality name", "use letters, digits and '_', not an API name"
@@ -407,10 +420,10 @@ def _modalities(reader: _Reader, table: Mapping[str, Any]) -> dict[str, Modality
             task_key = f"{key}.tasks.{task}"
             override = reader.table(overrides, task_key, task)
             reader.check_keys(task_key, override, ("scripts",))
-            per_task[task] = reader.names(override, task_key, "scripts")
+            per_task[task] = reader.names(override, task_key, "scripts", _SCRIPT_SUFFIX)
         result[name] = ModalitySettings(
             name=name,
-            scripts=reader.names(body, key, "scripts"),
+            scripts=reader.names(body, key, "scripts", _SCRIPT_SUFFIX),
             task_scripts=MappingProxyType(per_task),
         )
     return result
@@ -426,6 +439,7 @@ def _tasks(
     result: dict[str, TaskSettings] = {}
     for name in table:
         key = f"tasks.{name}"
+        reader.check_length(f"tasks.{shorten(name)}", name, "task name")
         if not _NAME.fullmatch(name) or name in _RESERVED:
             raise reader.error(
                 key, "is not a valid task name", "use letters, digits and '_', not an API name"
@@ -479,7 +493,7 @@ def _check_script_files(
             lists[f"modalities.{modality.name}.tasks.{task}.scripts"] = names
         for key, names in lists.items():
             for script in names:
-                file = scripts_dir / modality.name / f"{script}.py"
+                file = scripts_dir / modality.name / f"{script}{_SCRIPT_SUFFIX}"
                 if not file.is_file():
                     raise reader.error(
                         key, f"script {script!r} has no file {file}", "create it or fix the name"

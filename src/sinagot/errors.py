@@ -17,7 +17,7 @@ on one line, and never contains a password or a session token.
     │   ├── RemoteNotFoundError   a session, resource or file does not exist (404)
     │   ├── RequestRefusedError   the server refused a request (another 4xx)
     │   ├── ServerError           the server kept failing or answered nonsense
-    │   └── UnsafeNameError       a name from the server would escape its folder
+    │   └── UnsafeNameError       a name would escape its folder or is too long to store
     ├── CacheError                the local cache cannot deliver an entry
     │   ├── ChecksumMismatchError downloaded bytes do not match the server digest
     │   ├── CacheLockTimeoutError another process held an entry for too long
@@ -101,7 +101,7 @@ class ServerError(StoreError):
 
 
 class UnsafeNameError(StoreError):
-    """A name received from a server is not safe to use as a local path."""
+    """A name (from a server, or for an output) is not safe or too long to use as a local path."""
 
 
 class CacheError(SinagotError):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import quote, urlsplit
 
+from .._names import check_length
 from ..errors import ServerError, UnsafeNameError
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
 ]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_RENAME = "rename it on the server"
 
 
 def _check_relative_path(value: str, what: str) -> None:
@@ -62,6 +64,7 @@ class RemoteFile:
 
     def __post_init__(self) -> None:
         _check_relative_path(self.name, "file name")
+        check_length(self.name, "file name", _RENAME)
         if self.size < 0:
             raise ServerError(
                 f"the server lists file {self.name!r} with a negative size {self.size}"
@@ -101,6 +104,9 @@ class EntryKey:
             quote(self.session, safe=""),
             quote(self.entry, safe=""),
         )
+        # Percent-encoding can triple a name: the folder names, not the names, must fit.
+        for folder, what in zip(relative, ("server", "project", "session", "entry"), strict=True):
+            check_length(folder, f"cache folder name of the {what}", _RENAME)
         object.__setattr__(self, "_relative", relative)
 
     def server_dirname(self) -> str:

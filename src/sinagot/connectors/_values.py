@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any
 
+from .._names import check_length
 from ..errors import UnsafeNameError
 
 __all__ = [
@@ -34,6 +35,7 @@ _EMPTY: Mapping[str, str] = MappingProxyType({})
 # XNAT labels allow letters, digits, '_' and '-'; we also allow '.' inside a
 # name (file-like labels) but never a leading dot, so nothing hides or climbs.
 _LABEL = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
+_SHORTER = "use a shorter name"
 
 
 def validate_label(label: str, what: str) -> str:
@@ -43,6 +45,7 @@ def validate_label(label: str, what: str) -> str:
             f"{what} {label!r} is not a safe name: use letters, digits, '_', '-' or '.'"
             " (no path separators, no leading dot)"
         )
+    check_length(label, what, _SHORTER)
     return label
 
 
@@ -53,6 +56,7 @@ def validate_relative_path(name: str, what: str) -> str:
     parts = PurePosixPath(name).parts
     if any(part in ("", ".", "..") for part in parts) or name.endswith("/"):
         raise UnsafeNameError(f"{what} {name!r} is not a safe relative path")
+    check_length(name, what, _SHORTER)
     return name
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import platformdirs
 
+from ..errors import DaemonError
+
 __all__ = ["SOCKET_NAME", "client_socket_path", "socket_path", "state_dir"]
 
 APP_NAME = "sinagot"
@@ -34,22 +36,50 @@ def state_dir(explicit: str | os.PathLike[str] | None, env: Mapping[str, str] = 
 def socket_path(
     explicit: str | os.PathLike[str] | None, env: Mapping[str, str] = os.environ
 ) -> Path:
-    """The control socket: explicit, else in ``$RUNTIME_DIRECTORY``, else the user runtime dir."""
+    """The control socket: explicit, else in ``$RUNTIME_DIRECTORY``, else the user runtime dir.
+
+    Raises :class:`~sinagot.errors.DaemonError` when there is no usable user runtime dir.
+    """
     if explicit:
         return Path(explicit)
     runtime = _systemd_dir(env, "RUNTIME_DIRECTORY")
     if runtime is None:
-        with warnings.catch_warnings():
-            # Without XDG_RUNTIME_DIR platformdirs warns and falls back to /tmp/runtime-<uid>,
-            # which is what we want; the warning would only confuse a CLI user.
-            warnings.simplefilter("ignore")
-            runtime = Path(platformdirs.user_runtime_dir(APP_NAME))
+        runtime = _user_runtime_dir()
     return runtime / SOCKET_NAME
 
 
-def client_socket_path(env: Mapping[str, str] = os.environ) -> Path:
-    """The socket a client talks to when none is given: the daemon's default, or the service's."""
-    own = socket_path(None, env)
-    if own.exists() or not SYSTEM_SOCKET.exists():
+def _user_runtime_dir() -> Path:
+    with warnings.catch_warnings():
+        # Without XDG_RUNTIME_DIR platformdirs warns and falls back to /tmp/runtime-<uid>,
+        # which is what we want; the warning would only confuse a CLI user.
+        warnings.simplefilter("ignore")
+        try:
+            return Path(platformdirs.user_runtime_dir(APP_NAME))
+        except OSError as exc:
+            # The /tmp fallback is refused when it is another user's, a symlink or not a directory.
+            # platformdirs' own advice ends the message; ours names every way out Sinagot has.
+            problem = str(exc).split(";", 1)[0]
+            raise DaemonError(
+                f"no usable runtime directory for the control socket: {problem}; set "
+                "XDG_RUNTIME_DIR to a directory you own with mode 0700, or name the socket "
+                "([daemon] socket in the config, --socket for the clients)"
+            ) from exc
+
+
+def client_socket_path(
+    env: Mapping[str, str] = os.environ, system_socket: Path = SYSTEM_SOCKET
+) -> Path:
+    """The socket a client talks to when none is given: the daemon's default, or the service's.
+
+    ``system_socket`` is the system service's socket; a client with no usable runtime dir of
+    its own falls back to it too.
+    """
+    try:
+        own = socket_path(None, env)
+    except DaemonError:
+        if system_socket.exists():
+            return system_socket
+        raise
+    if own.exists() or not system_socket.exists():
         return own
-    return SYSTEM_SOCKET
+    return system_socket

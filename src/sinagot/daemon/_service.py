@@ -250,6 +250,8 @@ class Daemon:
         if not self._log_level_forced:
             logging.getLogger().setLevel(all_settings[0].log_level)
         state = state_dir(self.settings.state_dir)
+        # Before any start-up work, so that a socket with nowhere to live costs nothing to report.
+        control_path = socket_path(self.settings.socket)
         lock = _lock_state_dir(state)
         # Batch jobs read their Dask certificate there (private to the daemon's user).
         cluster_pool().secrets_dir = state / "dask"
@@ -264,7 +266,7 @@ class Daemon:
         try:
             self._journal = await Journal.open(state / "journal.sqlite3")
             self._datasets = await self._build(all_settings)
-            control = ControlServer(self, socket_path(self.settings.socket))
+            control = ControlServer(self, control_path)
             await control.start()
             if socket_ready is not None:
                 socket_ready(control.path)

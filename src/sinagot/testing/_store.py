@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from sinagot._names import NAME_MAX, byte_length
 from sinagot.errors import EmulatorError
 
 __all__ = [
@@ -184,6 +185,14 @@ def safe_relative_path(path: str) -> str:
     if not parts or path.startswith("/") or any(p in ("..", ".", "") for p in parts):
         raise ValueError(f"unsafe file path {path!r}")
     return "/".join(parts)
+
+
+def _disk_part(part: str) -> str:
+    # A real XNAT may keep its archive where names have other limits (NTFS counts 255 UTF-16
+    # units, an object store none), so it can list names this machine cannot hold as they are.
+    if byte_length(part) <= NAME_MAX:
+        return part
+    return hashlib.sha256(part.encode("utf-8", "surrogatepass")).hexdigest() + ".long"
 
 
 class Store:
@@ -603,7 +612,7 @@ class Store:
         (no modification time bump), so re-seeding a data directory is a no-op.
         """
         path = safe_relative_path(path)
-        target = self._files_dir / str(resource.id) / path
+        target = self._disk_path(resource.id, path)
         with self._transaction():
             if self.find_resource(resource.owner, str(resource.id)) is None:
                 temp.unlink(missing_ok=True)
@@ -663,6 +672,9 @@ class Store:
             entry.disk_path.unlink(missing_ok=True)
             self._bump_owner(owner)
 
+    def _disk_path(self, resource_id: int, path: str) -> Path:
+        return self._files_dir.joinpath(str(resource_id), *map(_disk_part, path.split("/")))
+
     def _file(self, row: sqlite3.Row) -> FileEntry:
         return FileEntry(
             resource_id=row["resource_id"],
@@ -672,7 +684,7 @@ class Store:
             format=row["format"],
             content=row["content"],
             tags=row["tags"],
-            disk_path=self._files_dir / str(row["resource_id"]) / row["path"],
+            disk_path=self._disk_path(row["resource_id"], row["path"]),
         )
 
 
