@@ -1,4 +1,5 @@
-"""``sinagot daemon`` and the clients of its socket: status, jobs, retry, poll, pause, resume, reload."""
+"""``sinagot daemon``, its systemd unit, and the clients of its socket: status, jobs, retry, poll,
+pause, resume, reload."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
+
+from ._unit import DEFAULT_ACCOUNT, installed_unit
 
 if TYPE_CHECKING:
     from ._client import ControlClient
@@ -20,6 +23,11 @@ def _run_daemon(args: argparse.Namespace) -> int:
     from ._serve import serve
 
     return serve(args.configs, backend_factory=backend_for, log_level=args.log_level)
+
+
+def _systemd_unit(args: argparse.Namespace) -> int:
+    sys.stdout.write(installed_unit(args.configs, user=args.user, group=args.group))
+    return 0
 
 
 def _client(args: argparse.Namespace) -> ControlClient:
@@ -115,6 +123,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     daemon.add_argument("configs", nargs="+", metavar="CONFIG", help="dataset config files (TOML)")
     daemon.set_defaults(handler=_run_daemon)
+
+    unit = subparsers.add_parser(
+        "systemd-unit",
+        help="print a systemd unit that runs this installation's daemon on the given configs",
+        description="Validate the configs and print a hardened unit (Type=notify) that runs "
+        "`sinagot daemon CONFIG...` with this installation's own executable, may write the "
+        "configs' work trees and caches, and loads their password credentials. Install it with "
+        "`sinagot systemd-unit /etc/sinagot/sinagot.toml > /etc/systemd/system/sinagot.service`.",
+    )
+    unit.add_argument("configs", nargs="+", metavar="CONFIG", help="dataset config files (TOML)")
+    unit.add_argument(
+        "--user", default=DEFAULT_ACCOUNT, help=f"User= of the service (default: {DEFAULT_ACCOUNT})"
+    )
+    unit.add_argument(
+        "--group",
+        default=DEFAULT_ACCOUNT,
+        help=f"Group= of the service (default: {DEFAULT_ACCOUNT})",
+    )
+    unit.set_defaults(handler=_systemd_unit)
 
     _client_parser(subparsers, "status", "show the daemon's datasets and job counts", _status)
     jobs = _client_parser(subparsers, "jobs", "list the daemon's jobs, or show one job", _jobs)
