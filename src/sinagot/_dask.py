@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import ipaddress
 import logging
 import shutil
 import signal
@@ -31,7 +30,6 @@ import threading
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from .connectors import take_environment_password
 from .errors import ConfigError, SinagotError
@@ -42,7 +40,6 @@ if TYPE_CHECKING:
 __all__ = [
     "HTTP_HEALTH_ONLY",
     "check_available",
-    "is_loopback_address",
     "local_cluster_options",
     "open_client",
 ]
@@ -58,19 +55,6 @@ _CONNECT_TIMEOUT = 30
 # Closing waits for running tasks; a script thread cannot be stopped, so give up after
 # this long (the threads are daemon threads: they do not hold the process up).
 CLOSE_TIMEOUT = 5.0
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
-
-
-def is_loopback_address(address: str) -> bool:
-    """Whether a Dask address (``tcp://host:port``, ``host:port``) names this machine's loopback."""
-    location = address.split("://", 1)[1] if "://" in address else address
-    host = urlsplit(f"//{location}").hostname or ""
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _security() -> Any:

@@ -8,6 +8,7 @@ config file, so a config works from any current directory.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -16,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar, cast
+from urllib.parse import urlsplit
 
-from ._dask import is_loopback_address
 from ._names import length_problem, shorten
 from .errors import ConfigError
 
@@ -53,6 +54,7 @@ _SCRIPT_SUFFIX = ".py"
 _CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,254}")
 
 _T = TypeVar("_T")
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
 # Scopes are attributes (ds.RS, rec.EEG): these names would hide the API.
 _RESERVED = frozenset(
@@ -597,7 +599,7 @@ def _dask(reader: _Reader, table: Mapping[str, Any]) -> DaskSettings:
     if (
         address is not None
         and not address.startswith(("tls://", "wss://", "inproc://"))
-        and not is_loopback_address(address)
+        and not _is_loopback_address(address)
         and not allow_plaintext
     ):
         raise reader.error(
@@ -643,6 +645,18 @@ def _dask_tls(
         if file is not None and not file.is_file():
             raise reader.error(f"dask.{name}", f"no file {file}", "fix the path")
     return files[0], files[1], files[2]
+
+
+def _is_loopback_address(address: str) -> bool:
+    """Whether a Dask address (``tcp://host:port``, ``host:port``) names this machine's loopback."""
+    location = address.split("://", 1)[1] if "://" in address else address
+    host = urlsplit(f"//{location}").hostname or ""
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _daemon(reader: _Reader, table: Mapping[str, Any]) -> DaemonSettings:
