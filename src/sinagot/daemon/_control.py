@@ -5,11 +5,32 @@ mutating calls need the daemon's uid, root, or membership of ``control_group``,
 checked on the peer credentials (SO_PEERCRED) of the request's own connection.
 Every failure becomes a JSON ``{"error": ...}`` answer: a request can never
 take the daemon down.
+
+Connections are bounded too, so that a stuck or hostile client (anyone who may
+connect) cannot wear the daemon down or lock others out of ``sinagot status``:
+
+- A client has :data:`REQUEST_TIMEOUT` seconds from connecting to send its whole
+  request (headers and any body), and once answered as long again to read the
+  answer; then the daemon closes the connection. Only the handler's own work is
+  not timed.
+- Every answer closes its connection (``Connection: close``): nothing idles
+  between requests.
+- At most :data:`MAX_CONNECTIONS` are open. A connection arriving at the cap
+  makes room by closing one that is not being handled: of those that have not
+  completed a request (else of those still writing their answer), one of the uid
+  holding the most connections, its oldest. A flood thus evicts its own
+  connections: a client of another uid is not evicted while the flooder holds
+  more, and one of the same uid has until about :data:`MAX_CONNECTIONS` newer
+  connections arrive to send its request. When every connection is being
+  handled, the newcomer is closed instead.
+
+aiohttp parses HTTP; the gate only wraps its protocol factory (see :class:`_Gate`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import grp
 import logging
 import os
@@ -18,12 +39,13 @@ import socket
 import stat
 import struct
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from .. import __version__
 from ..errors import ConfigError, DaemonError, SinagotError
@@ -39,6 +61,14 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_JOBS_LISTED = 10_000
+REQUEST_TIMEOUT = 5.0
+MAX_CONNECTIONS = 128
+# Connections the kernel queues until the daemon accepts them (capped by somaxconn): deep,
+# so that a client waits out a flood rather than fail to connect (EAGAIN).
+_LISTEN_BACKLOG = 1024
+# Connections asyncio accepts at one time. Evicted sockets close a loop turn or two
+# later, so the fds may briefly exceed the cap by a few of these batches.
+ACCEPT_BATCH = 16
 _CONNECT_PROBE_TIMEOUT = 2.0
 
 
@@ -149,6 +179,205 @@ def _group_id(name: str | None) -> int | None:
         ) from None
 
 
+class _Phase(enum.Enum):
+    WAITING = "waiting"  # the request is not complete yet
+    HANDLING = "handling"  # the handler runs: neither timed nor evicted
+    ANSWERED = "answered"  # the answer is on its way out
+
+
+class _Connection(asyncio.Protocol):
+    """aiohttp's protocol for one connection, wrapped so that the gate sees it come and go."""
+
+    __slots__ = ("_deadline", "_gate", "_inner", "_transport", "peer", "phase")
+
+    def __init__(self, gate: _Gate, inner: asyncio.Protocol) -> None:
+        self._gate = gate
+        self._inner = inner
+        self._transport: asyncio.Transport | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self.peer: PeerCredentials | None = None
+        self.phase = _Phase.WAITING
+
+    @property
+    def uid(self) -> int | None:
+        return None if self.peer is None else self.peer.uid
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stream = cast(asyncio.Transport, transport)  # a stream server makes stream transports
+        sock = stream.get_extra_info("socket")
+        try:
+            self.peer = None if sock is None else peer_credentials(sock)
+        except OSError:
+            self.peer = None
+        if self._gate.admit(self):
+            self._transport = stream
+            self._inner.connection_made(stream)
+        else:
+            stream.abort()
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is None:  # refused before aiohttp saw it
+            return
+        self._gate.release(self)
+        self._inner.connection_lost(exc)
+
+    def arm(self, seconds: float) -> None:
+        self.disarm()
+        self._deadline = asyncio.get_running_loop().call_later(seconds, self._gate.expire, self)
+
+    def disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def abort(self) -> None:
+        self.disarm()
+        if self._transport is not None:
+            self._transport.abort()
+
+
+class _Gate:
+    """Admits, times and evicts the control connections, by the policy of the module docstring.
+
+    Everything runs in loop callbacks (accept, timers, middleware): no task of its own.
+    """
+
+    def __init__(self, request_timeout: float, max_connections: int) -> None:
+        self.request_timeout = request_timeout
+        self.max_connections = max_connections
+        # Insertion (accept) order: the first fitting one is the oldest.
+        self._open: dict[_Connection, None] = {}
+        self._per_uid: Counter[int | None] = Counter()
+        # Counts of the current episode at the cap, logged when it ends.
+        self._full = False
+        self._evicted = 0
+        self._refused = 0
+
+    def admit(self, connection: _Connection) -> bool:
+        if len(self._open) >= self.max_connections:
+            if not self._full:
+                self._full = True
+                top = max(self._per_uid, key=self._per_uid.__getitem__)
+                logger.warning(
+                    "control socket: %d connections open, the cap; closing the oldest that "
+                    "have sent no complete request, from the uid holding the most first "
+                    "(uid %s holds %d)",
+                    len(self._open),
+                    top,
+                    self._per_uid[top],
+                )
+            victim = self._victim()
+            if victim is None:
+                self._refused += 1
+                return False
+            self._evicted += 1
+            self._drop(victim)
+            victim.abort()
+        self._open[connection] = None
+        self._per_uid[connection.uid] += 1
+        connection.arm(self.request_timeout)
+        return True
+
+    def _victim(self) -> _Connection | None:
+        candidates = [c for c in self._open if c.phase is _Phase.WAITING] or [
+            c for c in self._open if c.phase is _Phase.ANSWERED
+        ]
+        if not candidates:
+            return None
+        # max() keeps the first of equals: on a tie, the uid of the oldest candidate.
+        uid = max((c.uid for c in candidates), key=self._per_uid.__getitem__)
+        return next(c for c in candidates if c.uid == uid)
+
+    def handling(self, connection: _Connection) -> None:
+        connection.phase = _Phase.HANDLING
+        connection.disarm()
+
+    def answered(self, connection: _Connection) -> None:
+        connection.phase = _Phase.ANSWERED
+        if connection in self._open:
+            connection.arm(self.request_timeout)
+
+    def expire(self, connection: _Connection) -> None:
+        logger.debug(
+            "closing the control connection of %s: %s after %.1f s",
+            connection.peer or "an unknown peer",
+            "no complete request" if connection.phase is _Phase.WAITING else "its answer not taken",
+            self.request_timeout,
+        )
+        self._drop(connection)
+        connection.abort()
+
+    def release(self, connection: _Connection) -> None:
+        self._drop(connection)
+
+    def close(self) -> None:
+        for connection in list(self._open):
+            self._drop(connection)
+            connection.abort()
+
+    def _drop(self, connection: _Connection) -> None:
+        if self._open.pop(connection, False) is False:
+            return
+        connection.disarm()
+        self._per_uid[connection.uid] -= 1
+        if not self._per_uid[connection.uid]:
+            del self._per_uid[connection.uid]
+        if self._full and len(self._open) <= self.max_connections // 2:
+            logger.info(
+                "control socket: down to %d connection(s); %d evicted and %d refused at the cap",
+                len(self._open),
+                self._evicted,
+                self._refused,
+            )
+            self._full = False
+            self._evicted = self._refused = 0
+
+
+class _GatedUnixSite(web.BaseSite):
+    """aiohttp's UnixSite with every connection's protocol wrapped by the gate."""
+
+    __slots__ = ("_gate", "_path")
+
+    def __init__(self, runner: web.BaseRunner, path: Path, gate: _Gate) -> None:
+        super().__init__(runner, backlog=ACCEPT_BATCH)
+        self._path = path
+        self._gate = gate
+
+    @property
+    def name(self) -> str:
+        return f"http://unix:{self._path}:"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        gate = self._gate
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(self._path))
+            self._server = await asyncio.get_running_loop().create_unix_server(
+                lambda: _Connection(gate, server()), sock=sock, backlog=self._backlog
+            )
+        except BaseException:
+            sock.close()
+            raise
+        # asyncio uses one number for both the accept batch and listen(): deepen the
+        # kernel's queue now that it has listened.
+        sock.listen(_LISTEN_BACKLOG)
+
+
 class ControlServer:
     """Serves the control API of one :class:`Daemon` on a Unix socket."""
 
@@ -157,6 +386,7 @@ class ControlServer:
         self.path = path
         self._runner: web.AppRunner | None = None
         self._inode: int | None = None
+        self._gate = _Gate(REQUEST_TIMEOUT, MAX_CONNECTIONS)
 
     async def start(self) -> None:
         group_id = _group_id(self.daemon.settings.control_group)
@@ -170,7 +400,7 @@ class ControlServer:
         runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
-            await web.UnixSite(runner, str(self.path)).start()
+            await _GatedUnixSite(runner, self.path, self._gate).start()
             os.chmod(self.path, 0o660)
             if group_id is not None:
                 os.chown(self.path, -1, group_id)
@@ -188,6 +418,9 @@ class ControlServer:
             return
         await self._runner.cleanup()
         self._runner = None
+        # aiohttp closed what it knew; a connection still writing to a peer that does not
+        # read would otherwise outlive the server.
+        self._gate.close()
         # Only remove the file if it is still ours (a successor may have replaced it).
         try:
             if os.stat(self.path).st_ino == self._inode:
@@ -196,7 +429,8 @@ class ControlServer:
             pass
 
     def _app(self) -> web.Application:
-        app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
+        app = web.Application(middlewares=[self._guard, self._track], client_max_size=64 * 1024)
+        app.on_response_prepare.append(self._close_after)
         app.router.add_get("/v1/status", self._status)
         app.router.add_get("/v1/jobs", self._jobs)
         app.router.add_get("/v1/jobs/{id}", self._job)
@@ -233,6 +467,27 @@ class ControlServer:
         except Exception as exc:
             logger.exception("control request %s %s failed", request.method, request.path)
             return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    @web.middleware
+    async def _track(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        transport = request.transport
+        connection = None if transport is None else transport.get_protocol()
+        if not isinstance(connection, _Connection):  # the peer is gone already
+            return await handler(request)
+        if request.body_exists:
+            # Still under the connection's deadline, so a body that never comes is cut off.
+            await request.read()
+        self._gate.handling(connection)
+        try:
+            return await handler(request)
+        finally:
+            self._gate.answered(connection)
+
+    @staticmethod
+    async def _close_after(request: web.Request, response: web.StreamResponse) -> None:
+        # aiohttp has chosen the Connection header by the time this hook runs.
+        response.force_close()
+        response.headers[hdrs.CONNECTION] = "close"
 
     @staticmethod
     def _peer(request: web.Request) -> PeerCredentials | None:
