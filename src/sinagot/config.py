@@ -24,6 +24,7 @@ from .errors import ConfigError
 
 __all__ = [
     "JOBQUEUE_CLUSTERS",
+    "CacheSettings",
     "DaemonSettings",
     "DaskSettings",
     "ModalitySettings",
@@ -106,6 +107,17 @@ class DaskSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """The shared download cache: its folder (None: ``$CACHE_DIRECTORY``, else the user
+    cache dir) and how a process waits for another that downloads the same entry."""
+
+    dir: Path | None = None
+    race_condition_delay: float = 5.0
+    lock_timeout: float = 3600.0
+    concurrent_files: int = 8
+
+
+@dataclass(frozen=True, slots=True)
 class StoreSettings:
     """Where the dataset lives. The password never appears in the repr."""
 
@@ -121,6 +133,14 @@ class StoreSettings:
     max_connections: int = 8
     concurrent_files: int = 8
     pipeline: str = "sinagot"
+
+    @property
+    def cache(self) -> CacheSettings:
+        return CacheSettings(
+            dir=self.cache_dir,
+            race_condition_delay=self.race_condition_delay,
+            concurrent_files=self.concurrent_files,
+        )
 
 
 @dataclass(frozen=True, slots=True)

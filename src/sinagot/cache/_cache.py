@@ -37,8 +37,10 @@ from pathlib import Path
 from types import TracebackType
 
 from .._fs import fsync_dir
+from ..config import CacheSettings
 from ..errors import CacheFullError, CacheLockTimeoutError
 from ._download import CHECKPOINT, WholeFileWriter, download_file, keep_completed
+from ._location import resolve_cache_dir
 from ._lock import (
     EntryLock,
     Staging,
@@ -188,6 +190,25 @@ class Cache:
         self.checkpoint = checkpoint
         # Well inside the delay after which waiters (with the same setting) call a holder stalled.
         self._flush_interval = min(1.0, race_condition_delay / 4)
+
+    @classmethod
+    def from_settings(cls, settings: CacheSettings) -> Cache:
+        """The cache ``settings`` describe (the one way Sinagot itself opens a cache)."""
+        return cls(
+            resolve_cache_dir(settings.dir),
+            race_condition_delay=settings.race_condition_delay,
+            lock_timeout=settings.lock_timeout,
+            concurrent_files=settings.concurrent_files,
+        )
+
+    @property
+    def settings(self) -> CacheSettings:
+        return CacheSettings(
+            dir=self.root,
+            race_condition_delay=self.race_condition_delay,
+            lock_timeout=self.lock_timeout,
+            concurrent_files=self.concurrent_files,
+        )
 
     def __repr__(self) -> str:
         return f"Cache({str(self.root)!r})"

@@ -45,14 +45,8 @@ def _age(seconds: float) -> str:
 def _cache(args: argparse.Namespace) -> Cache:
     from ..config import load_settings
     from ._cache import Cache
-    from ._location import resolve_cache_dir
 
-    store = load_settings(args.config).store
-    return Cache(
-        resolve_cache_dir(store.cache_dir),
-        race_condition_delay=store.race_condition_delay,
-        concurrent_files=store.concurrent_files,
-    )
+    return Cache.from_settings(load_settings(args.config).store.cache)
 
 
 def _ls(args: argparse.Namespace) -> int:

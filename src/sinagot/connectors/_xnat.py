@@ -17,6 +17,7 @@ their own loop, such as the daemon.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -30,6 +31,7 @@ from urllib.parse import quote, unquote
 
 from .._fs import md5_file
 from ..cache import Cache, EntryKey, EntryUse, RemoteFile, resolve_cache_dir
+from ..config import CacheSettings
 from ..errors import (
     ConfigError,
     RemoteNotFoundError,
@@ -229,11 +231,13 @@ class XnatStore(RemoteStore):
         self.project = project
         self.concurrent_files = concurrent_files
         self.session_xsi_type = session_xsi_type
-        self.cache = Cache(
-            self.cache_dir,
-            race_condition_delay=race_condition_delay,
-            lock_timeout=lock_timeout,
-            concurrent_files=concurrent_files,
+        self.cache = Cache.from_settings(
+            CacheSettings(
+                dir=self.cache_dir,
+                race_condition_delay=race_condition_delay,
+                lock_timeout=lock_timeout,
+                concurrent_files=concurrent_files,
+            )
         )
         self._client = XnatClient(
             self.server,
@@ -264,7 +268,7 @@ class XnatStore(RemoteStore):
             )
         return cls(
             store.server,
-            resolve_cache_dir(store.cache_dir),
+            resolve_cache_dir(store.cache.dir),
             name=store.project,
             user=store.user,
             password=store.password,
@@ -579,11 +583,7 @@ class XnatStore(RemoteStore):
             listed = tuple(f for f in listed if f.name != PROVENANCE_FILE)
         cache = self.cache
         if Path(download_dir) != self.cache_dir:
-            cache = Cache(
-                Path(download_dir),
-                race_condition_delay=self.race_condition_delay,
-                concurrent_files=self.concurrent_files,
-            )
+            cache = Cache.from_settings(dataclasses.replace(cache.settings, dir=Path(download_dir)))
         # Digests alone decide freshness: our own uploads bump the session's
         # last_modified and must not make cached scans look stale.
         return await cache.fetch(key, listed, _EntrySource(self._client, entry.uri, what))
