@@ -13,15 +13,20 @@ from pathlib import Path
 
 import pytest
 
+from sinagot.cache import Cache
 from sinagot.connectors import (
     PROVENANCE_FILE,
+    AsyncXnatStore,
     DataRow,
     DataTree,
     FileSet,
+    LoopPortal,
     RetryPolicy,
     SessionListing,
     XnatStore,
 )
+from sinagot.connectors._xnat_client import XnatClient
+from sinagot.connectors._xnat_credentials import Credentials
 from sinagot.errors import (
     AccessDeniedError,
     AuthenticationError,
@@ -166,7 +171,7 @@ def test_a_fileset_outlives_a_newer_generation(demo: EmulatorServer, tmp_path: P
     with open_store(demo, tmp_path, local_root=tmp_path / "second") as second:
         entry = populated(second).entries["RS/EEG"]
         new = second.get_fileset(entry)
-        key = second._entry_key(entry)
+        key = second.aio.entry_key(entry)
         manifest = second.cache.manifest(key)
         generations = [p.name for p in second.cache.entry_dir(key).glob("g-*")]
     assert manifest is not None and generations == [manifest.generation]  # the old one is pruned
@@ -374,23 +379,35 @@ def test_logs_in_again_after_the_session_expires(
     assert server.request_counts()["GET /data/JSESSION"] == 2
 
 
-async def test_async_callers_share_the_store(demo: EmulatorServer, tmp_path: Path) -> None:
-    with open_store(demo, tmp_path) as store:
-        sessions = await store.alist_sessions()
+async def test_async_and_blocking_callers_share_one_store(
+    demo: EmulatorServer, tmp_path: Path
+) -> None:
+    # The daemon's way: the async store on the caller's loop, with injected client and
+    # cache, and the engine's blocking view of it from a worker thread.
+    client = XnatClient(
+        demo.url, Credentials("alice", "secret"), project=PROJECT, retry=FAST_RETRY
+    )
+    aio = AsyncXnatStore(client, Cache(tmp_path / "cache"), local_root=tmp_path / "work")
+    try:
+        sessions = await aio.list_sessions()
         assert sessions[0] == SessionListing(RECORD, sessions[0].last_modified)
         rows = [DataRow(s.label) for s in sessions]
-        await asyncio.gather(*(store.apopulate_row(row) for row in rows))
-        filesets = await asyncio.gather(
-            *(store.aget_fileset(row.entries["RS/EEG"]) for row in rows)
-        )
+        await asyncio.gather(*(aio.populate_row(row) for row in rows))
+        filesets = await asyncio.gather(*(aio.get_fileset(row.entries["RS/EEG"]) for row in rows))
         assert all(fs.names == ("raw.csv",) for fs in filesets)
+
+        blocking = XnatStore.over(aio, LoopPortal(asyncio.get_running_loop()))
         out = write_outputs(tmp_path / "out", {"x.txt": b"x"})
-        entry = store.create_fileset_entry("x@sinagot", rows[0])
-        await store.aput_fileset(out, entry)
-        await store.aput_fileset_provenance({"ok": True}, entry)
-        assert await store.aget_fileset_provenance(entry) == {"ok": True}
-        await store.aclose()
-    assert demo.request_counts()["DELETE /data/JSESSION"] >= 1
+        entry = blocking.create_fileset_entry("x@sinagot", rows[0])
+        await asyncio.to_thread(blocking.put_fileset, out, entry)
+        await asyncio.to_thread(blocking.put_fileset_provenance, {"ok": True}, entry)
+        assert await aio.get_provenance(entry) == {"ok": True}
+        assert blocking.get_fileset_provenance is not None
+    finally:
+        await aio.aclose()
+    counts = demo.request_counts()
+    assert counts["GET /data/JSESSION"] == 1  # one session for both kinds of caller
+    assert counts["DELETE /data/JSESSION"] >= 1
 
 
 def test_retry_after_is_honoured(

@@ -3,15 +3,54 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from foundation_support import TWO_RECORDS, write_project
-from sinagot._engine import PENDING_DIR, Scope, publish_pending, run_scope
-from sinagot.config import load_settings
+from sinagot import RunReport, StepResult
+from sinagot._layout import PENDING_DIR
+from sinagot._publish import publish_pending
+from sinagot._runners import Commit, Progress, SerialRunner, Watch
+from sinagot._steps import StepSpec
+from sinagot.config import Settings, load_settings
 from sinagot.connectors import DERIVATIVES_DIR, DataRow, LocalStore
+from sinagot.engine import RunHooks, Scope, run_scope
 
 RECORD = TWO_RECORDS[0]
 STEPS = 10  # the demo's steps of one record
+
+
+class _Killed(Exception):
+    """The process dies as the run's publishing phase starts."""
+
+
+def _kill() -> None:
+    raise _Killed
+
+
+class _Recording(SerialRunner):
+    def run(
+        self, specs: Sequence[StepSpec], commit: Commit, progress: Progress, watch: Watch
+    ) -> list[StepResult]:
+        self.results = super().run(specs, commit, progress, watch)
+        return self.results
+
+
+def _run_until_publishing(settings: Settings, store: LocalStore, scope: Scope) -> RunReport:
+    """A daemon's run killed before its uploads: what its steps did."""
+    runner = _Recording()
+    with pytest.raises(_Killed):
+        run_scope(
+            settings,
+            store,
+            scope,
+            runner=runner,
+            defer_publication=True,
+            hooks=RunHooks(publishing=_kill),
+        )
+    return RunReport(tuple(runner.results), seconds=0.0, mode=runner.mode)
 
 
 def _row(store: LocalStore) -> DataRow:
@@ -28,13 +67,13 @@ def test_pending_results_are_kept_then_published_once(tmp_path: Path) -> None:
     pending = derivatives / PENDING_DIR
     scope = Scope(records=(RECORD,))
 
-    first = run_scope(settings, store, [_row(store)], scope, defer_publication=True)
+    first = _run_until_publishing(settings, store, scope)
     assert first.ran == STEPS and first.ok
     assert len(list(pending.glob("*.json"))) == STEPS
     assert not (derivatives / ".provenance").exists()  # nothing stored yet
 
     # A restart before the upload: nothing reruns, the pending results stand.
-    again = run_scope(settings, store, [_row(store)], scope, defer_publication=True)
+    again = _run_until_publishing(settings, store, scope)
     assert again.ran == 0 and again.skipped == STEPS
 
     # An output changed behind our back is not published: its step runs again.
@@ -46,7 +85,7 @@ def test_pending_results_are_kept_then_published_once(tmp_path: Path) -> None:
     assert not any(pending.glob("*.json"))
     assert publish_pending(store, _row(store)).uploaded == ()
 
-    rerun = run_scope(settings, store, [_row(store)], scope, defer_publication=True)
+    rerun = _run_until_publishing(settings, store, scope)
     assert rerun.ran == 1
     assert publish_pending(store, _row(store)).uploaded == ("RS_clinical_score@sinagot",)
 
@@ -60,6 +99,8 @@ def test_pending_results_are_kept_then_published_once(tmp_path: Path) -> None:
 
     # The library's direct commit supersedes (and removes) a stale pending result.
     (pending / "RS_EEG_spectrum@sinagot.json").write_text(json.dumps(document))
-    forced = run_scope(settings, store, [_row(store)], Scope((RECORD,), "RS", "EEG"), force=True)
+    forced = run_scope(
+        settings, store, Scope((RECORD,), "RS", "EEG"), runner=SerialRunner(), force=True
+    ).report
     assert forced.ran == 2
     assert not any(pending.glob("*.json"))

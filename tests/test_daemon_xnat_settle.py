@@ -30,7 +30,7 @@ from daemon_xnat_support import (
     raw_signal,
     write_project,
 )
-from sinagot.connectors import DataRow, XnatStore
+from sinagot.connectors import AsyncXnatStore, DataRow, XnatStore
 from sinagot.daemon._journal import Journal
 from sinagot.testing import EmulatorServer, FaultRule
 from sinagot.testing.pytest_plugin import XNAT_PASSWORD, XNAT_USER
@@ -175,39 +175,48 @@ def test_primary_data_changed_during_the_upload_is_processed_again(
 
 def test_settled_stamp_proves_the_scan_files_unchanged(tmp_path: Path, lab: EmulatorServer) -> None:
     add_session(lab, LABEL)
-    with _store(lab, tmp_path) as store:
+    with _store(lab, tmp_path) as blocking:
 
         async def scenario() -> None:
+            store = AsyncXnatStore.connect(
+                lab.url,
+                project=PROJECT,
+                user=XNAT_USER,
+                password=XNAT_PASSWORD,
+                cache=blocking.cache,
+                local_root=tmp_path / "work",
+            )
             row = DataRow(id=LABEL)
-            await store.apopulate_row(row)
+            await store.populate_row(row)
             lab.set_fields(PROJECT, LABEL, {"note": "not a scan file"})
-            stamp = await store.asettled_stamp(LABEL)
-            (listed,) = [s for s in await store.alist_sessions() if s.label == LABEL]
+            stamp = await store.settled_stamp(LABEL)
+            (listed,) = [s for s in await store.list_sessions() if s.label == LABEL]
             assert stamp == listed.last_modified  # the field moved it; the files did not
 
             lab.add_scan_file(
                 PROJECT, LABEL, scan_type="T1", resource="MRI", name="t1.nii", data=b"new"
             )
-            assert await store.asettled_stamp(LABEL) is None  # a scan added
-            await store.apopulate_row(row)
-            assert await store.asettled_stamp(LABEL) is not None
+            assert await store.settled_stamp(LABEL) is None  # a scan added
+            await store.populate_row(row)
+            assert await store.settled_stamp(LABEL) is not None
             lab.add_scan_file(
                 PROJECT, LABEL, scan_type="RS", resource="EEG", name="raw.csv", data=b"other"
             )
-            assert await store.asettled_stamp(LABEL) is None  # a file changed
+            assert await store.settled_stamp(LABEL) is None  # a file changed
 
             # Forgotten: nothing to prove against, and downloads list the files again.
-            await store.apopulate_row(row)
+            await store.populate_row(row)
             store.forget_session(LABEL)
-            assert await store.asettled_stamp(LABEL) is None
+            assert await store.settled_stamp(LABEL) is None
             lab.reset_counters()
-            await store.aget_fileset(row.entries["RS/EEG"])
+            await store.get_fileset(row.entries["RS/EEG"])
             counts = lab.request_counts()
             files_listing = (
                 "GET /data/projects/{project}/experiments/{experiment}"
                 "/scans/{scan}/resources/{resource}/files"
             )
             assert counts.get(files_listing) == 1, counts
+            await store.aclose()
 
         asyncio.run(scenario())
 

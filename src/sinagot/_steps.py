@@ -20,26 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from ._fs import fsync_dir, md5_file
+from ._layout import DERIVATIVES_DIR, STAGING_DIR, list_files, log_file
 from ._report import StepKey, StepResult, StepStatus
-from .connectors import DERIVATIVES_DIR
 from .errors import ScriptError
 from .provenance import build_provenance, stale_reason, utc_now
 from .scripts import LoadedScript, PathSpec, ScriptPaths, load_script, shape_paths
 
 __all__ = [
-    "STAGING_DIR",
     "StepSpec",
     "attempt_marker",
     "execute_step",
-    "list_files",
-    "log_file",
     "remove_dead_staging",
 ]
 
 _log = logging.getLogger("sinagot.run")
 
-STAGING_DIR = ".staging"
-_LOGS_DIR = ".logs"
 
 # Staging folders are named host~pid~random so a later run can tell which ones
 # belong to a process that died (SIGKILL, power cut) and remove them.
@@ -77,23 +72,6 @@ class StepSpec:
     @property
     def derivatives_dir(self) -> Path:
         return self.local_root / self.key.record / DERIVATIVES_DIR
-
-
-def log_file(local_root: Path, key: StepKey) -> Path:
-    """The file that receives a step's script logs and traceback."""
-    return local_root / key.record / DERIVATIVES_DIR / _LOGS_DIR / f"{key.name}.log"
-
-
-def list_files(root: Path) -> list[str]:
-    """Visible files below ``root`` as sorted relative POSIX names ([""] if root is a file)."""
-    if root.is_file():
-        return [""]
-    names: list[str] = []
-    for directory, subdirs, files in os.walk(root):
-        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
-        base = Path(directory).relative_to(root)
-        names.extend((base / f).as_posix() for f in files if not f.startswith("."))
-    return sorted(names)
 
 
 def _process_alive(pid: int) -> bool:
@@ -168,7 +146,7 @@ def _script(spec: StepSpec) -> LoadedScript:
 
 
 def _step_logger(spec: StepSpec) -> tuple[logging.Logger, logging.FileHandler]:
-    path = log_file(spec.local_root, spec.key)
+    path = log_file(spec.local_root, spec.key.record, spec.key.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, mode="w", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -185,7 +163,7 @@ def _collect_outputs(spec: StepSpec, staging: Path) -> dict[str, Path]:
     for local_path in spec.outputs:
         name = _derivative_name(spec, local_path)
         staged = staging / name
-        found = list_files(staged) if staged.exists() else []
+        found = list_files(staged) if staged.exists() else ()
         if not found:
             raise ScriptError(f"{spec.script_file}: run() did not write the output {local_path}")
         for relative in found:
@@ -234,7 +212,8 @@ def _run_script(spec: StepSpec, inputs: dict[str, str], started: str) -> StepRes
     except Exception as exc:
         logger.propagate = False  # the traceback goes to the step's log file only
         logger.error("step %s failed\n%s", spec.key, traceback.format_exc().rstrip())
-        error = f"{type(exc).__name__}: {exc} (log: {log_file(spec.local_root, spec.key)})"
+        log = log_file(spec.local_root, spec.key.record, spec.key.name)
+        error = f"{type(exc).__name__}: {exc} (log: {log})"
         _log.error("Step run failed %s: %s", spec.key, error)
         return StepResult(
             spec.key, StepStatus.FAILED, error=error, seconds=time.perf_counter() - begin

@@ -13,10 +13,10 @@ import os
 import sys
 from typing import Any
 
-from ._engine import Progress, Scope, run_scope
 from ._report import RunReport
 from .config import Settings, load_settings
-from .connectors import DataRow, DataTree, Store, open_store
+from .connectors import DataTree, Store, open_store
+from .engine import Progress, RunHooks, Scope, run_scope, runner_for
 from .errors import RecordNotFoundError, ScopeError
 
 __all__ = ["Dataset", "Record", "Subset"]
@@ -185,22 +185,16 @@ class Dataset(_RecordSource):
     ) -> RunReport:
         if mode not in (None, "main_process", "dask"):
             raise ValueError(f"mode {mode!r}: use 'main_process' or 'dask'")
-        store = self.store
-        with store.connection():
-            rows: list[DataRow] = []
-            for record in records:
-                row = DataRow(id=record)
-                store.populate_row(row)
-                rows.append(row)
-            return run_scope(
+        with self.store.connection():
+            outcome = run_scope(
                 self.settings,
-                store,
-                rows,
+                self.store,
                 Scope(records=records, task=task, modality=modality),
+                runner=runner_for(self.settings, mode),
                 force=force,
-                mode=mode,
-                progress=progress,
+                hooks=RunHooks(progress=progress) if progress is not None else None,
             )
+        return outcome.report
 
 
 class Subset(_RecordSource):

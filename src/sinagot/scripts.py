@@ -19,7 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from .connectors import DERIVATIVES_DIR
+from ._layout import DERIVATIVES_DIR
 from .errors import ScriptError
 
 __all__ = [

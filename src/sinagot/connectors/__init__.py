@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .._layout import DERIVATIVES_DIR
 from ._factory import open_store
-from ._local import DERIVATIVES_DIR, LocalStore
+from ._local import LocalStore
 from ._remote import RemoteStore
 from ._store import FieldValue, Store
 from ._values import (
@@ -22,15 +23,20 @@ from ._values import (
 from ._xnat_credentials import take_environment_password
 
 if TYPE_CHECKING:
-    from ._xnat import PROVENANCE_FILE, SessionListing, XnatStore, resource_label
+    from ._xnat import XnatStore
+    from ._xnat_async import AsyncXnatStore
     from ._xnat_client import RetryPolicy
+    from ._xnat_loop import LoopPortal
+    from ._xnat_names import PROVENANCE_FILE, SessionListing, resource_label
 
 # The XNAT connector pulls in aiohttp: import it on first use, so the CLI starts fast.
 _LAZY = {
-    "PROVENANCE_FILE": "._xnat",
-    "SessionListing": "._xnat",
+    "AsyncXnatStore": "._xnat_async",
+    "LoopPortal": "._xnat_loop",
+    "PROVENANCE_FILE": "._xnat_names",
+    "SessionListing": "._xnat_names",
     "XnatStore": "._xnat",
-    "resource_label": "._xnat",
+    "resource_label": "._xnat_names",
     "RetryPolicy": "._xnat_client",
 }
 
@@ -45,12 +51,14 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DERIVATIVES_DIR",
     "PROVENANCE_FILE",
+    "AsyncXnatStore",
     "DataEntry",
     "DataRow",
     "DataTree",
     "FieldValue",
     "FileSet",
     "LocalStore",
+    "LoopPortal",
     "RemoteStore",
     "RetryPolicy",
     "SessionListing",

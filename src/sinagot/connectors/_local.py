@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._fs import atomic_write_bytes, fsync_dir
+from .._layout import DERIVATIVES_DIR, PROVENANCE_DIR, list_files
 from ..errors import RemoteNotFoundError, StoreError
 from ._store import FieldValue, Store
 from ._values import DataEntry, DataRow, DataTree, FileSet, validate_label, validate_relative_path
@@ -18,10 +19,8 @@ from ._values import DataEntry, DataRow, DataTree, FileSet, validate_label, vali
 if TYPE_CHECKING:
     from ..axes import Axes
 
-__all__ = ["DERIVATIVES_DIR", "LocalStore"]
+__all__ = ["LocalStore"]
 
-DERIVATIVES_DIR = "derivatives"
-_PROVENANCE_DIR = ".provenance"
 _FIELDS_DIR = ".fields"
 _DEFINITIONS_DIR = Path(".sinagot") / "definitions"
 
@@ -42,16 +41,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     if not isinstance(document, dict):
         raise StoreError(f"{path} does not hold a JSON object: delete it to recompute it")
     return document
-
-
-def _list_files(root: Path) -> tuple[str, ...]:
-    """Relative POSIX names of the visible files below ``root``, sorted."""
-    names: list[str] = []
-    for directory, subdirs, files in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-        base = Path(directory).relative_to(root)
-        names.extend((base / f).as_posix() for f in files if not f.startswith("."))
-    return tuple(sorted(names))
 
 
 class LocalStore(Store):
@@ -80,7 +69,7 @@ class LocalStore(Store):
         return self._row_dir(row_id) / DERIVATIVES_DIR
 
     def _provenance_file(self, entry: DataEntry) -> Path:
-        return self._derivatives_dir(entry.row_id) / _PROVENANCE_DIR / f"{entry.path}.json"
+        return self._derivatives_dir(entry.row_id) / PROVENANCE_DIR / f"{entry.path}.json"
 
     def _field_file(self, entry: DataEntry) -> Path:
         return self._derivatives_dir(entry.row_id) / _FIELDS_DIR / f"{entry.path}.json"
@@ -111,7 +100,7 @@ class LocalStore(Store):
                 if modality.is_dir() and not modality.name.startswith("."):
                     path = f"{task.name}/{modality.name}"
                     row.add_entry(path, uri=f"{row.id}/{path}")
-        provenance_dir = self._derivatives_dir(row.id) / _PROVENANCE_DIR
+        provenance_dir = self._derivatives_dir(row.id) / PROVENANCE_DIR
         if provenance_dir.is_dir():
             for item in sorted(os.scandir(provenance_dir), key=lambda e: e.name):
                 if item.name.endswith(".json") and "@" in item.name:
@@ -160,7 +149,7 @@ class LocalStore(Store):
     def get_fileset(self, entry: DataEntry) -> FileSet:
         if not entry.is_derivative:
             root = self._primary_dir(entry)
-            return FileSet(root=root, names=_list_files(root))
+            return FileSet(root=root, names=list_files(root))
         provenance = self.get_fileset_provenance(entry)
         if provenance is None:
             raise RemoteNotFoundError(

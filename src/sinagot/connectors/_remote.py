@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from .._fs import link_or_copy, md5_file
+from .._layout import DERIVATIVES_DIR, list_files
 from ..errors import ServerError, StoreError
-from ._local import DERIVATIVES_DIR, _list_files
 from ._store import FieldValue, Store
 from ._values import (
     DataEntry,
@@ -38,7 +38,14 @@ from ._values import (
     validate_relative_path,
 )
 
-__all__ = ["RemoteStore", "check_uploaded", "default_work_dir", "link_entry"]
+__all__ = [
+    "RemoteStore",
+    "check_uploaded",
+    "checksums_of",
+    "default_work_dir",
+    "entry_work_dir",
+    "link_entry",
+]
 
 
 def default_work_dir(server: str, dataset: str) -> Path:
@@ -46,6 +53,13 @@ def default_work_dir(server: str, dataset: str) -> Path:
     parts = urlsplit(server)
     host = f"{parts.hostname or 'server'}-{parts.port or 0}"
     return Path(platformdirs.user_data_dir("sinagot")) / "work" / host / dataset
+
+
+def checksums_of(fileset: FileSet) -> dict[str, str]:
+    """MD5 of each file of ``fileset``: the known ones as given, the others read (blocking)."""
+    return {
+        name: fileset.checksums.get(name) or md5_file(fileset.root / name) for name in fileset.names
+    }
 
 
 def check_uploaded(
@@ -60,9 +74,18 @@ def check_uploaded(
         )
 
 
+def entry_work_dir(local_root: Path, entry: DataEntry) -> Path:
+    """Where the files of ``entry`` are seen in the work tree: the LocalStore layout."""
+    row = local_root / validate_label(entry.row_id, "record id")
+    if entry.is_derivative:
+        return row / DERIVATIVES_DIR
+    task, _, modality = entry.path.partition("/")
+    return row / validate_label(task, "task") / validate_label(modality, "modality")
+
+
 def link_entry(root: Path, destination: Path) -> tuple[str, ...]:
     """Link every file below ``root`` to the same name below ``destination``; return the names."""
-    names = _list_files(root)
+    names = list_files(root)
     for name in names:
         link_or_copy(root / name, destination / name)
     return names
@@ -106,7 +129,7 @@ class RemoteStore(Store):
 
     def calculate_checksums(self, fileset: FileSet) -> dict[str, str]:
         """MD5 of each file of ``fileset``: the digest XNAT-like servers report."""
-        return {name: md5_file(fileset.root / name) for name in fileset.names}
+        return checksums_of(fileset)
 
     @abstractmethod
     def download_files(self, entry: DataEntry, download_dir: Path) -> Path:
@@ -122,11 +145,7 @@ class RemoteStore(Store):
 
     def work_dir(self, entry: DataEntry) -> Path:
         """Where :meth:`get_fileset` puts the files of ``entry``: the LocalStore layout."""
-        row = self._local_root / validate_label(entry.row_id, "record id")
-        if entry.is_derivative:
-            return row / DERIVATIVES_DIR
-        task, _, modality = entry.path.partition("/")
-        return row / validate_label(task, "task") / validate_label(modality, "modality")
+        return entry_work_dir(self._local_root, entry)
 
     @abstractmethod
     def upload_files(

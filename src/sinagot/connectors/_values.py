@@ -148,10 +148,15 @@ class DataTree:
 
 @dataclass(frozen=True, slots=True)
 class FileSet:
-    """Files on local disk: ``names`` are relative POSIX paths under ``root``."""
+    """Files on local disk: ``names`` are relative POSIX paths under ``root``.
+
+    ``checksums``: their MD5s when the caller already knows them (a step hashed
+    its outputs as it wrote them), so that storing them does not read them again.
+    """
 
     root: Path
     names: tuple[str, ...]
+    checksums: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
     def paths(self) -> Iterator[Path]:
         for name in self.names:

@@ -1,25 +1,30 @@
-"""The daemon's backend for XNAT projects: the connectors' XnatStore plus the library's engine.
+"""The daemon's backend for XNAT projects: the async XNAT connector plus the library's engine.
 
-A session goes through three phases, each announced (and journalled) first:
+A job is one engine run of a session (``run_scope``, see ``sinagot.engine``),
+with publication deferred to the run's last phase. The engine announces each
+phase through its hooks and the daemon journals it before the phase starts:
 
-- fetching: list the session's scans and derivatives, download the inputs the
-  configured tasks and modalities use into the verified cache;
-- running: the engine runs the record's steps on the daemon's Dask cluster and
-  leaves finished ones *pending* in the work tree (nothing is uploaded yet);
-- uploading: pending results are uploaded, outputs first and
-  ``provenance.json`` last; then the session's stamp after these uploads is
-  learnt, with proof that its scan files did not change since the fetch, so
-  that the next poll does not take our own uploads for a change.
+- fetching: the session's scans and derivatives listed, the inputs the
+  configured tasks and modalities use fetched into the verified cache and
+  linked into the work tree (once each);
+- running: the session's steps on the daemon's Dask cluster, finished ones left
+  *pending* in the work tree (nothing is uploaded yet);
+- uploading: pending results uploaded, outputs first and ``provenance.json``
+  last; then the session's stamp after these uploads is learnt, with proof that
+  its scan files did not change since the fetch, so that the next poll does not
+  take our own uploads for a change.
 
 A restart in any phase runs the session again: cached inputs are not
 downloaded twice, steps whose pending or stored provenance still matches are
 not rerun, and derivatives the server already holds are not uploaded twice.
-Blocking engine calls run on the backend's own threads, never on the daemon's loop.
+The engine runs on the backend's own threads; its store calls run on the
+daemon's loop, where the one connection pool of the project lives.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import functools
 import logging
@@ -28,8 +33,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._engine import Publication, Scope, publish_pending, run_scope
-from ..connectors import DataRow
+from ..connectors import LoopPortal, XnatStore
+from ..engine import Publication, RunHooks, RunOutcome, Scope, run_scope, runner_for
 from ..errors import StoreError
 from ._backend import Phase, ProcessResult, SessionInfo
 from ._cluster import ClusterLease, cluster_pool
@@ -37,7 +42,7 @@ from ._cluster import ClusterLease, cluster_pool
 if TYPE_CHECKING:
     from .._report import RunReport
     from ..config import Settings
-    from ..connectors import XnatStore
+    from ..connectors import AsyncXnatStore
 
 __all__ = ["XnatBackend"]
 
@@ -49,7 +54,7 @@ T = TypeVar("T")
 class XnatBackend:
     """One dataset config with ``[store] type = "xnat"``, as the daemon drives it."""
 
-    def __init__(self, settings: Settings, store: XnatStore, cluster: ClusterLease) -> None:
+    def __init__(self, settings: Settings, store: AsyncXnatStore, cluster: ClusterLease) -> None:
         self.settings = settings
         self.store = store
         self._cluster = cluster
@@ -62,11 +67,11 @@ class XnatBackend:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> XnatBackend:
-        from ..connectors import XnatStore
+        from ..connectors import AsyncXnatStore
 
         cluster = cluster_pool().lease(settings.dask)
         try:
-            store = XnatStore.from_settings(settings)
+            store = AsyncXnatStore.from_settings(settings)
         except BaseException:
             cluster.release()
             raise
@@ -79,40 +84,70 @@ class XnatBackend:
     def __repr__(self) -> str:
         return f"XnatBackend({self._name!r}, {self.store!r})"
 
-    async def _blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        # In the job's context: the engine's log lines belong to the job's log tail.
+        context = contextvars.copy_context()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, functools.partial(fn, *args, **kwargs))
+        return await loop.run_in_executor(self._threads, functools.partial(context.run, fn, *args))
 
     async def list_sessions(self) -> Sequence[SessionInfo]:
-        listing = await self.store.alist_sessions()
+        listing = await self.store.list_sessions()
         return [SessionInfo(session.label, session.last_modified) for session in listing]
 
     async def process_session(
         self, label: str, enter_phase: Callable[[Phase], Awaitable[None]]
     ) -> ProcessResult:
+        portal = LoopPortal(asyncio.get_running_loop())
+        cancel = threading.Event()
+
+        async def enter(phase: Phase) -> None:
+            await enter_phase(phase)
+
+        def entering(phase: Phase) -> Callable[[], None]:
+            return lambda: portal.run(enter(phase))
+
+        hooks = RunHooks(
+            fetching=entering(Phase.FETCHING),
+            running=entering(Phase.RUNNING),
+            publishing=entering(Phase.UPLOADING),
+            cancel=cancel,
+        )
         try:
-            await enter_phase(Phase.FETCHING)
-            row = DataRow(id=label)
-            await self.store.apopulate_row(row)
-            await self._fetch_inputs(row)
-
-            await enter_phase(Phase.RUNNING)
-            report = await self._run(row)
-
-            await enter_phase(Phase.UPLOADING)
-            # Successful steps are published even if others failed: a retry reruns only those.
-            publication = await self._blocking(publish_pending, self.store, row)
-            result = _result(report, publication)
+            try:
+                outcome = await self._blocking(
+                    self._run, XnatStore.over(self.store, portal), label, hooks
+                )
+            except BaseException:
+                # Cancelled (job timeout, shutdown) or failed: the run stops waiting for
+                # its scripts and its store calls.
+                cancel.set()
+                portal.cancel()
+                raise
+            await self._blocking(self._cluster.tidy)
+            result = _result(outcome.report, outcome.publications[label])
             if not result.ok:
                 return result
             return dataclasses.replace(result, settled_last_modified=await self._settle(label))
         finally:
             self.store.forget_session(label)
 
+    def _run(self, store: XnatStore, label: str, hooks: RunHooks) -> RunOutcome:
+        daemon = self.settings.daemon
+        with self._cluster.using() as client:
+            return run_scope(
+                self.settings,
+                store,
+                Scope(records=(label,)),
+                runner=runner_for(self.settings, client=client),
+                defer_publication=True,
+                script_timeout=daemon.script_timeout or daemon.job_timeout,
+                hooks=hooks,
+            )
+
     async def _settle(self, label: str) -> str | None:
         """The session's stamp after our uploads, if the inputs we processed are unchanged."""
         try:
-            stamp = await self.store.asettled_stamp(label)
+            stamp = await self.store.settled_stamp(label)
         except StoreError as exc:
             # Not fatal: the job is done for its first stamp and the next poll checks again.
             logger.warning("%s: cannot learn the session's stamp after the upload: %s", label, exc)
@@ -127,45 +162,9 @@ class XnatBackend:
             logger.info("%s: processed up to its stamp %s", label, stamp)
         return stamp
 
-    async def _fetch_inputs(self, row: DataRow) -> None:
-        wanted = {
-            f"{task.name}/{modality}"
-            for task in self.settings.tasks.values()
-            for modality in task.modalities
-        }
-        entries = [entry for path, entry in sorted(row.entries.items()) if path in wanted]
-        # One entry at a time (its files download in parallel): other jobs fill the pool.
-        for entry in entries:
-            await self.store.aget_fileset(entry)
-        logger.info("%s: %d input resource(s) in the cache", row.id, len(entries))
-
-    async def _run(self, row: DataRow) -> RunReport:
-        cancel = threading.Event()
-        try:
-            report = await self._blocking(self._run_on_cluster, row, cancel)
-        finally:
-            # Cancelled (job timeout, shutdown): the run stops waiting for its scripts.
-            cancel.set()
-        await self._blocking(self._cluster.tidy)
-        return report
-
-    def _run_on_cluster(self, row: DataRow, cancel: threading.Event) -> RunReport:
-        daemon = self.settings.daemon
-        with self._cluster.using() as client:
-            return run_scope(
-                self.settings,
-                self.store,
-                [row],
-                Scope(records=(row.id,)),
-                client=client,
-                defer_publication=True,
-                script_timeout=daemon.script_timeout or daemon.job_timeout,
-                cancel=cancel,
-            )
-
     async def aclose(self) -> None:
         try:
-            await asyncio.to_thread(self.store.close)
+            await self.store.aclose()
             await asyncio.to_thread(self._threads.shutdown, True)
         finally:
             await asyncio.to_thread(self._cluster.release)

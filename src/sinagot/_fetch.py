@@ -1,0 +1,115 @@
+"""The fetch phase of a run: everything a record's steps need from the store, once.
+
+For each selected step: the acquired-data entries its inputs live in (each
+fetched and linked into the work tree once per run, whatever the number of
+steps reading it), the provenance stored with its derivative (a pending one,
+when results wait for their upload, wins), and, for a step others read, its
+outputs in the work tree. Nothing after this phase talks to the store until
+results are published.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from ._fs import link_or_copy
+from ._layout import derivatives_dir
+from ._plan import FetchedRecord, RecordPlan, primary_entry
+from ._publish import read_pending_provenance
+from ._report import StepKey
+from ._steps import remove_dead_staging
+from .connectors import DataRow, FileSet, Store, derivative_path
+from .errors import SinagotError, StoreError
+
+__all__ = ["fetch_record"]
+
+_log = logging.getLogger("sinagot.run")
+
+
+def _materialize(fileset: FileSet, destination: Path) -> None:
+    """Make the files of ``fileset`` visible under ``destination`` (no-op if already there)."""
+    # Cheap path comparison first: this runs for every entry of every record.
+    if fileset.root == destination or (
+        destination.is_dir() and os.path.samefile(fileset.root, destination)
+    ):
+        return
+    for name in fileset.names:
+        link_or_copy(fileset.root / name, destination / name)
+
+
+def _stored_provenance(
+    store: Store, row: DataRow, path: str, *, use_pending: bool
+) -> dict[str, Any] | None:
+    if use_pending:
+        # Newer than what the store holds: its outputs wait in the work tree.
+        pending = read_pending_provenance(store.local_root, row.id, path)
+        if pending is not None:
+            return pending
+    entry = row.entry(path)
+    return None if entry is None else store.get_fileset_provenance(entry)
+
+
+def _ensure_outputs(
+    store: Store, row: DataRow, key: StepKey, path: str, provenance: dict[str, Any]
+) -> str | None:
+    """Bring a finished step's outputs into the work tree; why it is stale, if so."""
+    derivatives = derivatives_dir(store.local_root, row.id)
+    names = list(provenance.get("outputs", {}))
+    if all((derivatives / name).is_file() for name in names):
+        return None
+    entry = row.entry(path)
+    if entry is not None:
+        try:
+            _materialize(store.get_fileset(entry), derivatives)
+        except StoreError as exc:
+            _log.warning("cannot fetch the outputs of %s: %s", key, exc)
+    if all((derivatives / name).is_file() for name in names):
+        return None
+    return "outputs missing"
+
+
+def fetch_record(
+    store: Store, row: DataRow, plan: RecordPlan, *, pipeline: str, use_pending: bool
+) -> FetchedRecord:
+    """Fetch what the steps of ``plan`` need; failures are kept for the steps they concern."""
+    fetched = FetchedRecord()
+    root = store.local_root
+    remove_dead_staging(derivatives_dir(root, row.id))
+    for step in plan.steps:
+        if step.error is not None or step.script is None:
+            continue
+        produced = step.produced_inputs(plan.by_key)
+        for local_path in step.inputs:
+            entry_path = primary_entry(row.id, local_path)
+            if (
+                local_path in produced
+                or entry_path is None
+                or entry_path in fetched.primary
+                or entry_path in fetched.entry_errors
+            ):
+                continue
+            entry = row.entry(entry_path)
+            if entry is None:
+                fetched.primary[entry_path] = None
+                continue
+            try:
+                _materialize(store.get_fileset(entry), root / row.id / entry_path)
+            except (SinagotError, OSError) as exc:
+                fetched.entry_errors[entry_path] = str(exc)
+                continue
+            prefix = f"{row.id}/{entry_path}/"
+            fetched.primary[entry_path] = {prefix + n: md5 for n, md5 in entry.checksums.items()}
+        path = derivative_path(step.key.name, pipeline)
+        try:
+            stored = _stored_provenance(store, row, path, use_pending=use_pending)
+            fetched.provenance[step.key] = stored
+            if stored is not None and step.key in plan.has_dependents:
+                stale = _ensure_outputs(store, row, step.key, path, stored)
+                if stale is not None:
+                    fetched.stale[step.key] = stale
+        except (SinagotError, OSError) as exc:
+            fetched.step_errors[step.key] = str(exc)
+    return fetched

@@ -1,0 +1,280 @@
+"""Planning a run: which steps a scope holds, in which order, and what each needs.
+
+A record's steps come from the config (task -> modalities -> scripts) and the
+scripts' PATH_IN / PATH_OUT: a step whose input is another step's output runs
+after it. :class:`StepGraph` knows that structure without touching any store;
+:func:`step_spec` turns one planned step, with what the fetch phase brought
+(see ``_fetch``), into the picklable :class:`~sinagot._steps.StepSpec` a runner
+executes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ._checksums import ChecksumCache
+from ._layout import DERIVATIVES_DIR, list_files
+from ._report import StepKey
+from ._steps import StepSpec
+from .config import Settings
+from .errors import ScriptError
+from .scripts import LoadedScript, format_paths, load_script
+
+__all__ = [
+    "FetchedRecord",
+    "PlannedStep",
+    "RecordPlan",
+    "Scope",
+    "StepGraph",
+    "primary_entry",
+    "step_spec",
+]
+
+_log = logging.getLogger("sinagot.run")
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Which steps to run: optional filters on record, task and modality."""
+
+    records: tuple[str, ...]
+    task: str | None = None
+    modality: str | None = None
+
+
+@dataclass(slots=True)
+class PlannedStep:
+    """One step of a record: its script, the local paths it reads and writes, its upstream."""
+
+    key: StepKey
+    script: LoadedScript | None = None
+    error: str | None = None
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    upstream: list[StepKey] = field(default_factory=list)
+
+    def produced_inputs(self, by_key: dict[StepKey, PlannedStep]) -> dict[str, StepKey]:
+        """Its input paths that upstream steps write -> the step writing each."""
+        return {
+            path: producer
+            for producer in self.upstream
+            for path in self.inputs
+            if path in by_key[producer].outputs
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPlan:
+    """The steps of one record a scope selects, in dependency order."""
+
+    record: str
+    steps: tuple[PlannedStep, ...]
+    # Steps whose outputs a selected step reads: their outputs must be in the work tree.
+    has_dependents: frozenset[StepKey]
+
+    @property
+    def by_key(self) -> dict[StepKey, PlannedStep]:
+        return {step.key: step for step in self.steps}
+
+
+def primary_entry(record: str, local_path: str) -> str | None:
+    """The acquired-data entry ("task/modality") holding ``local_path``, if it is one."""
+    parts = local_path.split("/")
+    if len(parts) < 3 or parts[1] == DERIVATIVES_DIR:
+        return None
+    return f"{parts[1]}/{parts[2]}"
+
+
+class StepGraph:
+    """The steps of any record of ``settings``: scripts loaded once, errors logged once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._scripts: dict[tuple[str, str], LoadedScript | ScriptError] = {}
+
+    def _script(self, modality: str, name: str) -> LoadedScript | ScriptError:
+        cache_key = (modality, name)
+        if cache_key not in self._scripts:
+            try:
+                self._scripts[cache_key] = load_script(
+                    self.settings.script_file(modality, name), modality, name
+                )
+            except ScriptError as exc:
+                _log.error("%s", exc)
+                self._scripts[cache_key] = exc
+        return self._scripts[cache_key]
+
+    def record_steps(self, record: str) -> list[PlannedStep]:
+        """Every step of ``record`` in dependency order (config order breaks ties)."""
+        planned: list[PlannedStep] = []
+        for task in self.settings.tasks.values():
+            for modality in task.modalities:
+                for name in self.settings.modalities[modality].scripts_for(task.name):
+                    step = PlannedStep(StepKey(record, task.name, modality, name))
+                    loaded = self._script(modality, name)
+                    if isinstance(loaded, ScriptError):
+                        step.error = str(loaded)
+                    else:
+                        step.script = loaded
+                        step.inputs = format_paths(loaded.path_in, record, task.name)
+                        step.outputs = format_paths(loaded.path_out, record, task.name)
+                    planned.append(step)
+        producers: dict[str, PlannedStep] = {}
+        for step in planned:
+            for output in step.outputs:
+                other = producers.setdefault(output, step)
+                if other is not step and step.error is None:
+                    step.error = f"{step.key.unit} writes {output}, already written by {other.key.unit}: rename one output"
+        for step in planned:
+            for path in step.inputs:
+                producer = producers.get(path)
+                if producer is not None and producer.key not in step.upstream:
+                    step.upstream.append(producer.key)
+        return _toposort(planned)
+
+    def plan(self, record: str, scope: Scope) -> RecordPlan:
+        """The steps of ``record`` in ``scope``, with the upstream steps they need."""
+        steps = self.record_steps(record)
+        wanted = {
+            step.key
+            for step in steps
+            if scope.task in (None, step.key.task) and scope.modality in (None, step.key.modality)
+        }
+        by_key = {step.key: step for step in steps}
+        # Upstream steps outside the scope still run (or are checked) first.
+        pending = list(wanted)
+        while pending:
+            for upstream in by_key[pending.pop()].upstream:
+                if upstream not in wanted:
+                    wanted.add(upstream)
+                    pending.append(upstream)
+        selected = tuple(step for step in steps if step.key in wanted)
+        has_dependents = frozenset(key for step in selected for key in step.upstream)
+        return RecordPlan(record, selected, has_dependents)
+
+
+def _toposort(steps: list[PlannedStep]) -> list[PlannedStep]:
+    order = {step.key: index for index, step in enumerate(steps)}
+    waiting = {step.key: len(step.upstream) for step in steps}
+    dependents: dict[StepKey, list[StepKey]] = {step.key: [] for step in steps}
+    for step in steps:
+        for upstream in step.upstream:
+            dependents[upstream].append(step.key)
+    ready = [order[key] for key, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
+    result: list[PlannedStep] = []
+    while ready:
+        step = steps[heapq.heappop(ready)]
+        result.append(step)
+        for dependent in dependents[step.key]:
+            waiting[dependent] -= 1
+            if waiting[dependent] == 0:
+                heapq.heappush(ready, order[dependent])
+    if len(result) < len(steps):
+        cycle = sorted((s for s in steps if waiting[s.key] > 0), key=lambda s: order[s.key])
+        names = ", ".join(s.key.unit for s in cycle)
+        for step in cycle:
+            # Their inputs depend on each other: none of them can ever run.
+            step.error = f"dependency cycle between {names}: change PATH_IN/PATH_OUT to break it"
+            step.upstream = []
+            result.append(step)
+    return result
+
+
+def _local_checksums(
+    root: Path, cache: ChecksumCache, local_path: str, known: dict[str, str]
+) -> dict[str, str]:
+    """MD5 of every file at or below ``local_path``: the server's when it gave them."""
+    target = root / local_path
+    if not target.exists():
+        return {}
+    result: dict[str, str] = {}
+    for relative in list_files(target):
+        name = f"{local_path}/{relative}" if relative else local_path
+        result[name] = known.get(name) or cache.md5(root / name)
+    return result
+
+
+@dataclass(slots=True)
+class FetchedRecord:
+    """What the fetch phase brought for one record (see ``_fetch``)."""
+
+    # Acquired-data entry ("task/modality") -> the server's digests of its files by local
+    # path ({} when it gives none), or None when the record has no such data.
+    primary: dict[str, dict[str, str] | None] = field(default_factory=dict)
+    # Why an entry could not be fetched, by entry path.
+    entry_errors: dict[str, str] = field(default_factory=dict)
+    provenance: dict[StepKey, dict[str, Any] | None] = field(default_factory=dict)
+    stale: dict[StepKey, str] = field(default_factory=dict)
+    step_errors: dict[StepKey, str] = field(default_factory=dict)
+
+
+def step_spec(
+    plan: RecordPlan,
+    step: PlannedStep,
+    fetched: FetchedRecord,
+    *,
+    root: Path,
+    run_id: str,
+    force: bool,
+    settings: Settings,
+    cache: ChecksumCache,
+) -> StepSpec:
+    """The spec a runner executes for ``step``: checksums of its inputs, its stored provenance."""
+    base = StepSpec(
+        key=step.key,
+        local_root=root,
+        run_id=run_id,
+        script_file=settings.script_file(step.key.modality, step.key.script),
+        upstream=tuple(step.upstream),
+        force=force,
+    )
+    if step.error is not None or step.script is None:
+        return replace(base, error=step.error or "script not loaded")
+    produced = step.produced_inputs(plan.by_key)
+    static: dict[str, str] = {}
+    missing: str | None = None
+    try:
+        for path in step.inputs:
+            if path in produced:
+                continue
+            known: dict[str, str] = {}
+            entry_path = primary_entry(plan.record, path)
+            if entry_path is not None:
+                if entry_path in fetched.entry_errors:
+                    raise _Unprepared(fetched.entry_errors[entry_path])
+                listed = fetched.primary.get(entry_path)
+                if listed is None:
+                    missing = f"no {entry_path} data for {plan.record}"
+                    break
+                known = listed
+            found = _local_checksums(root, cache, path, known)
+            if not found:
+                missing = f"{path} does not exist"
+                break
+            static.update(found)
+        if step.key in fetched.step_errors:
+            raise _Unprepared(fetched.step_errors[step.key])
+    except (_Unprepared, OSError) as exc:
+        return replace(base, error=f"preparing inputs failed: {exc}")
+    return replace(
+        base,
+        source_md5=step.script.source_md5,
+        parameters=dict(step.script.parameters),
+        path_in=step.script.path_in,
+        path_out=step.script.path_out,
+        outputs=step.outputs,
+        produced_inputs=produced,
+        static_checksums=static,
+        missing=missing,
+        stale=fetched.stale.get(step.key),
+        stored_provenance=fetched.provenance.get(step.key),
+    )
+
+
+class _Unprepared(Exception):
+    """The fetch phase could not prepare an input of the step (its message says why)."""

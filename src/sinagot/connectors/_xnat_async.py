@@ -1,0 +1,585 @@
+"""``AsyncXnatStore``: a project of an XNAT(-compatible) server, for callers on an event loop.
+
+This is the XNAT connector itself; :class:`~sinagot.connectors.XnatStore` is
+the blocking adapter over it that the library's engine uses (FrameTree's
+``RemoteStore`` interface). Sessions (experiments) are records; a scan's type
+is the task and the label of a scan resource the modality. Derivatives
+``name@pipeline`` are session resources labelled ``name___at___pipeline``
+(frametree-xnat's form, since XNAT labels may not hold ``@``), holding the
+outputs and, written last as the commit, ``provenance.json``: a resource
+without it is incomplete and is redone. Fields are experiment custom fields;
+frameset definitions are files of a project resource.
+
+The HTTP client and the cache are given to the store (:meth:`AsyncXnatStore.connect`
+and :meth:`~AsyncXnatStore.from_settings` build them), so tests can pass their own.
+Use it from one event loop: its client's connections belong to that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote
+
+from .._layout import list_files
+from ..cache import Cache, EntryKey, EntryUse, RemoteFile
+from ..config import CacheSettings
+from ..errors import ConfigError, RemoteNotFoundError, RequestRefusedError, ServerError, StoreError
+from ._remote import (
+    check_uploaded,
+    checksums_of,
+    default_work_dir,
+    entry_work_dir,
+    link_entry,
+)
+from ._store import FieldValue
+from ._values import (
+    DataEntry,
+    DataRow,
+    DataTree,
+    FileSet,
+    derivative_path,
+    split_derivative_path,
+    validate_label,
+    validate_relative_path,
+)
+from ._xnat_client import RetryPolicy, XnatClient
+from ._xnat_credentials import resolve_credentials
+from ._xnat_fields import (
+    UPLOAD_PARAMS,
+    definition_path,
+    download_value,
+    get_json_object,
+    load_definition,
+    save_definition,
+    upload_value,
+)
+from ._xnat_names import (
+    AT,
+    EXPERIMENT_COLUMNS,
+    FILE_IN_URI,
+    PROVENANCE_FILE,
+    SessionListing,
+    SessionRecord,
+    by_uri,
+    file_name,
+    quote_segment,
+    remote_file,
+    resource_label,
+    same_files,
+    scan_resource_uri,
+    together,
+)
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+__all__ = ["DEFAULT_SESSION_TYPE", "AsyncXnatStore"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SESSION_TYPE = "xnat:mrSessionData"
+
+
+class _EntrySource:
+    """The cache's view of one entry's files on the server (a ``FileSource``)."""
+
+    supports_range = True
+
+    def __init__(self, client: XnatClient, base: str, what: str) -> None:
+        self._client = client
+        self._base = base
+        self._what = what
+
+    def stream(self, file: RemoteFile, offset: int) -> AsyncIterator[bytes]:
+        path = f"{self._base}/files/{quote(file.name, safe='/')}"
+        return self._client.stream(path, offset, f"file {file.name} of {self._what}")
+
+
+class AsyncXnatStore:
+    """One project of an XNAT server as a Sinagot dataset (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: XnatClient,
+        cache: Cache,
+        *,
+        local_root: Path | None = None,
+        concurrent_files: int = 8,
+        session_xsi_type: str = DEFAULT_SESSION_TYPE,
+    ) -> None:
+        self.project = validate_label(client.project, "[store] project")
+        self.client = client
+        self.server = client.server
+        self.cache = cache
+        self.local_root = Path(local_root or default_work_dir(self.server, self.project))
+        self.concurrent_files = concurrent_files
+        self.session_xsi_type = session_xsi_type
+        # Scan-file listings learnt by populate_row, by session label then resource URI:
+        # sizes and digests for the cache and for settled_stamp. A long-running daemon
+        # drops a session's with forget_session once its job ends, so this stays small.
+        self._listings: dict[str, dict[str, tuple[RemoteFile, ...]]] = {}
+        self._sessions: dict[str, SessionRecord] = {}
+        self._all_files_listing = True
+
+    @classmethod
+    def connect(
+        cls,
+        server: str,
+        *,
+        project: str,
+        user: str | None = None,
+        password: str | None = None,
+        password_credential: str | None = None,
+        netrc_file: Path | None = None,
+        cache: Cache | None = None,
+        local_root: Path | None = None,
+        max_connections: int = 8,
+        concurrent_files: int = 8,
+        retry: RetryPolicy | None = None,
+        timeout: float = 60.0,
+        session_xsi_type: str = DEFAULT_SESSION_TYPE,
+    ) -> AsyncXnatStore:
+        """A store with its own client (credentials as :func:`resolve_credentials` finds them)
+        and, unless given, the default cache."""
+        validate_label(project, "[store] project")
+        credentials = resolve_credentials(
+            server, user, password, credential=password_credential, netrc_file=netrc_file
+        )
+        client = XnatClient(
+            server,
+            credentials,
+            project=project,
+            max_connections=max_connections,
+            retry=retry,
+            timeout=timeout,
+        )
+        return cls(
+            client,
+            cache if cache is not None else Cache.from_settings(CacheSettings()),
+            local_root=local_root,
+            concurrent_files=concurrent_files,
+            session_xsi_type=session_xsi_type,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AsyncXnatStore:
+        """The store of a ``[store] type = "xnat"`` config."""
+        store = settings.store
+        if not store.server or not store.project:
+            raise ConfigError(
+                f"{settings.config_path}: [store] needs server and project for type 'xnat'"
+            )
+        return cls.connect(
+            store.server,
+            project=store.project,
+            user=store.user,
+            password=store.password,
+            password_credential=store.password_credential,
+            cache=Cache.from_settings(store.cache),
+            local_root=settings.dataset_dir,
+            max_connections=store.max_connections,
+            concurrent_files=store.concurrent_files,
+        )
+
+    def __repr__(self) -> str:
+        return f"AsyncXnatStore({self.server!r}, project={self.project!r}, user={self.user!r})"
+
+    @property
+    def user(self) -> str:
+        return self.client.user
+
+    async def login(self) -> None:
+        await self.client.login()
+
+    async def aclose(self) -> None:
+        """End the server session and close the connections."""
+        await self.client.aclose()
+
+    # -- paths ---------------------------------------------------------------------------
+
+    def project_path(self, project: str | None = None) -> str:
+        return f"/data/projects/{quote_segment(project or self.project)}"
+
+    def session_path(self, label: str) -> str:
+        return f"{self.project_path()}/experiments/{quote_segment(validate_label(label, 'session label'))}"
+
+    def entry_key(self, entry: DataEntry) -> EntryKey:
+        prefix = self.session_path(entry.row_id) + "/"
+        if not entry.uri.startswith(prefix):
+            raise StoreError(f"entry {entry.path} of {entry.row_id} has a foreign URI {entry.uri}")
+        return EntryKey(self.server, self.project, entry.row_id, unquote(entry.uri[len(prefix) :]))
+
+    def work_dir(self, entry: DataEntry) -> Path:
+        return entry_work_dir(self.local_root, entry)
+
+    # -- listing -------------------------------------------------------------------------
+
+    async def list_sessions(self) -> list[SessionListing]:
+        """Every session of the project with its last modification time, in ONE request."""
+        rows = await self.client.list_rows(
+            f"{self.project_path()}/experiments",
+            f"project {self.project}",
+            {"columns": EXPERIMENT_COLUMNS},
+        )
+        sessions: list[SessionListing] = []
+        # Rebuilt from each listing: sessions deleted on the server are not kept.
+        known: dict[str, SessionRecord] = {}
+        for row in rows:
+            label = row.get("label", "")
+            try:
+                validate_label(label, "session label")
+            except StoreError as exc:
+                logger.warning("ignoring a session of project %s: %s", self.project, exc)
+                continue
+            modified = row.get("last_modified") or row.get("insert_date", "")
+            known[label] = SessionRecord(row.get("ID", label), row.get("xsiType", ""), modified)
+            sessions.append(SessionListing(label, modified))
+        self._sessions = known
+        sessions.sort()
+        return sessions
+
+    async def populate_tree(self, tree: DataTree) -> None:
+        for session in await self.list_sessions():
+            tree.add_leaf((session.label,), last_modified=session.last_modified)
+
+    async def _scan_files(
+        self, session: str, scan_ids: Sequence[str]
+    ) -> dict[tuple[str, str], list[RemoteFile]]:
+        """Files of every scan resource, by (scan id, resource label): one listing if possible."""
+        what = f"the scan files of session {session}"
+        grouped: dict[tuple[str, str], list[RemoteFile]] = {}
+        rows = None
+        if self._all_files_listing:
+            try:
+                rows = await self.client.list_rows(f"{session}/scans/ALL/files", what)
+            except (RemoteNotFoundError, RequestRefusedError):
+                # A server without the one-request listing: remember, list per resource.
+                logger.info("%s cannot list all scan files at once", self.server)
+                self._all_files_listing = False
+        if rows is not None:
+            for row in rows:
+                match = FILE_IN_URI.search(row.get("URI", ""))
+                if match is None:
+                    raise ServerError(f"the listing of {what} has a file without a scan URI")
+                scan, resource = unquote(match.group(1)), unquote(match.group(2))
+                label = row.get("collection") or resource
+                name = file_name(row["URI"], row.get("Name", ""))
+                grouped.setdefault((scan, label), []).append(remote_file(row, name, what))
+            return grouped
+
+        async def resources_of(scan: str) -> list[tuple[str, str]]:
+            listed = await self.client.list_rows(
+                f"{session}/scans/{quote_segment(scan)}/resources", f"resources of scan {scan}"
+            )
+            return [(scan, r.get("label", "")) for r in listed]
+
+        async def files_of(scan: str, label: str) -> None:
+            listed = await self.client.list_rows(
+                f"{scan_resource_uri(session, scan, label)}/files",
+                f"resource {label} of scan {scan}",
+            )
+            grouped[(scan, label)] = [
+                remote_file(r, file_name(r.get("URI", ""), r.get("Name", "")), what) for r in listed
+            ]
+
+        # Independent listings: send them together (the pool bounds the connections).
+        per_scan = await together([resources_of(scan) for scan in scan_ids])
+        await together([files_of(scan, label) for pairs in per_scan for scan, label in pairs])
+        return grouped
+
+    async def populate_row(self, row: DataRow) -> None:
+        """Add the session's scan resources ("task/modality") and derivatives to ``row``."""
+        session = self.session_path(row.id)
+        # The session must exist for either listing: its 404 names the session.
+        scans, resources = await together(
+            [
+                self.client.list_rows(f"{session}/scans", f"session {row.id}"),
+                self.client.list_rows(f"{session}/resources", f"session {row.id}"),
+            ]
+        )
+        types = {s.get("ID", ""): s.get("type", "") for s in scans}
+        files = await self._scan_files(session, list(types))
+        self._listings[row.id] = by_uri(session, files)
+        for (scan, label), listed in sorted(files.items()):
+            task = types.get(scan)
+            if not task:
+                logger.warning("session %s: scan %s has no type; ignoring it", row.id, scan)
+                continue
+            try:
+                path = (
+                    f"{validate_label(task, 'scan type')}/{validate_label(label, 'resource label')}"
+                )
+            except StoreError as exc:
+                logger.warning("session %s: ignoring scan %s: %s", row.id, scan, exc)
+                continue
+            if path in row.entries:
+                logger.warning("session %s: several %s scans; using the first", row.id, task)
+                continue
+            row.add_entry(
+                path,
+                uri=scan_resource_uri(session, scan, label),
+                checksums={f.name: f.digest for f in listed},
+                last_modified=row.last_modified,
+            )
+        for resource in resources:
+            label = resource.get("label", "")
+            name, sep, pipeline = label.partition(AT)
+            if not sep:
+                continue
+            try:
+                path = derivative_path(name, pipeline)
+            except StoreError as exc:
+                logger.warning("session %s: ignoring resource %r: %s", row.id, label, exc)
+                continue
+            row.add_entry(path, uri=f"{session}/resources/{quote_segment(label)}")
+
+    async def _session_stamp(self, label: str) -> str | None:
+        # XNAT filters a listing on a column's value (``*`` as a wildcard, hence the exact
+        # match below): one row instead of the whole project.
+        rows = await self.client.list_rows(
+            f"{self.project_path()}/experiments",
+            f"session {label}",
+            {"columns": EXPERIMENT_COLUMNS, "label": label},
+        )
+        for row in rows:
+            if row.get("label") == label:
+                return row.get("last_modified") or row.get("insert_date") or None
+        return None
+
+    async def settled_stamp(self, label: str) -> str | None:
+        """The session's ``last_modified`` now, if its scan files are unchanged.
+
+        Unchanged means: the same files with the same digests as when
+        :meth:`populate_row` last listed session ``label``. A caller that
+        processed those files and uploaded its results can take the session as
+        processed up to this stamp, its own uploads included. None when a scan
+        file changed, was added or removed (or the server lists no digests).
+        Costs two requests: the session's row of the project listing, then its
+        scan files in one listing where the server offers it.
+        """
+        listed = self._listings.get(label)
+        if listed is None:
+            return None
+        # The stamp first: any change after this request moves the stamp past it,
+        # and a change of scan files before it shows in the listing below.
+        stamp = await self._session_stamp(label)
+        if stamp is None:
+            return None
+        session = self.session_path(label)
+        scan_ids: list[str] = []
+        if not self._all_files_listing:
+            scans = await self.client.list_rows(f"{session}/scans", f"session {label}")
+            scan_ids = [s.get("ID", "") for s in scans]
+        current = by_uri(session, await self._scan_files(session, scan_ids))
+        return stamp if same_files(listed, current) else None
+
+    def forget_session(self, label: str) -> None:
+        """Drop the listings :meth:`populate_row` remembered for session ``label``.
+
+        Later downloads of its files list them again. A long-running caller
+        (the daemon) calls this when it is done with a session, so memory does
+        not grow with every session it ever processed.
+        """
+        # One dict operation, atomic under the GIL: safe from any thread.
+        self._listings.pop(label, None)
+
+    # -- creating --------------------------------------------------------------------------
+
+    async def create_data_tree(self, id: str, leaves: Sequence[tuple[str, ...]]) -> None:
+        """Create one subject and one session per leaf (subject = first id, session = last)."""
+        project = self.project_path(validate_label(id, "project id"))
+        for leaf in leaves:
+            subject, session = (validate_label(part, "leaf id") for part in (leaf[0], leaf[-1]))
+            subject_path = f"{project}/subjects/{quote_segment(subject)}"
+            await self.client.request(
+                "PUT", subject_path, f"project {id}", params={"xsiType": "xnat:subjectData"}
+            )
+            await self.client.request(
+                "PUT",
+                f"{subject_path}/experiments/{quote_segment(session)}",
+                f"subject {subject}",
+                params={"xsiType": self.session_xsi_type},
+            )
+
+    def new_entry(self, path: str, row: DataRow) -> DataEntry:
+        """Declare derivative ``path`` (``name@pipeline``) in ``row``; nothing is sent yet."""
+        try:
+            name, pipeline = split_derivative_path(path)
+        except ValueError:
+            raise StoreError(
+                f"{path!r} is not a derivative path: outputs are named 'name@pipeline'"
+                " so they can never overwrite acquired data"
+            ) from None
+        derivative_path(name, pipeline)  # validates both parts
+        uri = f"{self.session_path(row.id)}/resources/{quote_segment(resource_label(path))}"
+        return row.add_entry(path, uri=uri)
+
+    # -- files ---------------------------------------------------------------------------
+
+    async def _list_entry(self, uri: str, what: str) -> dict[str, RemoteFile]:
+        rows = await self.client.list_rows(f"{uri}/files", what)
+        files = [remote_file(r, file_name(r.get("URI", ""), r.get("Name", "")), what) for r in rows]
+        return {f.name: f for f in files}
+
+    async def download_files(self, entry: DataEntry, download_dir: Path | None = None) -> Path:
+        """Fetch the files of ``entry`` verified into the cache (or one at ``download_dir``);
+        return the folder holding them."""
+        what = f"{entry.path} of session {entry.row_id}"
+        key = self.entry_key(entry)
+        listed = self._listings.get(entry.row_id, {}).get(entry.uri)
+        if listed is None:
+            listed = tuple((await self._list_entry(entry.uri, what)).values())
+        if entry.is_derivative:
+            listed = tuple(f for f in listed if f.name != PROVENANCE_FILE)
+        cache = self.cache
+        if download_dir is not None and Path(download_dir) != cache.root:
+            cache = Cache.from_settings(dataclasses.replace(cache.settings, dir=Path(download_dir)))
+        # Digests alone decide freshness: our own uploads bump the session's
+        # last_modified and must not make cached scans look stale.
+        return await cache.fetch(key, listed, _EntrySource(self.client, entry.uri, what))
+
+    def entry_in_use(self, entry: DataEntry) -> EntryUse:
+        """Held while the cached files of ``entry`` are read (see :meth:`Cache.using`)."""
+        return self.cache.using(self.entry_key(entry))
+
+    async def get_fileset(self, entry: DataEntry) -> FileSet:
+        """The verified files of ``entry``, linked into the work tree (LocalStore layout)."""
+        destination = self.work_dir(entry)
+        async with self.entry_in_use(entry):
+            root = await self.download_files(entry)
+            names = await asyncio.to_thread(link_entry, root, destination)
+        return FileSet(root=destination, names=names)
+
+    async def upload_files(
+        self,
+        input_dir: Path,
+        entry: DataEntry,
+        names: Sequence[str] | None = None,
+        checksums: dict[str, str] | None = None,
+    ) -> dict[str, str]:
+        """Upload ``names`` (default: every file) below ``input_dir`` as the files of
+        derivative ``entry``, skipping those the server already holds; their MD5s."""
+        if not entry.is_derivative:
+            raise StoreError(
+                f"refusing to upload into acquired data {entry.path} of {entry.row_id}:"
+                " Sinagot only writes derivatives (name@pipeline)"
+            )
+        what = f"{entry.path} of session {entry.row_id}"
+        if names is None:
+            names = await asyncio.to_thread(list_files, input_dir)
+        for name in names:
+            validate_relative_path(name, "output")
+            if name == PROVENANCE_FILE:
+                raise StoreError(
+                    f"output {name} of {what} clashes with the provenance file: rename the output"
+                )
+        local = await asyncio.to_thread(
+            checksums_of, FileSet(input_dir, tuple(names), checksums or {})
+        )
+        try:
+            remote = await self._list_entry(entry.uri, what)
+        except RemoteNotFoundError:
+            # Created once up front: parallel first uploads could each create one.
+            await self.client.request("PUT", entry.uri, f"resource of {what}")
+            remote = {}
+        files = f"{entry.uri}/files"
+        if PROVENANCE_FILE in remote:
+            # Un-commit first, so an interrupted re-upload never looks complete.
+            await self.client.request("DELETE", f"{files}/{PROVENANCE_FILE}", what)
+        slots = asyncio.Semaphore(self.concurrent_files)
+
+        async def put(name: str) -> None:
+            async with slots:
+                await self.client.request(
+                    "PUT",
+                    f"{files}/{quote(name, safe='/')}",
+                    f"file {name} of {what}",
+                    params=UPLOAD_PARAMS,
+                    body=input_dir / name,
+                )
+
+        async def delete(name: str) -> None:
+            async with slots:
+                await self.client.request(
+                    "DELETE", f"{files}/{quote(name, safe='/')}", f"file {name} of {what}"
+                )
+
+        changed = [n for n in local if remote.get(n) is None or remote[n].digest != local[n]]
+        stale = [n for n in remote if n not in local and n != PROVENANCE_FILE]
+        logger.info(
+            "uploading %d of %d files of %s (%d stale removed)",
+            len(changed),
+            len(local),
+            what,
+            len(stale),
+        )
+        await together([*(put(n) for n in changed), *(delete(n) for n in stale)])
+        return local
+
+    async def get_checksums(self, uri: str) -> dict[str, str]:
+        """The server's digests of the files of the entry at ``uri`` (provenance excluded)."""
+        listed = await self._list_entry(uri, f"resource {unquote(uri.rsplit('/', 1)[-1])}")
+        return {n: f.digest for n, f in listed.items() if n != PROVENANCE_FILE}
+
+    async def put_fileset(self, fileset: FileSet, entry: DataEntry) -> FileSet:
+        """Upload ``fileset`` as derivative ``entry`` and check the server's digests of it."""
+        local = await self.upload_files(fileset.root, entry, fileset.names, dict(fileset.checksums))
+        check_uploaded(self.server, entry.uri, local, await self.get_checksums(entry.uri))
+        return dataclasses.replace(fileset, checksums=MappingProxyType(local))
+
+    # -- provenance ------------------------------------------------------------------------
+
+    async def get_provenance(self, entry: DataEntry) -> dict[str, Any] | None:
+        """The provenance of ``entry``, or None if it has none (it is not complete)."""
+        what = f"provenance of {entry.path} of session {entry.row_id}"
+        try:
+            return await get_json_object(self.client, f"{entry.uri}/files/{PROVENANCE_FILE}", what)
+        except ServerError as exc:
+            logger.warning("%s; the step will run again", exc)
+            return None
+
+    async def put_provenance(self, provenance: dict[str, Any], entry: DataEntry) -> None:
+        """Store the provenance of ``entry``: written last, it marks the entry complete."""
+        body = (json.dumps(provenance, indent=2, sort_keys=True) + "\n").encode()
+        await self.client.request(
+            "PUT",
+            f"{entry.uri}/files/{PROVENANCE_FILE}",
+            f"provenance of {entry.path} of session {entry.row_id}",
+            params=UPLOAD_PARAMS,
+            body=body,
+        )
+
+    # -- fields and frameset definitions -------------------------------------------------
+
+    async def download_value(self, entry: DataEntry) -> FieldValue:
+        """The value of field ``entry`` (a custom field of the session)."""
+        return await download_value(self.client, self.session_path(entry.row_id), entry)
+
+    async def upload_value(self, value: FieldValue, entry: DataEntry) -> None:
+        """Store ``value`` as field ``entry`` (a custom field of the session)."""
+        session = self._sessions.get(entry.row_id)
+        await upload_value(
+            self.client,
+            self.session_path(entry.row_id),
+            entry,
+            value,
+            session.xsi_type if session is not None else "",
+            self.session_xsi_type,
+        )
+
+    async def save_frameset_definition(
+        self, dataset_id: str, definition: dict[str, Any], name: str
+    ) -> None:
+        path = definition_path(self.project_path(validate_label(dataset_id, "project id")), name)
+        await save_definition(self.client, path, definition, f"{name} of project {dataset_id}")
+
+    async def load_frameset_definition(self, dataset_id: str, name: str) -> dict[str, Any] | None:
+        path = definition_path(self.project_path(validate_label(dataset_id, "project id")), name)
+        return await load_definition(self.client, path, f"{name} of project {dataset_id}")

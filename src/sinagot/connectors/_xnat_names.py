@@ -1,0 +1,143 @@
+"""How XNAT names, lists and describes what a project holds: labels, URIs, listing rows.
+
+Pure functions over what the server sent: every name from the server is
+validated here before it can reach the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
+from urllib.parse import quote, unquote
+
+from ..cache import RemoteFile
+from ..errors import ServerError
+from ._store import FieldValue
+from ._values import split_derivative_path, validate_relative_path
+
+__all__ = [
+    "AT",
+    "DEFINITIONS_RESOURCE",
+    "EXPERIMENT_COLUMNS",
+    "FILE_IN_URI",
+    "PROVENANCE_FILE",
+    "SessionListing",
+    "SessionRecord",
+    "by_uri",
+    "decode_value",
+    "file_name",
+    "quote_segment",
+    "remote_file",
+    "resource_label",
+    "same_files",
+    "scan_resource_uri",
+    "together",
+]
+
+T = TypeVar("T")
+
+PROVENANCE_FILE = "provenance.json"
+DEFINITIONS_RESOURCE = "sinagot_framesets"
+AT = "___at___"
+EXPERIMENT_COLUMNS = "ID,label,xsiType,last_modified,insert_date"
+FILE_IN_URI = re.compile(r"/scans/([^/]+)/resources/([^/]+)/files/")
+_FILE_PATH = re.compile(r"/resources/[^/]+/files/(.+)$")
+
+
+def resource_label(path: str) -> str:
+    """The XNAT resource label of derivative ``name@pipeline`` (``name___at___pipeline``)."""
+    name, pipeline = split_derivative_path(path)
+    return f"{name}{AT}{pipeline}"
+
+
+def quote_segment(segment: str) -> str:
+    return quote(segment, safe="")
+
+
+class SessionListing(NamedTuple):
+    """One session of a project listing: its label and the server's modification time."""
+
+    label: str
+    last_modified: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """What the project listing says of a session, kept for later requests about it."""
+
+    id: str
+    xsi_type: str
+    last_modified: str
+
+
+def file_name(uri: str, fallback: str) -> str:
+    """The path of a file inside its resource, from its listing URI (Name is only the basename)."""
+    match = _FILE_PATH.search(uri)
+    name = unquote(match.group(1)) if match else fallback
+    return validate_relative_path(name, "file name from the server")
+
+
+def remote_file(row: Mapping[str, str], name: str, what: str) -> RemoteFile:
+    try:
+        size = int(row.get("Size") or 0)
+    except ValueError:
+        raise ServerError(
+            f"the server lists {name} of {what} with size {row.get('Size')!r}"
+        ) from None
+    return RemoteFile(name=name, size=size, digest=row.get("digest", ""))
+
+
+def scan_resource_uri(session: str, scan: str, label: str) -> str:
+    return f"{session}/scans/{quote_segment(scan)}/resources/{quote_segment(label)}"
+
+
+def by_uri(
+    session: str, files: Mapping[tuple[str, str], Sequence[RemoteFile]]
+) -> dict[str, tuple[RemoteFile, ...]]:
+    return {
+        scan_resource_uri(session, scan, label): tuple(listed)
+        for (scan, label), listed in files.items()
+    }
+
+
+def same_files(
+    before: Mapping[str, Sequence[RemoteFile]], after: Mapping[str, Sequence[RemoteFile]]
+) -> bool:
+    """Whether two scan-file listings prove the same content (every file has a digest)."""
+
+    def proof(listing: Mapping[str, Sequence[RemoteFile]]) -> dict[str, set[RemoteFile]] | None:
+        if any(not f.digest for files in listing.values() for f in files):
+            return None
+        return {uri: set(files) for uri, files in listing.items() if files}
+
+    known = proof(before)
+    return known is not None and known == proof(after)
+
+
+def decode_value(text: str) -> FieldValue:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(value, int | float | str | list):
+        return value
+    return text
+
+
+async def together(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run ``coros`` as tasks of one group; the first failure cancels the rest and is raised."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(coro) for coro in coros]
+    except BaseExceptionGroup as errors:
+        first = errors.exceptions[0]
+        for error in errors.exceptions:
+            if not isinstance(error, asyncio.CancelledError):
+                first = error
+                break
+        raise first from None
+    return [task.result() for task in tasks]

@@ -1,0 +1,167 @@
+"""The engine: :func:`run_scope` takes the records of a scope through their phases.
+
+::
+
+    fetch     rows listed from the store; each input entry fetched and linked into
+              the work tree once; stored (or pending) provenance read      (``_fetch``)
+    plan      a spec per step: input checksums, what is stale               (``_plan``)
+    run       the steps on a runner, serially or on Dask, each result
+              committed as it finishes: stored at once, or left pending     (``_runners``)
+    publish   with deferred publication, pending results uploaded,
+              provenance last                                               (``_publish``)
+
+The library runs a scope with results stored as they come; the daemon defers
+publication to the last phase and follows the phases through :class:`RunHooks`
+(its journal records each), with a cancel switch for timeouts and shutdown.
+Only the calling thread talks to the store; steps touch only the work tree.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._checksums import ChecksumCache
+from ._fetch import fetch_record
+from ._plan import Scope, StepGraph, step_spec
+from ._publish import Publication, commit_result, publish_pending
+from ._report import RunReport, StepResult
+from ._runners import DaskRunner, Progress, Runner, SerialRunner, Watch
+from ._steps import StepSpec
+from .config import Settings
+from .connectors import DataRow, Store
+
+__all__ = [
+    "Progress",
+    "Publication",
+    "RunHooks",
+    "RunOutcome",
+    "Scope",
+    "run_scope",
+    "runner_for",
+]
+
+_log = logging.getLogger("sinagot.run")
+
+
+def _nothing() -> None:
+    return None
+
+
+def _no_progress(done: int, total: int) -> None:
+    del done, total
+
+
+@dataclass(frozen=True, slots=True)
+class RunHooks:
+    """What the caller of a run hears of it, and how it stops it; called in the run's thread.
+
+    ``fetching``, ``running`` and ``publishing`` are called as each phase starts
+    (``publishing`` only when publication is deferred); ``progress(done, total)``
+    after each step; once ``cancel`` is set, unfinished steps fail as cancelled.
+    """
+
+    fetching: Callable[[], None] = _nothing
+    running: Callable[[], None] = _nothing
+    publishing: Callable[[], None] = _nothing
+    progress: Progress = _no_progress
+    cancel: threading.Event | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """A run's report, the rows as the store listed them, and (deferred publication)
+    what was published for each record."""
+
+    report: RunReport
+    rows: Mapping[str, DataRow]
+    publications: Mapping[str, Publication] = field(default_factory=dict)
+
+
+def runner_for(settings: Settings, mode: str | None = None, client: Any | None = None) -> Runner:
+    """The runner of ``mode`` (default: the config's ``[run] mode``); ``client``: an existing
+    ``distributed.Client`` to run on (implies Dask; the caller owns it)."""
+    if client is not None or (mode or settings.run_mode) == "dask":
+        return DaskRunner(settings.dask, client)
+    return SerialRunner()
+
+
+def _fetch_and_plan(
+    settings: Settings,
+    store: Store,
+    scope: Scope,
+    *,
+    force: bool,
+    use_pending: bool,
+) -> tuple[dict[str, DataRow], list[StepSpec]]:
+    graph = StepGraph(settings)
+    run_id = uuid.uuid4().hex[:12]
+    rows: dict[str, DataRow] = {}
+    specs: list[StepSpec] = []
+    with ChecksumCache(store.local_root) as cache:
+        for record in scope.records:
+            row = rows[record] = DataRow(id=record)
+            store.populate_row(row)
+            plan = graph.plan(record, scope)
+            fetched = fetch_record(
+                store, row, plan, pipeline=settings.store.pipeline, use_pending=use_pending
+            )
+            specs.extend(
+                step_spec(
+                    plan,
+                    step,
+                    fetched,
+                    root=store.local_root,
+                    run_id=run_id,
+                    force=force,
+                    settings=settings,
+                    cache=cache,
+                )
+                for step in plan.steps
+            )
+        if cache.hashed:
+            _log.info("hashed %d changed input files", cache.hashed)
+    return rows, specs
+
+
+def run_scope(
+    settings: Settings,
+    store: Store,
+    scope: Scope,
+    *,
+    runner: Runner,
+    force: bool = False,
+    defer_publication: bool = False,
+    script_timeout: float | None = None,
+    hooks: RunHooks | None = None,
+) -> RunOutcome:
+    """Run every step of ``scope`` that is not up to date, through the phases above.
+
+    ``defer_publication``: leave finished steps pending, take earlier pending
+    results as stored, and publish them all in a last phase. ``script_timeout``
+    bounds each script on Dask.
+    """
+    hooks = hooks or RunHooks()
+    begin = time.perf_counter()
+    hooks.fetching()
+    rows, specs = _fetch_and_plan(
+        settings, store, scope, force=force, use_pending=defer_publication
+    )
+    pipeline = settings.store.pipeline
+
+    def commit(result: StepResult) -> StepResult:
+        return commit_result(store, rows, pipeline, result, defer=defer_publication)
+
+    hooks.running()
+    results = runner.run(specs, commit, hooks.progress, Watch(script_timeout, hooks.cancel))
+    report = RunReport(tuple(results), seconds=time.perf_counter() - begin, mode=runner.mode)
+    if not defer_publication:
+        return RunOutcome(report, rows)
+    hooks.publishing()
+    publications = {record: publish_pending(store, row) for record, row in rows.items()}
+    return RunOutcome(report, rows, publications)
