@@ -8,6 +8,7 @@ Layout below the root (see ``EntryKey.relative_dir``)::
         tmp-<token>/       a download in progress (parts/ + files/), flocked by its writer
         lock               download lock (flock) + holder pid/host/start time
         takeover.lock      serialises takeovers of a stalled holder
+        commit.lock        serialises commits of the entry
         use.lock           shared flocks of jobs using the entry (``Cache.using``)
         quarantine/        corrupt files moved aside by ``verify``
 
@@ -15,8 +16,11 @@ Each download builds a whole new generation (unchanged files are hard links
 to the previous one, so only changed files are downloaded) and publishes it by
 atomically replacing the manifest. Readers therefore see the old entry or the
 new one, never a mix, and never a partial or unverified file, whatever is
-killed when. A stalled holder that wakes up after a takeover finds that its
-lock file was replaced and discards its staging folder instead of committing.
+killed when. A holder waiting for a server's first byte heartbeats through its
+lock file, so it is not taken for stalled. A stalled holder that wakes up after
+a takeover and finishes still commits its verified files (commits are
+serialised by ``commit.lock``); a holder that sees another one's commit of the
+same files stops downloading and uses it.
 Old generations are pruned right after a commit when no job uses the entry,
 otherwise by ``gc``: a path returned by ``fetch``/``lookup`` stays valid while
 the caller holds ``using(key)``.
@@ -32,7 +36,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -47,6 +51,7 @@ from ._lock import (
     UseLock,
     acquire,
     claim_dead_stagings,
+    commit_lock,
     create_staging,
     try_use_lock,
 )
@@ -286,30 +291,28 @@ class Cache:
             return hit
         home = self.entry_dir(key)
         what = self._describe(key)
-        while True:
-            lock = await acquire(
-                home,
-                uuid.uuid4().hex,
-                race_condition_delay=self.race_condition_delay,
-                patience=self.lock_timeout,
-                what=what,
-                ready=lambda: self.lookup(key, files, last_modified=last_modified),
-                watch=home / MANIFEST_NAME,
-            )
-            if isinstance(lock, Path):
-                return lock
-            try:
-                hit = await asyncio.to_thread(self.lookup, key, files, last_modified=last_modified)
-                if hit is not None:
-                    return hit
-                result = await self._fill(lock, key, list(files), source, last_modified, what)
-            finally:
-                lock.release()
-            if result is not None:
-                return result
-            logger.warning(
-                "cache entry %s was taken over while downloading; waiting for the new holder", what
-            )
+
+        def committed() -> Path | None:
+            return self.lookup(key, files, last_modified=last_modified)
+
+        lock = await acquire(
+            home,
+            uuid.uuid4().hex,
+            race_condition_delay=self.race_condition_delay,
+            patience=self.lock_timeout,
+            what=what,
+            ready=committed,
+            watch=home / MANIFEST_NAME,
+        )
+        if isinstance(lock, Path):
+            return lock
+        try:
+            hit = await asyncio.to_thread(committed)
+            if hit is not None:
+                return hit
+            return await self._fill(lock, key, list(files), source, last_modified, what, committed)
+        finally:
+            lock.release()
 
     def _prepare_staging(
         self, lock: EntryLock, files: list[RemoteFile]
@@ -367,8 +370,9 @@ class Cache:
         source: FileSource,
         last_modified: str | None,
         what: str,
-    ) -> Path | None:
-        """Download into a staging folder and commit it; None if the entry was taken over meanwhile."""
+        committed: Callable[[], Path | None],
+    ) -> Path:
+        """Download into a staging folder and commit it (or use another holder's commit)."""
         staging: Staging | None = None
         try:
             stage, done = await run_to_completion(
@@ -378,7 +382,10 @@ class Cache:
             todo = await run_to_completion(self._link_unchanged, lock.home, stage, files, done)
             if todo:
                 logger.info("downloading %d of %d files of %s", len(todo), len(files), what)
-                await self._download_all(stage, todo, source, what)
+                other = await self._download_watched(lock, stage, todo, source, what, committed)
+                if other is not None:
+                    await run_to_completion(shutil.rmtree, stage.path, True)
+                    return other
             # Links to the previous generation are durable already; the rest is synced now.
             unsynced = [*done, *(f.name for f in todo)]
             return await run_to_completion(
@@ -396,6 +403,36 @@ class Cache:
         finally:
             if staging is not None:
                 staging.close()
+
+    async def _download_watched(
+        self,
+        lock: EntryLock,
+        staging: Staging,
+        todo: list[RemoteFile],
+        source: FileSource,
+        what: str,
+        committed: Callable[[], Path | None],
+    ) -> Path | None:
+        """Download ``todo``, heartbeating while requests wait on the server; the generation
+        another holder committed meanwhile (the download is then abandoned), else None."""
+        waits = _NetworkWaits()
+        download = asyncio.create_task(
+            self._download_all(staging, todo, waits.watch(source), what)
+        )
+        watcher = asyncio.create_task(_watch(lock, waits, self._flush_interval, committed))
+        try:
+            await asyncio.wait([download, watcher], return_when=asyncio.FIRST_COMPLETED)
+            downloaded = download.done()
+        finally:
+            for task in (download, watcher):
+                task.cancel()
+            await asyncio.wait([download, watcher])
+        if downloaded:
+            download.result()  # its error, if it failed
+            return None
+        found = watcher.result()
+        logger.info("another process committed %s meanwhile: using its files", what)
+        return found
 
     async def _download_all(
         self, staging: Staging, todo: list[RemoteFile], source: FileSource, what: str
@@ -437,41 +474,92 @@ class Cache:
         files: list[RemoteFile],
         unsynced: list[str],
         last_modified: str | None,
-    ) -> Path | None:
+    ) -> Path:
         home = lock.home
         sync_tree(staging.files, unsynced)
-        if not lock.still_owner():
-            logger.warning(
-                "discarding download in %s: another process took the entry over", staging.path
-            )
+        with commit_lock(home):
+            if not lock.still_owner():
+                # Stalled, taken over, then finished: the files are verified all the same.
+                logger.warning(
+                    "cache entry %s was taken over while downloading; committing this finished,"
+                    " verified download all the same",
+                    home,
+                )
+            name = f"{GENERATION_PREFIX}{lock.token}"
+            generation = home / name
+            os.rename(staging.files, generation)
+            fsync_dir(home)
+            recorded = []
+            for f in files:
+                st = os.stat(generation / f.name)
+                recorded.append(ManifestFile(f.name, f.size, f.digest, st.st_mtime_ns))
+            manifest = Manifest(name, tuple(recorded), last_modified, time.time())
+            try:
+                write_manifest(
+                    home / MANIFEST_NAME,
+                    manifest,
+                    {
+                        "server": key.server,
+                        "project": key.project,
+                        "session": key.session,
+                        "entry": key.entry,
+                    },
+                )
+            except OSError:
+                shutil.rmtree(generation, ignore_errors=True)  # never referenced: nobody sees it
+                raise
             shutil.rmtree(staging.path, ignore_errors=True)
-            return None
-        name = f"{GENERATION_PREFIX}{lock.token}"
-        generation = home / name
-        os.rename(staging.files, generation)
-        fsync_dir(home)
-        recorded = []
-        for f in files:
-            st = os.stat(generation / f.name)
-            recorded.append(ManifestFile(f.name, f.size, f.digest, st.st_mtime_ns))
-        manifest = Manifest(name, tuple(recorded), last_modified, time.time())
-        try:
-            write_manifest(
-                home / MANIFEST_NAME,
-                manifest,
-                {
-                    "server": key.server,
-                    "project": key.project,
-                    "session": key.session,
-                    "entry": key.entry,
-                },
-            )
-        except OSError:
-            shutil.rmtree(generation, ignore_errors=True)  # never referenced: nobody can see it
-            raise
-        shutil.rmtree(staging.path, ignore_errors=True)
-        prune_generations(home)
+            prune_generations(home)
         return generation
+
+
+class _NetworkWaits:
+    """How many requests of a download are waiting for their next bytes from the server."""
+
+    def __init__(self) -> None:
+        self.waiting = 0
+
+    def watch(self, source: FileSource) -> FileSource:
+        return _WatchedSource(source, self)
+
+
+class _WatchedSource:
+    """``source``, counting its streams while they wait on the server (see ``_watch``)."""
+
+    def __init__(self, source: FileSource, waits: _NetworkWaits) -> None:
+        self.supports_range = source.supports_range
+        self._source = source
+        self._waits = waits
+
+    async def stream(self, file: RemoteFile, offset: int) -> AsyncIterator[bytes]:
+        chunks = aiter(self._source.stream(file, offset))
+        try:
+            while True:
+                self._waits.waiting += 1
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+                finally:
+                    self._waits.waiting -= 1
+                yield chunk
+        finally:
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()
+
+
+async def _watch(
+    lock: EntryLock, waits: _NetworkWaits, interval: float, committed: Callable[[], Path | None]
+) -> Path:
+    """Heartbeat while requests wait on the server; return another holder's commit once seen."""
+    while True:
+        await asyncio.sleep(interval)
+        if waits.waiting:
+            await asyncio.to_thread(lock.beat)
+        found = await asyncio.to_thread(committed)
+        if found is not None:
+            return found
 
 
 def _staged_bytes(staging: Staging) -> int:

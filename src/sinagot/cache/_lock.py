@@ -17,10 +17,13 @@ Three kinds of lock live in an entry's home directory:
 A holder that is alive but makes no progress (e.g. SIGSTOP, a hung mount) for
 ``race_condition_delay`` seconds is taken over: the waiter unlinks the lock
 file (under ``takeover.lock`` so that two waiters never both break it) and
-locks a fresh one. Every acquirer checks, after flock succeeds, that its
-descriptor is still the file at ``lock``; the stalled holder, when it runs
-again, sees that it lost the entry and throws its work away instead of
-committing it (see ``_cache.py``).
+locks a fresh one. Progress is bytes arriving in the holder's staging files,
+or its heartbeat (:meth:`EntryLock.beat`): a holder waiting on an open request
+to a server that has not sent its first byte yet is alive, and says so.
+Every acquirer checks, after flock succeeds, that its descriptor is still the
+file at ``lock``. A stalled holder that runs again and finishes still commits
+its verified download (under ``commit.lock``, see ``_cache.py``): finished
+work is never thrown away.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -43,6 +46,7 @@ from ..errors import CacheLockTimeoutError
 from ._threads import run_to_completion
 
 __all__ = [
+    "COMMIT_NAME",
     "LOCK_NAME",
     "NEW_STAGING_PREFIX",
     "STAGING_PREFIX",
@@ -54,6 +58,7 @@ __all__ = [
     "UseLock",
     "acquire",
     "claim_dead_stagings",
+    "commit_lock",
     "create_staging",
     "try_lock",
     "try_use_lock",
@@ -64,6 +69,7 @@ T = TypeVar("T")
 
 LOCK_NAME = "lock"
 TAKEOVER_NAME = "takeover.lock"
+COMMIT_NAME = "commit.lock"
 USE_LOCK_NAME = "use.lock"
 STAGING_PREFIX = "tmp-"
 NEW_STAGING_PREFIX = ".new-"
@@ -132,20 +138,30 @@ class EntryLock:
         self.home = home
         self.token = token
         self._fd = fd
-        self._started = time.time()
+        self._info: dict[str, object] = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "token": token,
+            "staging": "",
+            "beats": 0,
+        }
+
+    def _write_info(self) -> None:
+        data = json.dumps(self._info).encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
 
     def announce(self, staging: str) -> None:
         """Record who holds the lock and where its bytes go, for waiters and for diagnostics."""
-        info = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": self._started,
-            "token": self.token,
-            "staging": staging,
-        }
-        data = json.dumps(info).encode()
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, data, 0)
+        self._info["staging"] = staging
+        self._write_info()
+
+    def beat(self) -> None:
+        """Tell waiters this holder is alive though no byte arrived (it waits on a server)."""
+        beats = self._info["beats"]
+        self._info["beats"] = (beats if isinstance(beats, int) else 0) + 1
+        self._write_info()
 
     def still_owner(self) -> bool:
         """False once a waiter took the entry over (the lock file was unlinked)."""
@@ -329,6 +345,20 @@ async def acquire(
                 if found is not None:
                     return found
         pause = min(pause * 2, _MAX_POLL)
+
+
+@contextlib.contextmanager
+def commit_lock(home: Path) -> Iterator[None]:
+    """Held while a generation is made current: commits of one entry never interleave.
+
+    Brief (a rename, a manifest, pruning): waiting for it blocks, so take it in a thread.
+    """
+    fd = _open_lock_file(home / COMMIT_NAME)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 class Staging:
