@@ -43,10 +43,10 @@ def _age(seconds: float) -> str:
 
 
 def _cache(args: argparse.Namespace) -> Cache:
-    from ..config import load_settings
+    from ..config import load_store_settings
     from ._cache import Cache
 
-    return Cache.from_settings(load_settings(args.config).store.cache)
+    return Cache.from_settings(load_store_settings(args.config).cache)
 
 
 def _ls(args: argparse.Namespace) -> int:
