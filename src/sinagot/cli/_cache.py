@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._cache import Cache
+    from ..cache import Cache
 
 __all__ = ["parse_size", "register"]
 
@@ -43,8 +43,8 @@ def _age(seconds: float) -> str:
 
 
 def _cache(args: argparse.Namespace) -> Cache:
+    from ..cache import Cache
     from ..config import load_store_settings
-    from ._cache import Cache
 
     return Cache.from_settings(load_store_settings(args.config).cache)
 
