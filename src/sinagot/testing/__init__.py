@@ -51,8 +51,8 @@ from __future__ import annotations
 
 from ._auth import parse_user_spec
 from ._faults import FAULT_KINDS, FaultRule, parse_fault_spec
+from ._records import Owner
 from ._server import EmulatorServer
-from ._store import Owner
 
 __all__ = [
     "FAULT_KINDS",

@@ -15,7 +15,8 @@ from aiohttp import web
 from ._app import build_app
 from ._auth import Accounts
 from ._faults import FaultInjector, FaultRule
-from ._store import NotFoundError, Owner, Store
+from ._records import NotFoundError, Owner
+from ._store import Store
 
 __all__ = ["EmulatorServer"]
 
