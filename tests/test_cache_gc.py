@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sinagot.cache import Cache, EntryKey, LocalFileSource, RemoteFile
-from sinagot.cache._cli import parse_size
+from sinagot.cli._cache import parse_size
 from test_cache_helpers import (
     KEY,
     CountingSource,
@@ -203,3 +203,28 @@ def test_cli_ls_verify_gc(tmp_path: Path) -> None:
     assert gc.returncode == 0, gc.stderr
     assert "evicted 2 entries" in gc.stdout
     assert cache.entries() == []
+
+
+def test_cli_needs_only_the_store_table(tmp_path: Path) -> None:
+    # A machine that only keeps the cache (e.g. a shared cache host) has no scripts or modalities.
+    config = tmp_path / "cache.toml"
+    config.write_text('[store]\ncache_dir = "cache"\n')
+    _fill(Cache(tmp_path / "cache"), tmp_path / "src", 1)
+
+    listing = _sinagot("cache", "ls", str(config))
+    assert listing.returncode == 0, listing.stderr
+    assert "1 entries" in listing.stdout
+    verify = _sinagot("cache", "verify", str(config))
+    assert verify.returncode == 0 and "0 corrupt" in verify.stdout, verify.stderr
+    gc = _sinagot("cache", "gc", str(config), "--max-size", "0")
+    assert gc.returncode == 0 and "evicted 1 entries" in gc.stdout, gc.stderr
+
+
+def test_cli_reports_a_bad_store_table_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "cache.toml"
+    config.write_text('[store]\ncache_dir = "cache"\nconcurrent_file = 2\n')
+    listing = _sinagot("cache", "ls", str(config))
+    assert listing.returncode == 2
+    assert listing.stderr.strip().splitlines() == [
+        f"sinagot: error: {config}: store.concurrent_file: unknown key; did you mean 'concurrent_files'?"
+    ]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
-from sinagot.cache import Cache, EntryKey, RemoteFile, resolve_cache_dir
+from sinagot.cache import Cache, EntryKey, LocalFileSource, RemoteFile, resolve_cache_dir
 from sinagot.errors import ServerError, UnsafeNameError
 
 MD5 = "d41d8cd98f00b204e9800998ecf8427e"
@@ -89,8 +90,57 @@ def test_host_and_port_are_part_of_the_key(tmp_path: Path) -> None:
     }
     assert len(dirs) == 4
     assert cache.entry_dir(EntryKey("http://H", "P", "S", "e")) == cache.entry_dir(
-        EntryKey("http://h:80/xnat", "P", "S", "e")
+        EntryKey("http://h:80/", "P", "S", "e")
     )
+
+
+def test_the_path_of_the_server_is_part_of_the_key(tmp_path: Path) -> None:
+    # Two XNATs behind one reverse proxy: https://h/xnatA and https://h/xnatB.
+    cache = Cache(tmp_path)
+    servers = (
+        "https://h",
+        "https://h/xnatA",
+        "https://h/xnatB",
+        "https://h/xnat/A",
+        "https://h/xnat-A",
+    )
+    dirs = {cache.entry_dir(EntryKey(server, "P", "S", "e")) for server in servers}
+    assert len(dirs) == len(servers)
+    # The same server however its URL is spelled.
+    same = {
+        cache.entry_dir(EntryKey(server, "P", "S", "e"))
+        for server in ("https://h/xnatA", "https://H:443/xnatA/", "https://h/xnat%41")
+    }
+    assert same == {cache.entry_dir(EntryKey("https://h/xnatA", "P", "S", "e"))}
+    # Without a path the folder keeps its old name: those caches stay valid.
+    assert EntryKey("https://h", "P", "S", "e").relative_dir()[0] == "https-h-443"
+
+
+def test_a_server_path_cannot_alias_another_host_or_port(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    # "-" may be in a host name: the path must not make h:80/8080 look like host h-80, port 8080.
+    assert cache.entry_dir(EntryKey("http://h:80/8080", "P", "S", "e")) != cache.entry_dir(
+        EntryKey("http://h-80:8080", "P", "S", "e")
+    )
+    for path in ("..", "a/../..", "%2F..%2F"):
+        folder = cache.entry_dir(EntryKey(f"http://h/{path}", "P", "S", "e"))
+        assert folder.is_relative_to(tmp_path) and ".." not in folder.relative_to(tmp_path).parts
+
+
+def test_a_server_path_too_long_for_a_folder_name_is_rejected() -> None:
+    with pytest.raises(UnsafeNameError, match="255-byte limit"):
+        EntryKey("https://h/" + "\u00e9" * 100, "P", "S", "e")
+
+
+async def test_servers_on_one_host_keep_their_own_entries(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.bin").write_bytes(b"x" * 10)
+    files = [RemoteFile("a.bin", 10, hashlib.md5(b"x" * 10).hexdigest())]
+    for server in ("https://h/xnatA", "https://h/xnatB"):
+        await cache.fetch(EntryKey(server, "P", "S", "e"), files, LocalFileSource(source))
+    assert len(cache.entries()) == 2
 
 
 def test_nested_entries_never_share_a_folder(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from foundation_support import write_project
 from sinagot._dask import local_cluster_options
-from sinagot.config import DaskSettings, load_settings
+from sinagot.config import DaskSettings, load_settings, load_store_settings
 from sinagot.demo import DEMO_CONFIG
 from sinagot.errors import ConfigError
 
@@ -208,3 +208,31 @@ def test_dask_address_refuses_plaintext_to_another_host(tmp_path: Path) -> None:
     assert (settings.tls_ca_file, settings.tls_cert, settings.tls_key) == (ca, ca, None)
     message = _error(tmp_path, dask_table(f'tls_ca_file = "{ca}"\n'))
     assert "dask.tls_ca_file: only applies to a tls:// dask.address" in message
+
+
+def test_store_settings_alone_need_only_the_store_table(tmp_path: Path) -> None:
+    config = tmp_path / "cache.toml"
+    config.write_text('[store]\ncache_dir = "cache"\nrace_condition_delay = 2\n')
+    store = load_store_settings(config)
+    assert store.cache.dir == (tmp_path / "cache").resolve()
+    assert store.cache.race_condition_delay == 2.0
+    assert load_store_settings(write_project(tmp_path, config=DEMO_CONFIG)).type == "local"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[store]\nmax_connections = 0\n', "store.max_connections: got 0; set it to an integer >= 1"),
+        ('[store]\ntype = "xnat"\n', "store.server: is required for type 'xnat'"),
+        ('[stor]\ncache_dir = "c"\n', "stor: unknown key; did you mean 'store'?"),
+        ("[store\n", "not valid TOML"),
+    ],
+)
+def test_store_settings_alone_are_validated_in_one_line(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    config = tmp_path / "cache.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_store_settings(config)
+    assert expected in str(info.value) and "\n" not in str(info.value)

@@ -9,7 +9,7 @@ import pytest
 
 from sinagot import Dataset
 from sinagot.connectors import PROVENANCE_FILE, XnatStore
-from sinagot.demo._scripts import DEMO_CONFIG, DEMO_SCRIPTS
+from sinagot.demo import DEMO_CONFIG, DEMO_SCRIPTS, load_demo
 from sinagot.testing import EmulatorServer
 
 PROJECT = "SONETAA"
@@ -42,7 +42,7 @@ def test_demo_runs_over_xnat_and_xnatpy_reads_the_results(
     xnat_server: EmulatorServer, tmp_path: Path
 ) -> None:
     xnat = pytest.importorskip("xnat")
-    xnat_server.load_demo(PROJECT)
+    load_demo(xnat_server, PROJECT)
     dataset = Dataset(write_config(tmp_path, xnat_server, "work"))
     assert isinstance(dataset.store, XnatStore)
     assert dataset.ids() == sorted(dataset.ids()) and len(dataset.ids()) == 5
@@ -87,7 +87,7 @@ def test_demo_runs_over_xnat_and_xnatpy_reads_the_results(
 
 
 def test_one_record_on_dask_over_xnat(xnat_server: EmulatorServer, tmp_path: Path) -> None:
-    xnat_server.load_demo(PROJECT)
+    load_demo(xnat_server, PROJECT)
     dataset = Dataset(write_config(tmp_path, xnat_server, "work"))
     report = dataset.get("REC-200401-A").run(mode="dask")
     assert (report.ran, report.failed) == (STEPS // 5, 0), str(report)

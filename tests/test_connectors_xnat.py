@@ -27,6 +27,7 @@ from sinagot.connectors import (
 )
 from sinagot.connectors._xnat_client import XnatClient
 from sinagot.connectors._xnat_credentials import Credentials
+from sinagot.demo import load_demo
 from sinagot.errors import (
     AccessDeniedError,
     AuthenticationError,
@@ -62,7 +63,7 @@ def open_store(server: EmulatorServer, tmp_path: Path, **kwargs: object) -> Xnat
 
 @pytest.fixture
 def demo(xnat_server: EmulatorServer) -> EmulatorServer:
-    xnat_server.load_demo(PROJECT)
+    load_demo(xnat_server, PROJECT)
     xnat_server.reset_counters()
     return xnat_server
 
@@ -344,7 +345,7 @@ def test_clear_errors_are_not_retried(
     server = xnat_server_factory(
         users={"alice": "secret", "bob": "pw"}, project_access={"bob": ["OTHER"]}
     )
-    server.load_demo(PROJECT)
+    load_demo(server, PROJECT)
     server.reset_counters()
     with (
         open_store(server, tmp_path, user="bob", password="pw") as store,
@@ -370,7 +371,7 @@ def test_logs_in_again_after_the_session_expires(
     xnat_server_factory: Callable[..., EmulatorServer], tmp_path: Path
 ) -> None:
     server = xnat_server_factory(session_expiry=0.2)
-    server.load_demo(PROJECT)
+    load_demo(server, PROJECT)
     server.reset_counters()
     with open_store(server, tmp_path) as store:
         store.list_sessions()

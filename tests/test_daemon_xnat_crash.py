@@ -80,7 +80,7 @@ def _assert_complete(server: EmulatorServer, tmp_path: Path) -> None:
 
 
 def _owner(server: EmulatorServer) -> object:
-    from sinagot.testing._store import Owner
+    from sinagot.testing import Owner
 
     experiment = server.store.find_experiment(PROJECT, LABEL)
     assert experiment is not None

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from daemon_xnat_support import SINAGOT
 from sinagot.demo import DEMO_RECORDS
-from sinagot.testing import EmulatorServer
-from sinagot.testing._store import Owner
+from sinagot.testing import EmulatorServer, Owner
 
 # Steps of a demo record: EEG preprocess + spectrum for 3 tasks, clinical score for 3, HDC
 # behavior accuracy.

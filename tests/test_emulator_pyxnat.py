@@ -9,7 +9,7 @@ import pytest
 import xnat
 from pyxnat import Interface
 
-from sinagot.demo import DEMO_RECORDS, DEMO_TASK_MODALITIES, write_demo_recordings
+from sinagot.demo import DEMO_RECORDS, DEMO_TASK_MODALITIES, load_demo, write_demo_recordings
 from sinagot.testing import EmulatorServer
 from sinagot.testing.pytest_plugin import XNAT_PASSWORD, XNAT_USER
 
@@ -18,7 +18,7 @@ RECORD = DEMO_RECORDS[0]
 
 @pytest.fixture
 def demo_server(xnat_server: EmulatorServer) -> EmulatorServer:
-    xnat_server.load_demo()
+    load_demo(xnat_server)
     return xnat_server
 
 

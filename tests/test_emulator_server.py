@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 import requests
 
+from sinagot.demo import load_demo
 from sinagot.errors import EmulatorError
 from sinagot.testing import EmulatorServer
 
@@ -185,9 +186,9 @@ def test_uploads_multipart_zip_extract_and_unsafe_names(xnat_server: EmulatorSer
 
 def test_seeding_twice_keeps_modification_times(tmp_path: Path) -> None:
     server = EmulatorServer(tmp_path)
-    server.load_demo()
+    load_demo(server)
     before = [(e.id, e.modified_ms) for e in server.store.experiments("SONETAA")]
-    server.load_demo()
+    load_demo(server)
     assert [(e.id, e.modified_ms) for e in server.store.experiments("SONETAA")] == before
     server.close()
 

@@ -12,14 +12,14 @@ import pytest
 import requests
 import xnat
 
-from sinagot.demo import DEMO_RECORDS, DEMO_TASK_MODALITIES
+from sinagot.demo import DEMO_RECORDS, DEMO_TASK_MODALITIES, load_demo
 from sinagot.testing import EmulatorServer
 from sinagot.testing.pytest_plugin import XNAT_PASSWORD, XNAT_USER
 
 
 @pytest.fixture
 def demo_server(xnat_server: EmulatorServer) -> EmulatorServer:
-    xnat_server.load_demo()
+    load_demo(xnat_server)
     return xnat_server
 
 
@@ -175,7 +175,7 @@ def test_project_access_and_session_expiry(
         project_access={"alice": None, "bob": ["OTHER"]},
         session_expiry=0.2,
     )
-    server.load_demo()
+    load_demo(server)
     url = f"{server.url}/data/projects/SONETAA/experiments?format=json"
     assert requests.get(url, auth=("bob", "pw"), timeout=10).status_code == 403
     assert requests.get(url, auth=("bob", "nope"), timeout=10).status_code == 401

@@ -33,6 +33,7 @@ __all__ = [
     "StoreSettings",
     "TaskSettings",
     "load_settings",
+    "load_store_settings",
 ]
 
 RunMode = Literal["main_process", "dask"]
@@ -323,6 +324,21 @@ class _Reader:
 
 def load_settings(path: str | os.PathLike[str]) -> Settings:
     """Parse and validate the config file at ``path``."""
+    reader, document = _read(path)
+    return _validate(reader, document)
+
+
+def load_store_settings(path: str | os.PathLike[str]) -> StoreSettings:
+    """Parse the config file at ``path`` and validate only its ``[store]`` table.
+
+    For what needs the store and nothing else (the cache commands): a config that holds
+    only a ``[store]`` table is enough, and a full dataset config works too.
+    """
+    reader, document = _read(path)
+    return _store(reader, _tables(reader, document)["store"])
+
+
+def _read(path: str | os.PathLike[str]) -> tuple[_Reader, Mapping[str, Any]]:
     config_path = Path(path).expanduser().resolve()
     try:
         raw = config_path.read_bytes()
@@ -338,16 +354,21 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
         document = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{config_path}: not valid TOML ({exc}); fix the syntax") from None
-    return _validate(_Reader(config_path), document)
+    return _Reader(config_path), document
 
 
-def _validate(reader: _Reader, document: Mapping[str, Any]) -> Settings:
+def _tables(reader: _Reader, document: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Every known table (empty when absent), after checking the table and key names."""
     reader.check_keys("", document, tuple(_KNOWN_TABLES))
     tables = {name: reader.table(document, name, name) for name in _KNOWN_TABLES}
     for name, keys in _KNOWN_TABLES.items():
         if keys:
             reader.check_keys(name, tables[name], keys)
+    return tables
 
+
+def _validate(reader: _Reader, document: Mapping[str, Any]) -> Settings:
+    tables = _tables(reader, document)
     store = _store(reader, tables["store"])
     dataset_dir = reader.path(tables["path"], "path", "dataset")
     if store.type == "local":

@@ -2,7 +2,7 @@
 
 Layout below the root (see ``EntryKey.relative_dir``)::
 
-    <scheme>-<host>-<port>/<project>/<session>/<entry>/   the entry's home
+    <scheme>-<host>-<port>[+<path>]/<project>/<session>/<entry>/   the entry's home
         manifest.json      commit point: names the current generation
         g-<token>/         a generation: exactly the entry's verified files
         tmp-<token>/       a download in progress (parts/ + files/), flocked by its writer

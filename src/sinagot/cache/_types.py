@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from .._names import check_length
 from ..errors import ServerError, UnsafeNameError
@@ -82,9 +82,9 @@ class RemoteFile:
 class EntryKey:
     """Where an entry comes from: server base URL, project, session and entry path.
 
-    Only the scheme, host and port of ``server`` are part of the key, so two
-    servers on one host never share cache entries. ``entry`` is a relative
-    path such as ``"scans/1/resources/EEG"``.
+    The scheme, host, port and path of ``server`` are part of the key, so two
+    servers on one host (``https://h/xnatA`` and ``https://h/xnatB``) never share
+    cache entries. ``entry`` is a relative path such as ``"scans/1/resources/EEG"``.
     """
 
     server: str
@@ -110,7 +110,12 @@ class EntryKey:
         object.__setattr__(self, "_relative", relative)
 
     def server_dirname(self) -> str:
-        """The directory name of the server: ``<scheme>-<host>-<port>``."""
+        """The directory name of the server: ``<scheme>-<host>-<port>[+<path>]``.
+
+        The path is percent-encoded into the one name (``/`` too), and ``+`` never
+        occurs in an encoded host or path, so no path can make one server look like
+        another. A server without a path keeps the name it had before paths counted.
+        """
         try:
             parts = urlsplit(self.server)
             port = parts.port
@@ -123,7 +128,10 @@ class EntryKey:
                 f"server URL {self.server!r} is not an http(s)://host[:port] URL: fix [store] server"
             )
         port = port if port is not None else _DEFAULT_PORTS[scheme]
-        return f"{scheme}-{quote(host, safe='')}-{port}"
+        name = f"{scheme}-{quote(host, safe='')}-{port}"
+        # One server, however its URL spells the path: %41 is A, a trailing / changes nothing.
+        path = unquote(parts.path).strip("/")
+        return f"{name}+{quote(path, safe='')}" if path else name
 
     def relative_dir(self) -> tuple[str, str, str, str]:
         """The four directory names of the entry below the cache root.

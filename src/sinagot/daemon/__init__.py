@@ -5,7 +5,9 @@ Library use::
     from sinagot.daemon import serve
     serve(["lab.toml"], backend_factory=my_factory)   # blocks until SIGTERM
 
-Clients of a running daemon use :class:`ControlClient`.
+Clients of a running daemon use :class:`ControlClient` and render its answers with
+:func:`format_status` and :func:`format_jobs`; :func:`register_commands` adds the
+daemon's sub-commands to the ``sinagot`` command.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from ._backend import (
     SessionInfo,
     backend_for,
 )
+from ._cli import register as register_commands
 from ._client import ControlClient
+from ._format import format_job, format_jobs, format_status
 from ._journal import JobState
 from ._serve import serve
 from ._service import Daemon
+from ._systemd import Notifier
 
 __all__ = [
     "BackendFactory",
@@ -29,9 +34,14 @@ __all__ = [
     "Daemon",
     "DatasetBackend",
     "JobState",
+    "Notifier",
     "Phase",
     "ProcessResult",
     "SessionInfo",
     "backend_for",
+    "format_job",
+    "format_jobs",
+    "format_status",
+    "register_commands",
     "serve",
 ]

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import hdrs, web
 
-from .. import __version__
+from .._version import __version__
 from ..errors import ConfigError, DaemonError, SinagotError
 from ._journal import JobState
 

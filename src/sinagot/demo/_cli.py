@@ -19,7 +19,7 @@ def _say(line: str) -> None:
 
 def demo_daemon(args: argparse.Namespace) -> int:
     """Run the daemon demo (see :mod:`sinagot.demo._daemon`) and print what it did."""
-    from ..daemon._format import format_jobs, format_status
+    from ..daemon import format_jobs, format_status
     from ._daemon import PASSWORD, PROJECT, USER, run_daemon_demo
 
     if args.log_level is None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from .._fs import atomic_write_bytes
 from ..errors import DaemonError
-from ._data import DEMO_RECORDS
+from ._data import DEMO_RECORDS, load_demo
 from ._scripts import DEMO_CONFIG, DEMO_SCRIPTS
 
 __all__ = ["DaemonDemo", "run_daemon_demo"]
@@ -128,8 +128,7 @@ def run_daemon_demo(
     directory: Path, *, timeout: float = 300.0, progress: Callable[[str], None] | None = None
 ) -> DaemonDemo:
     """Serve the demo project, run the daemon until it has processed it all, stop both."""
-    from ..daemon import Daemon, backend_for
-    from ..daemon._systemd import Notifier
+    from ..daemon import Daemon, Notifier, backend_for
     from ..testing import EmulatorServer
 
     report = progress or (lambda line: logger.info("%s", line))
@@ -143,7 +142,7 @@ def run_daemon_demo(
             tempfile.TemporaryDirectory(prefix="sinagot-demo-") as run_dir,
             server.running_in_thread(),
         ):
-            server.load_demo(PROJECT)
+            load_demo(server, PROJECT)
             url = server.url
             socket = Path(run_dir) / "sinagot.sock"
             config = _write_config(base, url, socket)
@@ -173,7 +172,7 @@ def run_daemon_demo(
 
 
 def _derivatives(server: Any, record: str) -> list[str]:
-    from ..testing._store import Owner
+    from ..testing import Owner
 
     experiment = server.store.find_experiment(PROJECT, record)
     if experiment is None:

@@ -10,9 +10,23 @@ from __future__ import annotations
 import json
 import math
 import random
+import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["DEMO_RECORDS", "DEMO_TASK_MODALITIES", "write_demo_recordings"]
+if TYPE_CHECKING:
+    from ..testing import EmulatorServer
+
+__all__ = [
+    "DEMO_PROJECT",
+    "DEMO_RECORDS",
+    "DEMO_TASK_MODALITIES",
+    "load_demo",
+    "write_demo_recordings",
+]
+
+# The demo dataset's project on an XNAT-compatible server.
+DEMO_PROJECT = "SONETAA"
 
 DEMO_RECORDS: tuple[str, ...] = (
     "REC-200331-A",
@@ -84,3 +98,15 @@ def write_demo_recordings(root: Path, records: tuple[str, ...] = DEMO_RECORDS) -
                 path.write_text(text, encoding="utf-8")
                 written.append(path)
     return written
+
+
+def load_demo(server: EmulatorServer, project: str = DEMO_PROJECT) -> None:
+    """Serve the demo recordings from ``server`` as ``project``.
+
+    Record -> session, task -> scan of that type, modality -> resource (see
+    :meth:`~sinagot.testing.EmulatorServer.load_dataset`); loading twice changes nothing.
+    """
+    with tempfile.TemporaryDirectory(prefix="sinagot-demo-") as scratch:
+        root = Path(scratch)
+        write_demo_recordings(root)
+        server.load_dataset(project, root, DEMO_TASK_MODALITIES, name="SoNeTAA demo")

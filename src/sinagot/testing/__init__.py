@@ -9,10 +9,15 @@ index, so a restart finds everything) and can inject deterministic faults.
     from sinagot.testing import EmulatorServer, FaultRule
 
     with EmulatorServer(tmp_path, users={"alice": "secret"}).running_in_thread() as server:
-        server.load_demo()
+        server.load_dataset("P1", dataset_dir, {"RS": ["EEG", "clinical"]})
         server.set_faults([FaultRule("status", path=r"/files/", status=503, times=2)])
         ...  # talk to server.url
         server.request_counts(), server.fault_counts()
+
+Seeding: ``create_project``, ``create_session``, ``add_scan_file`` and ``set_fields``, or
+``load_dataset`` for a whole local tree; the server takes all its data this way (the demo
+data comes from :func:`sinagot.demo.load_demo`). ``server.store`` shows what it holds,
+e.g. ``server.store.resources(Owner("experiment", experiment_id))``.
 
 Users: ``users={"alice": "secret"}`` (default ``admin:admin``) and
 ``project_access={"alice": None, "bob": ["P1"]}`` (None or absent: every project);
@@ -44,29 +49,16 @@ in ``<data>/tmp`` by a crash.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from ._auth import parse_user_spec
 from ._faults import FAULT_KINDS, FaultRule, parse_fault_spec
-
-if TYPE_CHECKING:
-    from ._server import DEMO_PROJECT, EmulatorServer
+from ._records import Owner
+from ._server import EmulatorServer
 
 __all__ = [
-    "DEMO_PROJECT",
     "FAULT_KINDS",
     "EmulatorServer",
     "FaultRule",
+    "Owner",
     "parse_fault_spec",
     "parse_user_spec",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # The server pulls in aiohttp; load it on first use so that `sinagot --help`, which
-    # imports this package's CLI module, stays fast.
-    if name in ("DEMO_PROJECT", "EmulatorServer"):
-        from . import _server
-
-        return getattr(_server, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

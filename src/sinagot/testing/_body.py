@@ -9,6 +9,7 @@ so that it can be cut, reset, corrupted or trickled at a chosen byte.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import socket
@@ -17,13 +18,13 @@ import zipfile
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from aiohttp import web
 
 from ._faults import FaultInjector, FaultRule
 
-__all__ = ["FileBody", "Reply", "StreamBody", "send", "text", "zip_chunks"]
+__all__ = ["FileBody", "Reply", "StreamBody", "json_reply", "send", "text", "zip_chunks"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,10 @@ class Reply:
 
 def text(status: int, message: str) -> Reply:
     return Reply(status=status, body=message.encode(), content_type="text/plain")
+
+
+def json_reply(data: Any, status: int = 200) -> Reply:
+    return Reply(status=status, body=json.dumps(data).encode())
 
 
 async def send(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._store import FileEntry
+from ._records import FileEntry
 
 __all__ = ["FileMemo", "MemoKey", "Memoized"]
 

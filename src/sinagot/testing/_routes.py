@@ -1,12 +1,15 @@
-"""Parsing of XNAT REST paths into targets, and the route templates used as counter keys."""
+"""XNAT REST paths: parsed into targets (with the route templates used as counter keys),
+and the URIs that listings give for objects."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
-__all__ = ["Target", "parse_path"]
+from ._records import Experiment
+
+__all__ = ["Target", "experiment_uri", "parse_path", "split_prefix", "uri_part"]
 
 TargetKind = Literal[
     "projects",
@@ -122,3 +125,12 @@ def parse_path(segments: list[str]) -> Target | None:
 
 def _target(kind: TargetKind, template: str, values: dict[str, str]) -> Target:
     return Target(kind=kind, template=template, **values)
+
+
+def uri_part(value: str) -> str:
+    """A path segment of a listing URI; clients reuse these URIs verbatim."""
+    return quote(value, safe="@+")
+
+
+def experiment_uri(experiment: Experiment) -> str:
+    return f"/data/projects/{uri_part(experiment.project)}/experiments/{uri_part(experiment.id)}"

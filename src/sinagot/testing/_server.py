@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tempfile
 import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -16,13 +15,13 @@ from aiohttp import web
 from ._app import build_app
 from ._auth import Accounts
 from ._faults import FaultInjector, FaultRule
-from ._store import NotFoundError, Owner, Store
+from ._records import NotFoundError, Owner
+from ._store import Store
 
-__all__ = ["DEMO_PROJECT", "EmulatorServer"]
+__all__ = ["EmulatorServer"]
 
 logger = logging.getLogger(__name__)
 
-DEMO_PROJECT = "SONETAA"
 _THREAD_START_TIMEOUT = 30.0
 _SHUTDOWN_GRACE = 2.0
 
@@ -206,29 +205,32 @@ class EmulatorServer:
             )
         self.store.set_fields(experiment.id, dict(values))
 
-    def load_demo(self, project: str = DEMO_PROJECT) -> None:
-        """Load the demo recordings: record -> session, task -> scan type, modality -> resource."""
-        from sinagot.demo import DEMO_RECORDS, DEMO_TASK_MODALITIES, write_demo_recordings
+    def load_dataset(
+        self, project: str, root: Path, tasks: Mapping[str, Sequence[str]], *, name: str = ""
+    ) -> None:
+        """Seed ``project`` from a local dataset tree ``<root>/<record>/<task>/<modality>/...``.
 
-        self.create_project(project, "SoNeTAA demo")
-        with tempfile.TemporaryDirectory(prefix="sinagot-demo-") as scratch:
-            root = Path(scratch)
-            write_demo_recordings(root)
-            for record in DEMO_RECORDS:
-                self.create_session(project, record, subject=record)
-                for index, (task, modalities) in enumerate(DEMO_TASK_MODALITIES.items(), 1):
-                    for modality in modalities:
-                        folder = root / record / task / modality
-                        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-                            self.add_scan_file(
-                                project,
-                                record,
-                                scan_type=task,
-                                scan_id=str(index),
-                                resource=modality,
-                                name=path.relative_to(folder).as_posix(),
-                                data=path,
-                            )
+        Each record folder becomes a session (and its subject), each task of ``tasks``
+        (task -> its modalities) a scan of that type with ID 1, 2, ... in the order
+        given, each modality a resource of it holding the files below its folder.
+        Loading the same tree again changes nothing.
+        """
+        self.create_project(project, name)
+        for record in sorted(p.name for p in root.iterdir() if p.is_dir()):
+            self.create_session(project, record, subject=record)
+            for index, (task, modalities) in enumerate(tasks.items(), 1):
+                for modality in modalities:
+                    folder = root / record / task / modality
+                    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                        self.add_scan_file(
+                            project,
+                            record,
+                            scan_type=task,
+                            scan_id=str(index),
+                            resource=modality,
+                            name=path.relative_to(folder).as_posix(),
+                            data=path,
+                        )
 
     def request_counts(self) -> dict[str, int]:
         """Requests per ``"METHOD /route/{template}"`` since start or the last reset."""

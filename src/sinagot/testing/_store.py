@@ -9,38 +9,29 @@ into place under the lock, together with their index row.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import sqlite3
 import threading
 import time
-import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
-from typing import Literal
+from collections.abc import Sequence
+from pathlib import Path
 
-from sinagot._names import NAME_MAX, byte_length
-from sinagot.errors import EmulatorError
+from ._disk import FileArea
+from ._records import (
+    ConflictError,
+    Experiment,
+    FileEntry,
+    NotFoundError,
+    Owner,
+    Project,
+    Resource,
+    Scan,
+    ScanFile,
+    Subject,
+    safe_relative_path,
+)
 
-__all__ = [
-    "ConflictError",
-    "Experiment",
-    "FileEntry",
-    "NotFoundError",
-    "Owner",
-    "Project",
-    "Resource",
-    "Scan",
-    "ScanFile",
-    "Store",
-    "Subject",
-    "format_time",
-]
-
-OwnerKind = Literal["project", "subject", "experiment", "scan"]
+__all__ = ["Store"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -69,130 +60,12 @@ CREATE TABLE IF NOT EXISTS files (
     digest TEXT NOT NULL, format TEXT NOT NULL, content TEXT NOT NULL, tags TEXT NOT NULL,
     PRIMARY KEY (resource_id, path));
 """
-
-_HASH_CHUNK = 1024 * 1024
-
-
-class NotFoundError(EmulatorError, LookupError):
-    """An object addressed by a request or a seeding call does not exist."""
-
-
-class ConflictError(EmulatorError):
-    """A create or upload clashes with something that already exists."""
-
-
-def format_time(ms: int) -> str:
-    """XNAT's ``YYYY-MM-DD HH:MM:SS.fff`` form of a UTC time in milliseconds."""
-    stamp = datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return f"{stamp}.{ms % 1000:03d}"
+# The columns of subjects, experiments (with subject_label from the join) and scans are
+# named as the fields of their records, so a row becomes one with Record(**row).
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class Project:
-    id: str
-    name: str
-    description: str
-
-
-@dataclass(frozen=True, slots=True)
-class Subject:
-    id: str
-    project: str
-    label: str
-    insert_ms: int
-    modified_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class Experiment:
-    id: str
-    project: str
-    subject_id: str
-    subject_label: str
-    label: str
-    xsi_type: str
-    date: str
-    insert_ms: int
-    modified_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class Scan:
-    experiment_id: str
-    id: str
-    type: str
-    xsi_type: str
-    series_description: str
-    quality: str
-    note: str
-
-
-@dataclass(frozen=True, slots=True)
-class Owner:
-    """What a resource hangs off: a project, subject, experiment or scan."""
-
-    kind: OwnerKind
-    key: str  # project id, subject id, experiment id, or "<experiment id>/<scan id>"
-
-    @property
-    def experiment_id(self) -> str | None:
-        if self.kind == "experiment":
-            return self.key
-        if self.kind == "scan":
-            return self.key.split("/", 1)[0]
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class Resource:
-    id: int
-    owner: Owner
-    label: str
-    format: str
-    content: str
-    tags: str
-
-
-@dataclass(frozen=True, slots=True)
-class FileEntry:
-    resource_id: int
-    path: str
-    size: int
-    digest: str
-    format: str
-    content: str
-    tags: str
-    disk_path: Path
-
-
-@dataclass(frozen=True, slots=True)
-class ScanFile:
-    """A file of a scan resource, with the scan and resource it belongs to."""
-
-    scan_id: str
-    resource_id: int
-    resource_label: str
-    entry: FileEntry
-
-
-def safe_relative_path(path: str) -> str:
-    """``path`` normalised, or ValueError if it could escape its resource folder."""
-    parts = PurePosixPath(path).parts
-    if not parts or path.startswith("/") or any(p in ("..", ".", "") for p in parts):
-        raise ValueError(f"unsafe file path {path!r}")
-    return "/".join(parts)
-
-
-def _disk_part(part: str) -> str:
-    # A real XNAT may keep its archive where names have other limits (NTFS counts 255 UTF-16
-    # units, an object store none), so it can list names this machine cannot hold as they are.
-    if byte_length(part) <= NAME_MAX:
-        return part
-    return hashlib.sha256(part.encode("utf-8", "surrogatepass")).hexdigest() + ".long"
 
 
 class Store:
@@ -200,12 +73,7 @@ class Store:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._files_dir = root / "files"
-        self._tmp_dir = root / "tmp"
-        self._files_dir.mkdir(parents=True, exist_ok=True)
-        # Leftovers of uploads interrupted by a crash are never visible, so drop them.
-        shutil.rmtree(self._tmp_dir, ignore_errors=True)
-        self._tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.disk = FileArea(root)
         self._lock = threading.RLock()
         # Bumped by every write (see _Transaction): what was read at one value is
         # current while it lasts, so the HTTP layer may keep it.
@@ -284,7 +152,7 @@ class Store:
                 rows = self._db.execute(
                     "SELECT * FROM subjects WHERE project = ? ORDER BY id", (project,)
                 ).fetchall()
-        return [_subject(r) for r in rows]
+        return [Subject(**r) for r in rows]
 
     def find_subject(self, project: str | None, key: str) -> Subject | None:
         with self._lock:
@@ -296,7 +164,7 @@ class Store:
                     " ORDER BY id = ? DESC LIMIT 1",
                     (project, key, key, key),
                 ).fetchone()
-        return None if row is None else _subject(row)
+        return None if row is None else Subject(**row)
 
     def create_subject(self, project: str, label: str) -> Subject:
         with self._transaction():
@@ -342,7 +210,7 @@ class Store:
             rows = self._db.execute(
                 f"{self._EXPERIMENT_SELECT}{where} ORDER BY e.id", params
             ).fetchall()
-        return [_experiment(r) for r in rows]
+        return [Experiment(**r) for r in rows]
 
     def find_experiment(
         self, project: str | None, key: str, subject_id: str | None = None
@@ -360,7 +228,7 @@ class Store:
                 ).fetchone()
         if row is None:
             return None
-        experiment = _experiment(row)
+        experiment = Experiment(**row)
         if subject_id is not None and experiment.subject_id != subject_id:
             return None
         return experiment
@@ -421,7 +289,7 @@ class Store:
                 "SELECT * FROM scans WHERE experiment_id = ? ORDER BY CAST(id AS INTEGER), id",
                 (experiment_id,),
             ).fetchall()
-        return [_scan(r) for r in rows]
+        return [Scan(**r) for r in rows]
 
     def find_scan(self, experiment_id: str, key: str) -> Scan | None:
         """The scan with ID ``key``, else the only scan of type ``key`` (xnatpy uses both)."""
@@ -433,7 +301,7 @@ class Store:
             ).fetchall()
         if not rows or (rows[0]["id"] != key and len(rows) > 1):
             return None
-        return _scan(rows[0])
+        return Scan(**rows[0])
 
     def create_scan(
         self,
@@ -531,7 +399,7 @@ class Store:
             self._db.execute("DELETE FROM files WHERE resource_id = ?", (resource.id,))
             self._db.execute("DELETE FROM resources WHERE id = ?", (resource.id,))
             self._bump_owner(resource.owner)
-            shutil.rmtree(self._files_dir / str(resource.id), ignore_errors=True)
+            self.disk.remove_resource(resource.id)
 
     def _delete_resources_of(self, owner: Owner) -> None:
         for resource in self.resources(owner):
@@ -588,10 +456,6 @@ class Store:
             data = entry.disk_path.read_bytes() if entry.size <= inline_limit else None
             return entry, data, self.generation
 
-    def new_upload(self) -> Path:
-        """A fresh temporary path for an upload, in the same file system as the files."""
-        return self._tmp_dir / f"{uuid.uuid4().hex}.part"
-
     def commit_file(
         self,
         resource: Resource,
@@ -612,7 +476,7 @@ class Store:
         (no modification time bump), so re-seeding a data directory is a no-op.
         """
         path = safe_relative_path(path)
-        target = self._disk_path(resource.id, path)
+        target = self.disk.path(resource.id, path)
         with self._transaction():
             if self.find_resource(resource.owner, str(resource.id)) is None:
                 temp.unlink(missing_ok=True)
@@ -651,16 +515,9 @@ class Store:
 
         Identical existing content is kept as is (see :meth:`commit_file`).
         """
-        temp = self.new_upload()
-        hasher = hashlib.md5()
-        size = 0
-        with temp.open("wb") as out:
-            for chunk in _chunks(data):
-                hasher.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
+        temp, size, digest = self.disk.write_upload(data)
         return self.commit_file(
-            resource, path, temp, size, hasher.hexdigest(), overwrite=overwrite, keep_identical=True
+            resource, path, temp, size, digest, overwrite=overwrite, keep_identical=True
         )
 
     def delete_file(self, entry: FileEntry, owner: Owner) -> None:
@@ -672,9 +529,6 @@ class Store:
             entry.disk_path.unlink(missing_ok=True)
             self._bump_owner(owner)
 
-    def _disk_path(self, resource_id: int, path: str) -> Path:
-        return self._files_dir.joinpath(str(resource_id), *map(_disk_part, path.split("/")))
-
     def _file(self, row: sqlite3.Row) -> FileEntry:
         return FileEntry(
             resource_id=row["resource_id"],
@@ -684,7 +538,7 @@ class Store:
             format=row["format"],
             content=row["content"],
             tags=row["tags"],
-            disk_path=self._disk_path(row["resource_id"], row["path"]),
+            disk_path=self.disk.path(row["resource_id"], row["path"]),
         )
 
 
@@ -715,45 +569,6 @@ class _Transaction:
             if self._outermost:
                 self._store.generation += 1
             self._lock.release()
-
-
-def _chunks(data: bytes | Path) -> Iterator[bytes]:
-    if isinstance(data, bytes):
-        yield data
-        return
-    with data.open("rb") as source:
-        while chunk := source.read(_HASH_CHUNK):
-            yield chunk
-
-
-def _subject(row: sqlite3.Row) -> Subject:
-    return Subject(row["id"], row["project"], row["label"], row["insert_ms"], row["modified_ms"])
-
-
-def _experiment(row: sqlite3.Row) -> Experiment:
-    return Experiment(
-        id=row["id"],
-        project=row["project"],
-        subject_id=row["subject_id"],
-        subject_label=row["subject_label"],
-        label=row["label"],
-        xsi_type=row["xsi_type"],
-        date=row["date"],
-        insert_ms=row["insert_ms"],
-        modified_ms=row["modified_ms"],
-    )
-
-
-def _scan(row: sqlite3.Row) -> Scan:
-    return Scan(
-        experiment_id=row["experiment_id"],
-        id=row["id"],
-        type=row["type"],
-        xsi_type=row["xsi_type"],
-        series_description=row["series_description"],
-        quality=row["quality"],
-        note=row["note"],
-    )
 
 
 def _resource(row: sqlite3.Row) -> Resource:

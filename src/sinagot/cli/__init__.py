@@ -1,9 +1,11 @@
-"""The ``sinagot`` command.
+"""The ``sinagot`` command: the top layer, where the packages below meet.
 
 This module only builds the argument parser and turns errors into one-line
-messages; each area registers its own sub-commands from a small ``_cli``
-module next to its code (imports of heavy dependencies stay inside handlers,
-so ``sinagot --help`` is fast).
+messages. The daemon registers its own sub-commands (they drive its control
+socket); the commands that bring several packages together (a dataset config
+with the engine or the cache, the demo with the emulator) live beside this
+module. Imports of heavy dependencies stay inside handlers, so ``sinagot
+--help`` is fast.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from . import __version__
-from ._cli import register as register_foundation
-from .cache._cli import register as register_cache
-from .connectors import take_environment_password
-from .daemon._cli import register as register_daemon
-from .errors import ConfigError, SinagotError
-from .testing._cli import register as register_emulator
+from .._version import __version__
+from ..connectors import take_environment_password
+from ..daemon import register_commands as register_daemon
+from ..errors import ConfigError, SinagotError
+from ._cache import register as register_cache
+from ._emulator import register as register_emulator
+from ._run import register as register_foundation
 
 __all__ = ["build_parser", "daemon_main", "main"]
 

@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._cache import Cache
+    from ..cache import Cache
 
 __all__ = ["parse_size", "register"]
 
@@ -43,10 +43,10 @@ def _age(seconds: float) -> str:
 
 
 def _cache(args: argparse.Namespace) -> Cache:
-    from ..config import load_settings
-    from ._cache import Cache
+    from ..cache import Cache
+    from ..config import load_store_settings
 
-    return Cache.from_settings(load_settings(args.config).store.cache)
+    return Cache.from_settings(load_store_settings(args.config).cache)
 
 
 def _ls(args: argparse.Namespace) -> int:

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sinagot.errors import ConfigError
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ._server import EmulatorServer
+    from ..testing import EmulatorServer
 
 __all__ = ["register"]
 
@@ -54,9 +54,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ._auth import parse_user_spec
-    from ._faults import parse_fault_spec
-    from ._server import EmulatorServer
+    from ..demo import load_demo
+    from ..testing import EmulatorServer, parse_fault_spec, parse_user_spec
 
     users: dict[str, str] = {}
     access: dict[str, frozenset[str] | None] = {}
@@ -85,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     try:
         if args.demo:
-            server.load_demo()
+            load_demo(server)
         asyncio.run(_serve(server))
     finally:
         server.close()

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._report import RunReport
-    from .dataset import Dataset, Record, Subset
+    from .._report import RunReport
+    from ..dataset import Dataset, Record, Subset
 
 __all__ = ["register"]
 
@@ -52,7 +52,7 @@ def _report_out(report: RunReport, as_json: bool) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .dataset import Dataset
+    from ..dataset import Dataset
 
     dataset = Dataset(args.config)
     _apply_log_level(args, dataset)
@@ -68,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _ids(args: argparse.Namespace) -> int:
-    from .dataset import Dataset
+    from ..dataset import Dataset
 
     ids = Dataset(args.config).ids()
     if args.json:
@@ -80,11 +80,11 @@ def _ids(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     if args.daemon:
-        from .demo._cli import demo_daemon
+        from ..demo import demo_daemon
 
         return demo_daemon(args)
-    from .dataset import Dataset
-    from .demo import write_demo
+    from ..dataset import Dataset
+    from ..demo import write_demo
 
     config = write_demo(Path(args.dir).resolve())
     dataset = Dataset(config)

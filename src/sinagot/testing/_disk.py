@@ -1,0 +1,78 @@
+"""Where the emulator keeps file bytes: a folder per resource, and a folder for uploads.
+
+A file is written and hashed under a temporary name first; the store renames it
+into place once its index row can be written with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from sinagot._names import NAME_MAX, byte_length
+
+__all__ = ["FileArea"]
+
+_CHUNK = 1024 * 1024
+
+
+class FileArea:
+    """The ``files`` and ``tmp`` folders of one data directory."""
+
+    def __init__(self, root: Path) -> None:
+        self._files_dir = root / "files"
+        self._tmp_dir = root / "tmp"
+        self._files_dir.mkdir(parents=True, exist_ok=True)
+        # Leftovers of uploads interrupted by a crash are never visible, so drop them.
+        shutil.rmtree(self._tmp_dir, ignore_errors=True)
+        self._tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    def new_upload(self) -> Path:
+        """A fresh temporary path for an upload, in the same file system as the files."""
+        return self._tmp_dir / f"{uuid.uuid4().hex}.part"
+
+    def write_upload(self, source: bytes | Path | IO[bytes]) -> tuple[Path, int, str]:
+        """Copy ``source`` (bytes, a local file or a readable stream) to a fresh upload.
+
+        Returns the temporary path, the size and the MD5 hex digest of what was written.
+        """
+        temp = self.new_upload()
+        hasher = hashlib.md5()
+        size = 0
+        with temp.open("wb") as out:
+            for chunk in _chunks(source):
+                hasher.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        return temp, size, hasher.hexdigest()
+
+    def path(self, resource_id: int, path: str) -> Path:
+        """Where the file ``path`` of resource ``resource_id`` lives."""
+        return self._files_dir.joinpath(str(resource_id), *map(_disk_part, path.split("/")))
+
+    def remove_resource(self, resource_id: int) -> None:
+        shutil.rmtree(self._files_dir / str(resource_id), ignore_errors=True)
+
+
+def _disk_part(part: str) -> str:
+    # A real XNAT may keep its archive where names have other limits (NTFS counts 255 UTF-16
+    # units, an object store none), so it can list names this machine cannot hold as they are.
+    if byte_length(part) <= NAME_MAX:
+        return part
+    return hashlib.sha256(part.encode("utf-8", "surrogatepass")).hexdigest() + ".long"
+
+
+def _chunks(source: bytes | Path | IO[bytes]) -> Iterator[bytes]:
+    if isinstance(source, bytes):
+        yield source
+        return
+    if isinstance(source, Path):
+        with source.open("rb") as stream:
+            yield from _chunks(stream)
+        return
+    while chunk := source.read(_CHUNK):
+        yield chunk

@@ -1,0 +1,141 @@
+"""The emulator's records: what its store holds and returns, and its two errors.
+
+Plain values, safe to pass between threads and to keep after the store changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from sinagot.errors import EmulatorError
+
+__all__ = [
+    "ConflictError",
+    "Experiment",
+    "FileEntry",
+    "NotFoundError",
+    "Owner",
+    "OwnerKind",
+    "Project",
+    "Resource",
+    "Scan",
+    "ScanFile",
+    "Subject",
+    "format_time",
+    "safe_relative_path",
+]
+
+OwnerKind = Literal["project", "subject", "experiment", "scan"]
+
+
+class NotFoundError(EmulatorError, LookupError):
+    """An object addressed by a request or a seeding call does not exist."""
+
+
+class ConflictError(EmulatorError):
+    """A create or upload clashes with something that already exists."""
+
+
+def format_time(ms: int) -> str:
+    """XNAT's ``YYYY-MM-DD HH:MM:SS.fff`` form of a UTC time in milliseconds."""
+    stamp = datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return f"{stamp}.{ms % 1000:03d}"
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    id: str
+    name: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    id: str
+    project: str
+    label: str
+    insert_ms: int
+    modified_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment:
+    id: str
+    project: str
+    subject_id: str
+    subject_label: str
+    label: str
+    xsi_type: str
+    date: str
+    insert_ms: int
+    modified_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    experiment_id: str
+    id: str
+    type: str
+    xsi_type: str
+    series_description: str
+    quality: str
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """What a resource hangs off: a project, subject, experiment or scan."""
+
+    kind: OwnerKind
+    key: str  # project id, subject id, experiment id, or "<experiment id>/<scan id>"
+
+    @property
+    def experiment_id(self) -> str | None:
+        if self.kind == "experiment":
+            return self.key
+        if self.kind == "scan":
+            return self.key.split("/", 1)[0]
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    id: int
+    owner: Owner
+    label: str
+    format: str
+    content: str
+    tags: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    resource_id: int
+    path: str
+    size: int
+    digest: str
+    format: str
+    content: str
+    tags: str
+    disk_path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class ScanFile:
+    """A file of a scan resource, with the scan and resource it belongs to."""
+
+    scan_id: str
+    resource_id: int
+    resource_label: str
+    entry: FileEntry
+
+
+def safe_relative_path(path: str) -> str:
+    """``path`` normalised, or ValueError if it could escape its resource folder."""
+    parts = PurePosixPath(path).parts
+    if not parts or path.startswith("/") or any(p in ("..", ".", "") for p in parts):
+        raise ValueError(f"unsafe file path {path!r}")
+    return "/".join(parts)
