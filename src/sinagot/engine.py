@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._checksums import ChecksumCache
+from ._dask import check_available, open_client
 from ._fetch import fetch_record
 from ._plan import Scope, StepGraph, step_spec
 from ._publish import Publication, commit_result, publish_pending
@@ -42,6 +43,8 @@ __all__ = [
     "RunHooks",
     "RunOutcome",
     "Scope",
+    "check_available",
+    "open_client",
     "run_scope",
     "runner_for",
 ]

@@ -18,7 +18,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._dask import check_available, open_client
+from ..engine import check_available, open_client
 from ..errors import ConfigError, DaemonError, SinagotError
 
 if TYPE_CHECKING:
