@@ -1,0 +1,154 @@
+"""The validated settings: small immutable values, one per table of the config."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+__all__ = [
+    "JOBQUEUE_CLUSTERS",
+    "SCRIPT_SUFFIX",
+    "CacheSettings",
+    "DaemonSettings",
+    "DaskSettings",
+    "ModalitySettings",
+    "RunMode",
+    "Settings",
+    "StoreSettings",
+    "TaskSettings",
+]
+
+SCRIPT_SUFFIX = ".py"
+
+RunMode = Literal["main_process", "dask"]
+# [dask] jobqueue -> the dask_jobqueue cluster class.
+JOBQUEUE_CLUSTERS = {
+    "slurm": "SLURMCluster",
+    "pbs": "PBSCluster",
+    "sge": "SGECluster",
+    "lsf": "LSFCluster",
+    "htcondor": "HTCondorCluster",
+    "moab": "MoabCluster",
+    "oar": "OARCluster",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSettings:
+    """An experimental task and the modalities recorded during it, in config order."""
+
+    name: str
+    modalities: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModalitySettings:
+    """A modality's ordered scripts, with optional per-task replacements."""
+
+    name: str
+    scripts: tuple[str, ...]
+    task_scripts: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    def scripts_for(self, task: str) -> tuple[str, ...]:
+        """The scripts that run for this modality within ``task``."""
+        return self.task_scripts.get(task, self.scripts)
+
+
+@dataclass(frozen=True, slots=True)
+class DaskSettings:
+    """The ``address`` of a running scheduler, or LocalCluster options, or a dask-jobqueue
+    cluster type (``jobqueue = "slurm"``: configured in Dask's jobqueue.yaml, scaled to
+    ``n_workers`` jobs)."""
+
+    address: str | None = None
+    n_workers: int | None = None
+    threads_per_worker: int | None = None
+    processes: bool | None = None
+    jobqueue: str | None = None
+    # An external scheduler's TLS: CA, client certificate and key (Dask's own
+    # distributed.comm.tls settings apply when these are not given).
+    tls_ca_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Plaintext TCP to a scheduler on another host: anyone on the path can run code.
+    allow_plaintext: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """The shared download cache: its folder (None: ``$CACHE_DIRECTORY``, else the user
+    cache dir) and how a process waits for another that downloads the same entry."""
+
+    dir: Path | None = None
+    race_condition_delay: float = 5.0
+    lock_timeout: float = 3600.0
+    concurrent_files: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """Where the dataset lives. The password never appears in the repr."""
+
+    type: str = "local"
+    server: str | None = None
+    project: str | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    # A systemd credential (LoadCredential=NAME:...) holding the password.
+    password_credential: str | None = None
+    cache_dir: Path | None = None
+    race_condition_delay: float = 5.0
+    max_connections: int = 8
+    concurrent_files: int = 8
+    pipeline: str = "sinagot"
+
+    @property
+    def cache(self) -> CacheSettings:
+        return CacheSettings(
+            dir=self.cache_dir,
+            race_condition_delay=self.race_condition_delay,
+            concurrent_files=self.concurrent_files,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSettings:
+    """Settings of the long-running service; every one has a default."""
+
+    poll_interval: float = 60.0
+    max_concurrent_jobs: int = 4
+    job_timeout: float = 3600.0
+    # None: a script may use the whole job_timeout.
+    script_timeout: float | None = None
+    max_attempts: int = 3
+    retry_backoff: float = 30.0
+    shutdown_timeout: float = 30.0
+    socket: Path | None = None
+    state_dir: Path | None = None
+    control_group: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """A validated configuration file."""
+
+    config_path: Path
+    dataset_dir: Path | None
+    scripts_dir: Path
+    id_pattern: re.Pattern[str]
+    tasks: Mapping[str, TaskSettings]
+    modalities: Mapping[str, ModalitySettings]
+    run_mode: RunMode = "main_process"
+    dask: DaskSettings = DaskSettings()
+    log_level: str = "INFO"
+    store: StoreSettings = StoreSettings()
+    daemon: DaemonSettings = DaemonSettings()
+
+    def script_file(self, modality: str, script: str) -> Path:
+        return self.scripts_dir / modality / f"{script}{SCRIPT_SUFFIX}"
