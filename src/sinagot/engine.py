@@ -31,11 +31,12 @@ from ._dask import check_available, open_client
 from ._fetch import fetch_record
 from ._plan import Scope, StepGraph, step_spec
 from ._publish import Publication, commit_result, publish_pending
-from ._report import RunReport, StepResult
+from ._report import RunReport, StepResult, StepStatus
 from ._runners import DaskRunner, Progress, Runner, SerialRunner, Watch
 from ._steps import StepSpec
 from .config import Settings
 from .connectors import DataRow, Store
+from .errors import SinagotError
 
 __all__ = [
     "Progress",
@@ -78,12 +79,14 @@ class RunHooks:
 
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
-    """A run's report, the rows as the store listed them, and (deferred publication)
-    what was published for each record."""
+    """A run's report, the rows as the store listed them, (deferred publication) what was
+    published for each record, and for each record that got derivatives the change marker
+    the store settled at after them (see :meth:`Store.settle`)."""
 
     report: RunReport
     rows: Mapping[str, DataRow]
     publications: Mapping[str, Publication] = field(default_factory=dict)
+    settled: Mapping[str, str | None] = field(default_factory=dict)
 
 
 def runner_for(settings: Settings, mode: str | None = None, client: Any | None = None) -> Runner:
@@ -163,8 +166,21 @@ def run_scope(
     hooks.running()
     results = runner.run(specs, commit, hooks.progress, Watch(script_timeout, hooks.cancel))
     report = RunReport(tuple(results), seconds=time.perf_counter() - begin, mode=runner.mode)
-    if not defer_publication:
-        return RunOutcome(report, rows)
-    hooks.publishing()
-    publications = {record: publish_pending(store, row) for record, row in rows.items()}
-    return RunOutcome(report, rows, publications)
+    publications: dict[str, Publication] = {}
+    if defer_publication:
+        hooks.publishing()
+        publications = {record: publish_pending(store, row) for record, row in rows.items()}
+        stored = {record for record, done in publications.items() if done.uploaded}
+    else:
+        stored = {r.key.record for r in results if r.status is StepStatus.RAN}
+    settled = {record: _settle(store, rows[record]) for record in sorted(stored)}
+    return RunOutcome(report, rows, publications, settled)
+
+
+def _settle(store: Store, row: DataRow) -> str | None:
+    try:
+        return store.settle(row)
+    except SinagotError as exc:
+        # Not fatal: the record is done for the stamp it was listed with.
+        _log.warning("%s: cannot learn its change marker after the upload: %s", row.id, exc)
+        return None

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -248,6 +249,21 @@ class Cache:
                 os.utime(manifest_path)
         return Path(generation)
 
+    def restamp(self, key: EntryKey, old: str, new: str) -> bool:
+        """Record that the entry, fetched when the server's change marker was ``old``, is
+        still current at ``new`` (files without a digest are matched by that marker), e.g.
+        after the caller's own uploads moved it. Blocking; True if the entry was at ``old``."""
+        home = self.entry_dir(key)
+        if not home.is_dir():
+            return False
+        with commit_lock(home):
+            manifest = read_manifest(home / MANIFEST_NAME)
+            if manifest is None or manifest.last_modified != old:
+                return False
+            restamped = dataclasses.replace(manifest, last_modified=new)
+            write_manifest(home / MANIFEST_NAME, restamped, _manifest_key(key))
+        return True
+
     def using(self, key: EntryKey) -> EntryUse:
         """Context manager marking ``key`` in use: ``gc`` and pruning leave it (and its files) alone."""
         return EntryUse(self.entry_dir(key), self.lock_timeout)
@@ -316,8 +332,9 @@ class Cache:
 
     def _prepare_staging(
         self, lock: EntryLock, files: list[RemoteFile]
-    ) -> tuple[Staging, set[str]]:
-        """Adopt a dead holder's staging folder (to resume it) or create one; drop other dead ones."""
+    ) -> tuple[Staging, dict[str, str]]:
+        """Adopt a dead holder's staging folder (to resume it) or create one; drop other dead
+        ones. Returns it with the files it holds finished, and their MD5s."""
         dead = claim_dead_stagings(lock.home)
         adopted = max(dead, key=_staged_bytes, default=None)
         for other in dead:
@@ -326,7 +343,7 @@ class Cache:
                 other.close()
         if adopted is None:
             staging = create_staging(lock.home, lock.token)
-            done: set[str] = set()
+            done: dict[str, str] = {}
         else:
             logger.info("resuming the download left in %s", adopted.path)
             staging = adopted
@@ -335,21 +352,32 @@ class Cache:
         return staging, done
 
     def _link_unchanged(
-        self, home: Path, staging: Staging, files: list[RemoteFile], done: set[str]
+        self,
+        home: Path,
+        staging: Staging,
+        files: list[RemoteFile],
+        md5s: dict[str, str],
+        last_modified: str | None,
     ) -> list[RemoteFile]:
-        """Hard-link files unchanged since the current generation; return those still to download."""
+        """Hard-link files unchanged since the current generation (adding their MD5s to
+        ``md5s``); return those still to download."""
         manifest = read_manifest(home / MANIFEST_NAME)
         previous = manifest.by_name() if manifest is not None else {}
         todo: list[RemoteFile] = []
         for f in files:
-            if f.name in done:
+            if f.name in md5s:
                 continue
             old = previous.get(f.name)
             if (
                 manifest is not None
                 and old is not None
                 and old.size == f.size
-                and old.md5 == f.digest
+                # Without a digest, only the server's change marker says it is the same file.
+                and (
+                    old.md5 == f.digest
+                    if f.digest
+                    else last_modified is not None and manifest.last_modified == last_modified
+                )
             ):
                 source = home / manifest.generation / f.name
                 with contextlib.suppress(OSError):
@@ -358,6 +386,7 @@ class Cache:
                         target = staging.files / f.name
                         target.parent.mkdir(parents=True, exist_ok=True)
                         os.link(source, target)
+                        md5s[f.name] = old.md5
                         continue
             todo.append(f)
         return todo
@@ -379,17 +408,21 @@ class Cache:
                 self._prepare_staging, lock, files, discard=lambda result: result[0].close()
             )
             staging = stage
-            todo = await run_to_completion(self._link_unchanged, lock.home, stage, files, done)
+            md5s = dict(done)
+            todo = await run_to_completion(
+                self._link_unchanged, lock.home, stage, files, md5s, last_modified
+            )
             if todo:
                 logger.info("downloading %d of %d files of %s", len(todo), len(files), what)
-                other = await self._download_watched(lock, stage, todo, source, what, committed)
-                if other is not None:
+                fetched = await self._download_watched(lock, stage, todo, source, what, committed)
+                if isinstance(fetched, Path):
                     await run_to_completion(shutil.rmtree, stage.path, True)
-                    return other
+                    return fetched
+                md5s.update(fetched)
             # Links to the previous generation are durable already; the rest is synced now.
             unsynced = [*done, *(f.name for f in todo)]
             return await run_to_completion(
-                self._commit, lock, stage, key, files, unsynced, last_modified
+                self._commit, lock, stage, key, files, md5s, unsynced, last_modified
             )
         except OSError as exc:
             if exc.errno not in _FULL_ERRNOS:
@@ -412,13 +445,12 @@ class Cache:
         source: FileSource,
         what: str,
         committed: Callable[[], Path | None],
-    ) -> Path | None:
-        """Download ``todo``, heartbeating while requests wait on the server; the generation
-        another holder committed meanwhile (the download is then abandoned), else None."""
+    ) -> dict[str, str] | Path:
+        """Download ``todo``, heartbeating while requests wait on the server: the MD5s of the
+        files, or the generation another holder committed meanwhile (the download is then
+        abandoned)."""
         waits = _NetworkWaits()
-        download = asyncio.create_task(
-            self._download_all(staging, todo, waits.watch(source), what)
-        )
+        download = asyncio.create_task(self._download_all(staging, todo, waits.watch(source), what))
         watcher = asyncio.create_task(_watch(lock, waits, self._flush_interval, committed))
         try:
             await asyncio.wait([download, watcher], return_when=asyncio.FIRST_COMPLETED)
@@ -428,34 +460,35 @@ class Cache:
                 task.cancel()
             await asyncio.wait([download, watcher])
         if downloaded:
-            download.result()  # its error, if it failed
-            return None
+            return download.result()
         found = watcher.result()
         logger.info("another process committed %s meanwhile: using its files", what)
         return found
 
     async def _download_all(
         self, staging: Staging, todo: list[RemoteFile], source: FileSource, what: str
-    ) -> None:
+    ) -> dict[str, str]:
         slots = asyncio.Semaphore(self.concurrent_files)
         whole = WholeFileWriter(room=4 * self.concurrent_files)
+        md5s: dict[str, str] = {}
+
+        async def fetch(file: RemoteFile) -> None:
+            md5s[file.name] = await download_file(
+                staging,
+                file,
+                source,
+                what=what,
+                slots=slots,
+                flush_interval=self._flush_interval,
+                checkpoint=self.checkpoint,
+                whole=whole,
+            )
 
         async def files() -> None:
             try:
                 async with asyncio.TaskGroup() as group:
                     for file in todo:
-                        group.create_task(
-                            download_file(
-                                staging,
-                                file,
-                                source,
-                                what=what,
-                                slots=slots,
-                                flush_interval=self._flush_interval,
-                                checkpoint=self.checkpoint,
-                                whole=whole,
-                            )
-                        )
+                        group.create_task(fetch(file))
             finally:
                 whole.close()
 
@@ -465,6 +498,7 @@ class Cache:
                 group.create_task(files())
         except BaseExceptionGroup as errors:
             raise _first_leaf(errors) from None
+        return md5s
 
     def _commit(
         self,
@@ -472,6 +506,7 @@ class Cache:
         staging: Staging,
         key: EntryKey,
         files: list[RemoteFile],
+        md5s: dict[str, str],
         unsynced: list[str],
         last_modified: str | None,
     ) -> Path:
@@ -492,25 +527,25 @@ class Cache:
             recorded = []
             for f in files:
                 st = os.stat(generation / f.name)
-                recorded.append(ManifestFile(f.name, f.size, f.digest, st.st_mtime_ns))
+                recorded.append(ManifestFile(f.name, f.size, md5s[f.name], st.st_mtime_ns))
             manifest = Manifest(name, tuple(recorded), last_modified, time.time())
             try:
-                write_manifest(
-                    home / MANIFEST_NAME,
-                    manifest,
-                    {
-                        "server": key.server,
-                        "project": key.project,
-                        "session": key.session,
-                        "entry": key.entry,
-                    },
-                )
+                write_manifest(home / MANIFEST_NAME, manifest, _manifest_key(key))
             except OSError:
                 shutil.rmtree(generation, ignore_errors=True)  # never referenced: nobody sees it
                 raise
             shutil.rmtree(staging.path, ignore_errors=True)
             prune_generations(home)
         return generation
+
+
+def _manifest_key(key: EntryKey) -> dict[str, str]:
+    return {
+        "server": key.server,
+        "project": key.project,
+        "session": key.session,
+        "entry": key.entry,
+    }
 
 
 class _NetworkWaits:

@@ -7,10 +7,14 @@ outside the staging folder changes here; the entry becomes visible only when
 the cache commits a whole generation, after syncing every new file at once.
 
 Files over 1 MiB are fsynced as they finish and marked complete in a
-sidecar, so an adopted staging folder trusts them without reading them
-again. Smaller ones are not synced one by one (that would dominate the cost
-of many-file entries): an adopting holder re-hashes them instead, which is
-cheap because they are small.
+sidecar (with their MD5), so an adopted staging folder trusts them without
+reading them again. Smaller ones are not synced one by one (that would
+dominate the cost of many-file entries): an adopting holder re-hashes them
+instead, which is cheap because they are small.
+
+A file the server lists without a digest (XNAT with checksums off) is checked
+by its size alone; its MD5 is computed while it streams all the same and
+returned, so the cache records it.
 """
 
 from __future__ import annotations
@@ -97,23 +101,26 @@ def _synced_at_finish(file: RemoteFile) -> bool:
     return file.size > _SMALL
 
 
-def _finished(paths: _Paths, file: RemoteFile) -> bool:
-    """True if ``paths.final`` holds exactly ``file`` (see the module docstring for how)."""
+def _finished(paths: _Paths, file: RemoteFile) -> str | None:
+    """The MD5 of ``paths.final`` if it holds exactly ``file`` (see the module docstring)."""
     try:
         if paths.final.stat().st_size != file.size:
-            return False
+            return None
         if _synced_at_finish(file):
             state = _read_state(paths.state)
-            return (
-                _state_is_for(state, file) and state is not None and state.get("complete") is True
-            )
-        return md5_file(paths.final) == file.digest
+            md5 = None if state is None else state.get("md5")
+            complete = _state_is_for(state, file) and state is not None and state.get("complete")
+            return md5 if complete is True and isinstance(md5, str) else None
+        if not file.digest:
+            return None  # nothing to check a small file against: fetch it again
+        return file.digest if md5_file(paths.final) == file.digest else None
     except OSError:
-        return False
+        return None
 
 
-def keep_completed(staging: Staging, files: list[RemoteFile]) -> set[str]:
-    """In an adopted staging folder, keep only what can be trusted for ``files``; return the finished names.
+def keep_completed(staging: Staging, files: list[RemoteFile]) -> dict[str, str]:
+    """In an adopted staging folder, keep only what can be trusted for ``files``; return the
+    finished names with their MD5s.
 
     Partial files are left for :func:`_resume_point`.
     """
@@ -121,7 +128,7 @@ def keep_completed(staging: Staging, files: list[RemoteFile]) -> set[str]:
     staging.parts.mkdir(exist_ok=True)
     staging.files.mkdir(exist_ok=True)
     stems = {_stem(f.name): f for f in files}
-    done = {f.name for f in files if _finished(_Paths.of(staging, f), f)}
+    done = {f.name: md5 for f in files if (md5 := _finished(_Paths.of(staging, f), f)) is not None}
     for dirpath, dirnames, filenames in os.walk(staging.files, topdown=False):
         for filename in filenames:
             path = Path(dirpath, filename)
@@ -203,13 +210,13 @@ def _checkpoint(fd: int, paths: _Paths, file: RemoteFile, offset: int, prefix_md
     _write_state(paths.state, file, offset=offset, prefix_md5=prefix_md5)
 
 
-def _finish(fd: int, paths: _Paths, file: RemoteFile) -> None:
+def _finish(fd: int, paths: _Paths, file: RemoteFile, md5: str) -> None:
     if _synced_at_finish(file):
         os.fsync(fd)
     paths.final.parent.mkdir(parents=True, exist_ok=True)
     os.rename(paths.part, paths.final)
     if _synced_at_finish(file):
-        _write_state(paths.state, file, complete=True)
+        _write_state(paths.state, file, complete=True, md5=md5)
 
 
 def _store_whole(paths: _Paths, file: RemoteFile, data: bytes) -> str:
@@ -219,7 +226,7 @@ def _store_whole(paths: _Paths, file: RemoteFile, data: bytes) -> str:
     left by a crash fails the size or hash check of :func:`keep_completed`.
     """
     digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
-    if digest != file.digest:
+    if file.digest and digest != file.digest:
         return digest
     if "/" in file.name:
         paths.final.parent.mkdir(parents=True, exist_ok=True)
@@ -336,8 +343,8 @@ async def _receive(
     resume: bool,
     flush_interval: float,
     checkpoint: int,
-) -> bytes | None:
-    """Stream ``file``: its bytes if it arrived whole before a flush, else None once staged."""
+) -> bytes | str:
+    """Stream ``file``: its bytes if it arrived whole before a flush, else its MD5 once staged."""
     offset, digest = 0, hashlib.md5(usedforsecurity=False)
     # Only files longer than a checkpoint can have a resumable prefix.
     if resume and source.supports_range and file.size > checkpoint:
@@ -401,10 +408,10 @@ async def _receive(
         actual = digest.hexdigest()
         if written != file.size:
             raise _Mismatch(f"{written} bytes instead of {file.size} (MD5 {actual})")
-        if actual != file.digest:
+        if file.digest and actual != file.digest:
             raise _Mismatch(actual)
-        await run_to_completion(_finish, fd, paths, file)
-        return None
+        await run_to_completion(_finish, fd, paths, file, actual)
+        return actual
     finally:
         for pending in (writing, syncing):
             if pending is not None:
@@ -422,19 +429,20 @@ async def _attempt(
     resume: bool,
     slots: asyncio.Semaphore,
     transfer: _Transfer,
-) -> None:
+) -> str:
     paths = _Paths.of(staging, file)
     async with slots:
         data = await _receive(
             paths, file, source, resume, transfer.flush_interval, transfer.checkpoint
         )
-        if data is None:
-            return
+        if isinstance(data, str):
+            return data
         await transfer.whole.wait_for_room()
         written = transfer.whole.submit(paths, file, data)
     actual = await written
-    if actual != file.digest:
+    if file.digest and actual != file.digest:
         raise _Mismatch(actual)
+    return actual
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,8 +462,9 @@ async def download_file(
     flush_interval: float,
     checkpoint: int,
     whole: WholeFileWriter,
-) -> None:
-    """Download, verify and stage ``file``; on a digest mismatch retry once from scratch, then raise.
+) -> str:
+    """Download, verify and stage ``file``, returning its MD5; on a mismatch (digest, or size
+    for a file listed without digest) retry once from scratch, then raise.
 
     A slot of ``slots`` is held while bytes come in. Buffered bytes are written
     at least every ``flush_interval`` seconds, and the resumable prefix is made
@@ -463,21 +472,24 @@ async def download_file(
     first flush is handed to ``whole``, freeing its slot.
     """
     transfer = _Transfer(flush_interval, checkpoint, whole)
-    for attempt in (1, 2):
-        try:
-            await _attempt(staging, file, source, attempt == 1, slots, transfer)
-            return
-        except _Mismatch as exc:
-            await run_to_completion(_discard, _Paths.of(staging, file))
-            if attempt == 2:
-                raise ChecksumMismatchError(
-                    f"file {file.name!r} of {what} downloaded as {exc.actual} but the server "
-                    f"digest is {file.digest}: check the server copy or the network, then retry"
-                ) from None
-            logger.warning(
-                "file %s of %s does not match its digest (got %s, expected %s); downloading it again",
-                file.name,
-                what,
-                exc.actual,
-                file.digest,
-            )
+    expected = file.digest or f"{file.size} bytes (the server lists no digest)"
+    try:
+        return await _attempt(staging, file, source, True, slots, transfer)
+    except _Mismatch as exc:
+        await run_to_completion(_discard, _Paths.of(staging, file))
+        logger.warning(
+            "file %s of %s does not match what the server announced (got %s, expected %s);"
+            " downloading it again",
+            file.name,
+            what,
+            exc.actual,
+            expected,
+        )
+    try:
+        return await _attempt(staging, file, source, False, slots, transfer)
+    except _Mismatch as exc:
+        await run_to_completion(_discard, _Paths.of(staging, file))
+        raise ChecksumMismatchError(
+            f"file {file.name!r} of {what} downloaded as {exc.actual} but the server "
+            f"announced {expected}: check the server copy or the network, then retry"
+        ) from None

@@ -39,7 +39,11 @@ class Manifest:
         return {f.name: f for f in self.files}
 
     def matches(self, files: Sequence[RemoteFile], last_modified: str | None) -> bool:
-        """True when the manifest describes exactly ``files`` (and ``last_modified``, if given)."""
+        """True when the manifest describes exactly ``files`` (and ``last_modified``, if given).
+
+        A file listed without a digest matches by size, and only when ``last_modified``
+        is given: without a digest, the server's change marker is all there is.
+        """
         if last_modified is not None and last_modified != self.last_modified:
             return False
         if len(files) != len(self.files):
@@ -47,7 +51,9 @@ class Manifest:
         mine = self.by_name()
         for wanted in files:
             have = mine.get(wanted.name)
-            if have is None or have.size != wanted.size or have.md5 != wanted.digest:
+            if have is None or have.size != wanted.size:
+                return False
+            if wanted.digest != have.md5 and (wanted.digest or last_modified is None):
                 return False
         return True
 

@@ -55,7 +55,9 @@ class RemoteFile:
     """One file of a remote entry, as listed by the server.
 
     ``name`` is a relative POSIX path inside the entry (``"a/b.nii"``), ``size``
-    its length in bytes and ``digest`` the MD5 hex digest the server announces.
+    its length in bytes and ``digest`` the MD5 hex digest the server announces,
+    or ``""`` when it announces none (then the size, and the ``last_modified``
+    the caller gives the cache, must tell a changed file).
     """
 
     name: str
@@ -70,7 +72,8 @@ class RemoteFile:
                 f"the server lists file {self.name!r} with a negative size {self.size}"
             )
         digest = self.digest.lower()
-        if len(digest) != 32 or any(c not in "0123456789abcdef" for c in digest):
+        # "": the server has no digest of it (XNAT with checksums off): its size must do.
+        if digest and (len(digest) != 32 or any(c not in "0123456789abcdef" for c in digest)):
             raise ServerError(
                 f"the server lists file {self.name!r} with digest {self.digest!r}, not an MD5 hex string"
             )

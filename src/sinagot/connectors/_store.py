@@ -119,6 +119,13 @@ class Store(ABC):
     def put_field_provenance(self, provenance: dict[str, Any], entry: DataEntry) -> None:
         """Store provenance with field ``entry``."""
 
+    def settle(self, row: DataRow) -> str | None:
+        """After this process stored derivatives of ``row``: the row's change marker now, if
+        the store proves the data the run read unchanged since (so that its own uploads are
+        not taken for a change of the record). None when it cannot tell (the default)."""
+        del row
+        return None
+
     # -- frameset definitions ------------------------------------------------
 
     @abstractmethod

@@ -163,6 +163,9 @@ class XnatStore(RemoteStore):
     def populate_row(self, row: DataRow) -> None:
         self._portal.run(self.aio.populate_row(row))
 
+    def settle(self, row: DataRow) -> str | None:
+        return self._portal.run(self.aio.settled_stamp(row.id))
+
     def forget_session(self, label: str) -> None:
         self.aio.forget_session(label)
 

@@ -85,6 +85,8 @@ __all__ = ["DEFAULT_SESSION_TYPE", "AsyncXnatStore"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_SESSION_TYPE = "xnat:mrSessionData"
+# Servers already said to list files without digests (said once per process each).
+_WITHOUT_DIGESTS: set[str] = set()
 
 
 class _EntrySource:
@@ -125,6 +127,9 @@ class AsyncXnatStore:
         # sizes and digests for the cache and for settled_stamp. A long-running daemon
         # drops a session's with forget_session once its job ends, so this stays small.
         self._listings: dict[str, dict[str, tuple[RemoteFile, ...]]] = {}
+        # The session's change marker when its files without digests were listed: the
+        # cache matches such files by it (and by size).
+        self._stamps: dict[str, str] = {}
         self._sessions: dict[str, SessionRecord] = {}
         self._all_files_listing = True
 
@@ -211,10 +216,14 @@ class AsyncXnatStore:
         return f"{self.project_path()}/experiments/{quote_segment(validate_label(label, 'session label'))}"
 
     def entry_key(self, entry: DataEntry) -> EntryKey:
-        prefix = self.session_path(entry.row_id) + "/"
-        if not entry.uri.startswith(prefix):
-            raise StoreError(f"entry {entry.path} of {entry.row_id} has a foreign URI {entry.uri}")
-        return EntryKey(self.server, self.project, entry.row_id, unquote(entry.uri[len(prefix) :]))
+        """The cache key of ``entry``'s files."""
+        return self._key(entry.row_id, entry.uri, entry.path)
+
+    def _key(self, label: str, uri: str, what: str) -> EntryKey:
+        prefix = self.session_path(label) + "/"
+        if not uri.startswith(prefix):
+            raise StoreError(f"entry {what} of {label} has a foreign URI {uri}")
+        return EntryKey(self.server, self.project, label, unquote(uri[len(prefix) :]))
 
     def work_dir(self, entry: DataEntry) -> Path:
         return entry_work_dir(self.local_root, entry)
@@ -307,6 +316,8 @@ class AsyncXnatStore:
         types = {s.get("ID", ""): s.get("type", "") for s in scans}
         files = await self._scan_files(session, list(types))
         self._listings[row.id] = by_uri(session, files)
+        if any(not f.digest for listed in files.values() for f in listed):
+            await self._stamp_without_digests(row)
         for (scan, label), listed in sorted(files.items()):
             task = types.get(scan)
             if not task:
@@ -340,6 +351,23 @@ class AsyncXnatStore:
                 continue
             row.add_entry(path, uri=f"{session}/resources/{quote_segment(label)}")
 
+    async def _stamp_without_digests(self, row: DataRow) -> None:
+        """Remember the change marker that versions the session's files listed without digest."""
+        if self.server not in _WITHOUT_DIGESTS:
+            _WITHOUT_DIGESTS.add(self.server)
+            logger.warning(
+                "%s lists files without MD5 digests (its checksum setting is off, or they were"
+                " archived before it was on): their integrity rests on sizes, and a change is"
+                " seen through the session's last-modified stamp",
+                self.server,
+            )
+        known = self._sessions.get(row.id)
+        stamp = row.last_modified or (known.last_modified if known is not None else None)
+        if not stamp:
+            stamp = await self._session_stamp(row.id)
+        if stamp:
+            self._stamps[row.id] = stamp
+
     async def _session_stamp(self, label: str) -> str | None:
         # XNAT filters a listing on a column's value (``*`` as a wildcard, hence the exact
         # match below): one row instead of the whole project.
@@ -360,7 +388,8 @@ class AsyncXnatStore:
         :meth:`populate_row` last listed session ``label``. A caller that
         processed those files and uploaded its results can take the session as
         processed up to this stamp, its own uploads included. None when a scan
-        file changed, was added or removed (or the server lists no digests).
+        file changed, was added or removed. Where the server lists no digests,
+        sizes decide, and the cached files are restamped so they stay current.
         Costs two requests: the session's row of the project listing, then its
         scan files in one listing where the server offers it.
         """
@@ -378,7 +407,17 @@ class AsyncXnatStore:
             scans = await self.client.list_rows(f"{session}/scans", f"session {label}")
             scan_ids = [s.get("ID", "") for s in scans]
         current = by_uri(session, await self._scan_files(session, scan_ids))
-        return stamp if same_files(listed, current) else None
+        if not same_files(listed, current):
+            return None
+        fetched_at = self._stamps.get(label)
+        if fetched_at is not None and fetched_at != stamp:
+            # Its files without digests are cached for the marker they had: still theirs.
+            for uri, files in listed.items():
+                if any(not f.digest for f in files):
+                    key = self._key(label, uri, uri)
+                    await asyncio.to_thread(self.cache.restamp, key, fetched_at, stamp)
+            self._stamps[label] = stamp
+        return stamp
 
     def forget_session(self, label: str) -> None:
         """Drop the listings :meth:`populate_row` remembered for session ``label``.
@@ -389,6 +428,7 @@ class AsyncXnatStore:
         """
         # One dict operation, atomic under the GIL: safe from any thread.
         self._listings.pop(label, None)
+        self._stamps.pop(label, None)
 
     # -- creating --------------------------------------------------------------------------
 
@@ -441,9 +481,15 @@ class AsyncXnatStore:
         cache = self.cache
         if download_dir is not None and Path(download_dir) != cache.root:
             cache = Cache.from_settings(dataclasses.replace(cache.settings, dir=Path(download_dir)))
-        # Digests alone decide freshness: our own uploads bump the session's
-        # last_modified and must not make cached scans look stale.
-        return await cache.fetch(key, listed, _EntrySource(self.client, entry.uri, what))
+        # Digests decide freshness where the server gives them: our own uploads bump the
+        # session's last_modified and must not make cached scans look stale. Files without
+        # a digest are versioned by that stamp (see settled_stamp, which restamps them).
+        stamp = None
+        if any(not f.digest for f in listed):
+            stamp = self._stamps.get(entry.row_id)
+        return await cache.fetch(
+            key, listed, _EntrySource(self.client, entry.uri, what), last_modified=stamp
+        )
 
     def entry_in_use(self, entry: DataEntry) -> EntryUse:
         """Held while the cached files of ``entry`` are read (see :meth:`Cache.using`)."""

@@ -107,15 +107,13 @@ def by_uri(
 def same_files(
     before: Mapping[str, Sequence[RemoteFile]], after: Mapping[str, Sequence[RemoteFile]]
 ) -> bool:
-    """Whether two scan-file listings prove the same content (every file has a digest)."""
+    """Whether two scan-file listings show the same content: the same files with the same
+    digests (by their sizes alone where the server gives no digest)."""
 
-    def proof(listing: Mapping[str, Sequence[RemoteFile]]) -> dict[str, set[RemoteFile]] | None:
-        if any(not f.digest for files in listing.values() for f in files):
-            return None
+    def proof(listing: Mapping[str, Sequence[RemoteFile]]) -> dict[str, set[RemoteFile]]:
         return {uri: set(files) for uri, files in listing.items() if files}
 
-    known = proof(before)
-    return known is not None and known == proof(after)
+    return proof(before) == proof(after)
 
 
 def decode_value(text: str) -> FieldValue:

@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..connectors import LoopPortal, XnatStore
 from ..engine import Publication, RunHooks, RunOutcome, Scope, run_scope, runner_for
-from ..errors import StoreError
 from ._backend import Phase, ProcessResult, SessionInfo
 from ._cluster import ClusterLease, cluster_pool
 
@@ -127,7 +126,10 @@ class XnatBackend:
             result = _result(outcome.report, outcome.publications[label])
             if not result.ok:
                 return result
-            return dataclasses.replace(result, settled_last_modified=await self._settle(label))
+            stamp = outcome.settled.get(label)
+            if label in outcome.settled:
+                _log_settled(label, stamp)
+            return dataclasses.replace(result, settled_last_modified=stamp)
         finally:
             self.store.forget_session(label)
 
@@ -144,30 +146,23 @@ class XnatBackend:
                 hooks=hooks,
             )
 
-    async def _settle(self, label: str) -> str | None:
-        """The session's stamp after our uploads, if the inputs we processed are unchanged."""
-        try:
-            stamp = await self.store.settled_stamp(label)
-        except StoreError as exc:
-            # Not fatal: the job is done for its first stamp and the next poll checks again.
-            logger.warning("%s: cannot learn the session's stamp after the upload: %s", label, exc)
-            return None
-        if stamp is None:
-            logger.info(
-                "%s: its scan files changed since the fetch (or have no digests):"
-                " the next listing decides whether it runs again",
-                label,
-            )
-        else:
-            logger.info("%s: processed up to its stamp %s", label, stamp)
-        return stamp
-
     async def aclose(self) -> None:
         try:
             await self.store.aclose()
             await asyncio.to_thread(self._threads.shutdown, True)
         finally:
             await asyncio.to_thread(self._cluster.release)
+
+
+def _log_settled(label: str, stamp: str | None) -> None:
+    if stamp is None:
+        logger.info(
+            "%s: its scan files changed since the fetch (or it could not be checked):"
+            " the next listing decides whether it runs again",
+            label,
+        )
+    else:
+        logger.info("%s: processed up to its stamp %s", label, stamp)
 
 
 def _result(report: RunReport, publication: Publication) -> ProcessResult:
