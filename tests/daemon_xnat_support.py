@@ -9,6 +9,7 @@ script SIGKILLs its own process: with thread workers, the daemon).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -29,6 +30,7 @@ STEPS = ("RS_EEG_filter", "RS_EEG_stats")
 
 _FILTER = '''"""Upper-case the raw signal (slow or failing on request of the test)."""
 
+import json
 import os
 import signal
 import time
@@ -161,10 +163,31 @@ def derivatives(server: EmulatorServer, label: str) -> dict[str, dict[str, str]]
     return result
 
 
+def provenances(server: EmulatorServer, label: str) -> dict[str, dict[str, Any]]:
+    """Derivative resource label -> its provenance, from the session resource PROVENANCE
+    (where FrameTree keeps it, and Sinagot's commit marker), straight from the index."""
+    store = server.store
+    experiment = store.find_experiment(PROJECT, label)
+    assert experiment is not None
+    result: dict[str, dict[str, Any]] = {}
+    for resource in store.resources(Owner("experiment", experiment.id)):
+        if resource.label == "PROVENANCE":
+            for file in store.files(resource.id):
+                entry = store.find_file(resource.id, file.path)
+                assert entry is not None
+                result[file.path.removesuffix(".json")] = json.loads(entry.disk_path.read_bytes())
+    return result
+
+
+def committed(server: EmulatorServer, label: str) -> dict[str, dict[str, str]]:
+    """The derivatives of ``label`` whose provenance is written, with their files' MD5s."""
+    markers = provenances(server, label)
+    return {name: files for name, files in derivatives(server, label).items() if name in markers}
+
+
 def complete(server: EmulatorServer, label: str) -> bool:
     """Whether every step of ``label`` has its derivative with provenance on the server."""
-    found = derivatives(server, label)
-    return len(found) == len(STEPS) and all("provenance.json" in f for f in found.values())
+    return len(committed(server, label)) == len(STEPS)
 
 
 class XnatDaemon(DaemonProcess):

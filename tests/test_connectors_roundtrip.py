@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sinagot import Dataset
-from sinagot.connectors import PROVENANCE_FILE, XnatStore
+from sinagot.connectors import XnatStore
 from sinagot.demo import DEMO_CONFIG, DEMO_SCRIPTS, load_demo
 from sinagot.testing import EmulatorServer
 
@@ -55,13 +56,15 @@ def test_demo_runs_over_xnat_and_xnatpy_reads_the_results(
         experiment = session.projects[PROJECT].experiments["REC-200331-A"]
         labels = {r.label for r in experiment.resources.values()}
         assert "RS_EEG_preprocess___at___sinagot" in labels
+        # FrameTree's layout: the column's files alone, the provenance in PROVENANCE.
         resource = experiment.resources["RS_EEG_preprocess___at___sinagot"]
         names = {f.path for f in resource.files.values()}
-        assert names == {"RS/EEG/filtered.csv", PROVENANCE_FILE}
+        assert names == {"filtered.csv"}
         local = work / "REC-200331-A" / "derivatives" / "RS" / "EEG" / "filtered.csv"
-        resource.files["RS/EEG/filtered.csv"].download(str(tmp_path / "got.csv"), verbose=False)
+        resource.files["filtered.csv"].download(str(tmp_path / "got.csv"), verbose=False)
         assert (tmp_path / "got.csv").read_bytes() == local.read_bytes()
-        resource.files[PROVENANCE_FILE].download(str(tmp_path / "prov.json"), verbose=False)
+        marker = experiment.resources["PROVENANCE"].files["RS_EEG_preprocess___at___sinagot.json"]
+        marker.download(str(tmp_path / "prov.json"), verbose=False)
         provenance = json.loads((tmp_path / "prov.json").read_text())
         assert provenance["status"] == "success"
         assert provenance["outputs"] == {
@@ -75,7 +78,7 @@ def test_demo_runs_over_xnat_and_xnatpy_reads_the_results(
     assert (again.ran, again.skipped) == (0, STEPS), str(again)
     counts = xnat_server.request_counts()
     assert SCAN_FILE_GET not in counts
-    assert counts[DERIVED_FILE_GET] == STEPS  # one provenance.json per step, no data
+    assert counts[DERIVED_FILE_GET] == STEPS  # one provenance per step, no data
 
     # A fresh work folder on the same cache: inputs come from the cache, outputs are
     # fetched from the server instead of being recomputed.
@@ -91,7 +94,56 @@ def test_one_record_on_dask_over_xnat(xnat_server: EmulatorServer, tmp_path: Pat
     dataset = Dataset(write_config(tmp_path, xnat_server, "work"))
     report = dataset.get("REC-200401-A").run(mode="dask")
     assert (report.ran, report.failed) == (STEPS // 5, 0), str(report)
-    counts = xnat_server.request_counts()  # one output and one provenance.json per step
+    counts = xnat_server.request_counts()  # one output and one provenance per step
     assert counts["PUT " + DERIVED_FILE_GET.removeprefix("GET ")] == 2 * STEPS // 5
     again = dataset.get("REC-200401-A").run(mode="dask")
     assert (again.ran, again.skipped) == (0, STEPS // 5), str(again)
+
+
+def _to_the_layout_before_0_2(session: object, label: str, tmp_path: Path) -> None:
+    """Move a derivative back to how Sinagot < 0.2 stored it (with xnatpy, as it did):
+    outputs named as in the work tree, provenance.json inside the resource."""
+    experiment: Any = session
+    resource = experiment.resources[label]
+    marker = experiment.resources["PROVENANCE"].files[f"{label}.json"]
+    marker.download(str(tmp_path / "provenance.json"), verbose=False)
+    marker.delete()
+    for file in list(resource.files.values()):
+        file.download(str(tmp_path / file.path), verbose=False)
+        resource.upload(str(tmp_path / file.path), f"RS/EEG/{file.path}")
+        file.delete()
+    resource.upload(str(tmp_path / "provenance.json"), "provenance.json")
+
+
+def test_derivatives_in_the_layout_before_0_2_are_read_then_replaced(
+    xnat_server: EmulatorServer, tmp_path: Path
+) -> None:
+    xnat = pytest.importorskip("xnat")
+    load_demo(xnat_server, PROJECT)
+    record, label = "REC-200331-A", "RS_EEG_preprocess___at___sinagot"
+    assert Dataset(write_config(tmp_path, xnat_server, "work")).run().ok
+    with xnat.connect(xnat_server.url, user="alice", password="secret") as session:
+        experiment = session.projects[PROJECT].experiments[record]
+        _to_the_layout_before_0_2(experiment, label, tmp_path)
+
+    # Read as complete: a fresh work tree gets the outputs where the steps wrote them,
+    # nothing reruns and nothing is uploaded.
+    xnat_server.reset_counters()
+    fresh = Dataset(write_config(tmp_path, xnat_server, "fresh")).get(record).run()
+    assert (fresh.ran, fresh.failed) == (0, 0), str(fresh)
+    assert (tmp_path / "fresh" / record / "derivatives" / "RS" / "EEG" / "filtered.csv").is_file()
+    assert not any(route.startswith("PUT ") for route in xnat_server.request_counts())
+
+    # The raw data changes: the step reruns and its derivative takes the new layout, in
+    # the same resource (no second one), the old provenance file gone.
+    xnat_server.add_scan_file(
+        PROJECT, record, scan_type="RS", resource="EEG", name="raw.csv", data=b"t,Fz\n0,1\n1,3\n"
+    )
+    rerun = Dataset(write_config(tmp_path, xnat_server, "fresh")).get(record).RS.EEG.run()
+    assert rerun.ran == 2, str(rerun)
+    with xnat.connect(xnat_server.url, user="alice", password="secret") as session:
+        experiment = session.projects[PROJECT].experiments[record]
+        labels = [r.label for r in experiment.resources.values()]
+        assert labels.count(label) == 1
+        assert {f.path for f in experiment.resources[label].files.values()} == {"filtered.csv"}
+        assert f"{label}.json" in experiment.resources["PROVENANCE"].files

@@ -15,7 +15,6 @@ import pytest
 
 from sinagot.cache import Cache
 from sinagot.connectors import (
-    PROVENANCE_FILE,
     AsyncXnatStore,
     DataRow,
     DataTree,
@@ -191,28 +190,35 @@ def test_derivatives_round_trip_and_xnatpy_reads_them(
     entry = store.create_fileset_entry("RS_EEG_preprocess@sinagot", row)
     store.put_fileset(fileset, entry)
     assert store.get_fileset_provenance(entry) is None  # not committed yet
-    store.put_fileset_provenance({"status": "success", "outputs": {}}, entry)
+    provenance = {
+        "status": "success",
+        "outputs": {name: hashlib.md5(data).hexdigest() for name, data in outputs.items()},
+    }
+    store.put_fileset_provenance(provenance, entry)
 
     again = populated(store)
     assert "RS_EEG_preprocess@sinagot" in again.entries
+    # Back in the work tree where the step wrote them.
     fetched = store.get_fileset(again.entries["RS_EEG_preprocess@sinagot"])
     assert fetched.names == tuple(sorted(outputs))
-    assert store.get_fileset_provenance(again.entries["RS_EEG_preprocess@sinagot"]) == {
-        "status": "success",
-        "outputs": {},
-    }
+    assert all((fetched.root / name).read_bytes() == data for name, data in outputs.items())
+    assert store.get_fileset_provenance(again.entries["RS_EEG_preprocess@sinagot"]) == provenance
 
     with xnat.connect(demo.url, user="alice", password="secret") as session:
         experiment = session.projects[PROJECT].experiments[RECORD]
+        # As FrameTree reads a column: the outputs alone, relative to their folder...
         resource = experiment.resources["RS_EEG_preprocess___at___sinagot"]
-        assert {f.path for f in resource.files.values()} == {*outputs, PROVENANCE_FILE}
+        relative = {name.removeprefix("RS/EEG/"): data for name, data in outputs.items()}
+        assert {f.path for f in resource.files.values()} == set(relative)
         target = tmp_path / "via-xnatpy"
         target.mkdir()
-        for name, data in outputs.items():
+        for name, data in relative.items():
             resource.files[name].download(str(target / "f"), verbose=False)
             assert (target / "f").read_bytes() == data
-        resource.files[PROVENANCE_FILE].download(str(target / "p.json"), verbose=False)
-        assert json.loads((target / "p.json").read_text())["status"] == "success"
+        # ... and the provenance where FrameTree's get_provenance looks for it.
+        marker = experiment.resources["PROVENANCE"].files["RS_EEG_preprocess___at___sinagot.json"]
+        marker.download(str(target / "p.json"), verbose=False)
+        assert json.loads((target / "p.json").read_text()) == provenance
 
 
 def test_reupload_is_idempotent_and_uncommits_first(
@@ -235,7 +241,8 @@ def test_reupload_is_idempotent_and_uncommits_first(
     store.put_fileset(FileSet(fileset.root, ("a.txt",)), entry)
     assert store.get_checksums(entry.uri) == {"a.txt": hashlib.md5(b"A").hexdigest()}
     assert demo.request_counts()[f"PUT {DERIVED}"] == 1
-    assert demo.request_counts()[f"DELETE {DERIVED}"] == 2  # provenance, then old.txt
+    # The provenance at each put (the second finds it gone already), then old.txt.
+    assert demo.request_counts()[f"DELETE {DERIVED}"] == 3
     store.put_fileset_provenance({"run": 2}, entry)
     assert store.get_fileset_provenance(entry) == {"run": 2}
 

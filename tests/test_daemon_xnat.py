@@ -89,13 +89,15 @@ def test_new_session_from_xnatpy_is_processed_and_readable(
 
     with xnat.connect(lab.url, user=XNAT_USER, password=XNAT_PASSWORD, loglevel="ERROR") as xs:
         experiment = xs.projects[PROJECT].experiments["REC-200102-B"]
+        # FrameTree's layout: a column's files alone, the provenance in PROVENANCE.
         resource = experiment.resources[_labels("RS_EEG_filter")]
-        assert sorted(resource.files.keys()) == ["RS/EEG/filtered.csv", "provenance.json"]
+        assert sorted(resource.files.keys()) == ["filtered.csv"]
         filtered = tmp_path / "filtered.csv"
-        resource.files["RS/EEG/filtered.csv"].download(str(filtered), verbose=False)
+        resource.files["filtered.csv"].download(str(filtered), verbose=False)
         assert filtered.read_bytes() == raw_signal("REC-200102-B").upper()
         document = tmp_path / "provenance.json"
-        resource.files["provenance.json"].download(str(document), verbose=False)
+        marker = experiment.resources["PROVENANCE"].files[f"{_labels('RS_EEG_filter')}.json"]
+        marker.download(str(document), verbose=False)
         provenance = json.loads(document.read_text())
         assert provenance["status"] == "success"
         assert provenance["script"]["name"] == "filter"
@@ -106,7 +108,7 @@ def test_new_session_from_xnatpy_is_processed_and_readable(
             "REC-200102-B/RS/EEG/raw.csv": hashlib.md5(source.read_bytes()).hexdigest()
         }
         stats = experiment.resources[_labels("RS_EEG_stats")]
-        assert sorted(stats.files.keys()) == ["RS/EEG/stats.json", "provenance.json"]
+        assert sorted(stats.files.keys()) == ["stats.json"]
 
     status = json.loads(
         subprocess.run(

@@ -7,7 +7,6 @@ upload), observed through the control socket, and the daemon is killed there.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,12 +21,13 @@ from daemon_xnat_support import (
     add_session,
     derivatives,
     file_puts,
+    provenances,
     write_project,
 )
 from sinagot.testing import EmulatorServer, FaultRule
 
 LABEL = "REC-200101-A"
-# One output and one provenance.json per step.
+# One output and one provenance per step.
 COMPLETE_UPLOADS = len(STEPS) * 2
 
 
@@ -60,19 +60,18 @@ def _assert_complete(server: EmulatorServer, tmp_path: Path) -> None:
     """Every derivative has its outputs and, last, a provenance that matches them."""
     found = derivatives(server, LABEL)
     assert sorted(found) == sorted(f"{step}___at___{PIPELINE}" for step in STEPS)
+    markers = provenances(server, LABEL)
     for label, files in found.items():
-        assert "provenance.json" in files, label
+        assert label in markers, label
         resource = next(
             r
             for r in server.store.resources(_owner(server))
             if r.label == label  # the index, not a client: what the server really holds
         )
-        entry = server.store.find_file(resource.id, "provenance.json")
-        assert entry is not None
-        provenance = json.loads(entry.disk_path.read_bytes())
-        outputs = {name: md5 for name, md5 in files.items() if name != "provenance.json"}
-        assert provenance["outputs"] == outputs
-        for name, md5 in outputs.items():
+        outputs = markers[label]["outputs"]
+        # The resource holds the outputs relative to their folder (RS/EEG).
+        assert {f"RS/EEG/{name}": md5 for name, md5 in files.items()} == outputs
+        for name, md5 in files.items():
             stored = server.store.find_file(resource.id, name)
             assert stored is not None
             assert hashlib.md5(stored.disk_path.read_bytes()).hexdigest() == md5
@@ -156,9 +155,9 @@ def test_kill_while_uploading(
     wait_for(lambda: lab.fault_counts().get("latency"), what="the stalled upload")
     daemon.kill()
     # The first derivative is complete; the stalled one is not visible as complete.
-    found = derivatives(lab, LABEL)
-    assert "provenance.json" in found[f"RS_EEG_filter___at___{PIPELINE}"]
-    assert "provenance.json" not in found.get(stalled, {})
+    markers = provenances(lab, LABEL)
+    assert f"RS_EEG_filter___at___{PIPELINE}" in markers
+    assert stalled not in markers
 
     lab.set_faults([])
     daemon = _finish_after_restart(tmp_path, config, daemons, lab)

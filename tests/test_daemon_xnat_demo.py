@@ -37,7 +37,7 @@ def test_demo_daemon_processes_and_uploads_everything_then_stops(tmp_path: Path)
     assert body["server"].startswith("http://127.0.0.1:")
     assert body["worked"] is True
 
-    # Every derivative on the server is complete: its provenance.json is there.
+    # Every derivative on the server is complete: its provenance is there (in PROVENANCE).
     server = EmulatorServer(directory / "daemon" / "xnat")
     try:
         for record in DEMO_RECORDS:
@@ -49,9 +49,15 @@ def test_demo_daemon_processes_and_uploads_everything_then_stops(tmp_path: Path)
                 if "___at___" in r.label
             ]
             assert len(resources) == DEMO_STEPS
+            (markers,) = [
+                r
+                for r in server.store.resources(Owner("experiment", experiment.id))
+                if r.label == "PROVENANCE"
+            ]
+            marked = {f.path for f in server.store.files(markers.id)}
             for resource in resources:
-                names = {f.path for f in server.store.files(resource.id)}
-                assert "provenance.json" in names and len(names) >= 2
+                assert f"{resource.label}.json" in marked
+                assert {f.path for f in server.store.files(resource.id)}
     finally:
         server.close()
 

@@ -18,9 +18,11 @@ Use it from one event loop: its client's connections belong to that loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
+import posixpath
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -65,10 +67,12 @@ from ._xnat_names import (
     EXPERIMENT_COLUMNS,
     FILE_IN_URI,
     PROVENANCE_FILE,
+    PROVENANCE_RESOURCE,
     SessionListing,
     SessionRecord,
     by_uri,
     file_name,
+    output_prefix,
     quote_segment,
     remote_file,
     resource_label,
@@ -102,6 +106,14 @@ class _EntrySource:
     def stream(self, file: RemoteFile, offset: int) -> AsyncIterator[bytes]:
         path = f"{self._base}/files/{quote(file.name, safe='/')}"
         return self._client.stream(path, offset, f"file {file.name} of {self._what}")
+
+
+def _check_derivative(entry: DataEntry) -> None:
+    if not entry.is_derivative:
+        raise StoreError(
+            f"refusing to upload into acquired data {entry.path} of {entry.row_id}:"
+            " Sinagot only writes derivatives (name@pipeline)"
+        )
 
 
 class AsyncXnatStore:
@@ -496,12 +508,22 @@ class AsyncXnatStore:
         return self.cache.using(self.entry_key(entry))
 
     async def get_fileset(self, entry: DataEntry) -> FileSet:
-        """The verified files of ``entry``, linked into the work tree (LocalStore layout)."""
-        destination = self.work_dir(entry)
+        """The verified files of ``entry``, linked into the work tree (LocalStore layout).
+
+        A derivative's resource holds its outputs relative to their folder (see
+        :func:`output_prefix`): they are linked back into that folder, and named as in
+        the work tree. One in the layout before 0.2 holds them as named there.
+        """
+        root = self.work_dir(entry)
+        prefix = ""
+        if entry.is_derivative:
+            provenance, legacy = await self._provenance(entry)
+            if provenance is not None and not legacy:
+                prefix = output_prefix(provenance.get("outputs", {}))
         async with self.entry_in_use(entry):
-            root = await self.download_files(entry)
-            names = await asyncio.to_thread(link_entry, root, destination)
-        return FileSet(root=destination, names=names)
+            cached = await self.download_files(entry)
+            names = await asyncio.to_thread(link_entry, cached, root / prefix)
+        return FileSet(root=root, names=tuple(posixpath.join(prefix, name) for name in names))
 
     async def upload_files(
         self,
@@ -512,11 +534,7 @@ class AsyncXnatStore:
     ) -> dict[str, str]:
         """Upload ``names`` (default: every file) below ``input_dir`` as the files of
         derivative ``entry``, skipping those the server already holds; their MD5s."""
-        if not entry.is_derivative:
-            raise StoreError(
-                f"refusing to upload into acquired data {entry.path} of {entry.row_id}:"
-                " Sinagot only writes derivatives (name@pipeline)"
-            )
+        _check_derivative(entry)
         what = f"{entry.path} of session {entry.row_id}"
         if names is None:
             names = await asyncio.to_thread(list_files, input_dir)
@@ -575,32 +593,71 @@ class AsyncXnatStore:
         return {n: f.digest for n, f in listed.items() if n != PROVENANCE_FILE}
 
     async def put_fileset(self, fileset: FileSet, entry: DataEntry) -> FileSet:
-        """Upload ``fileset`` as derivative ``entry`` and check the server's digests of it."""
-        local = await self.upload_files(fileset.root, entry, fileset.names, dict(fileset.checksums))
+        """Upload ``fileset`` as derivative ``entry`` and check the server's digests of it.
+
+        The entry is un-committed first (its provenance removed): an upload cut short
+        never looks complete. Its resource gets the files relative to their folder
+        (:func:`output_prefix`), as FrameTree reads a column.
+        """
+        _check_derivative(entry)
+        prefix = output_prefix(fileset.names)
+        relative = {name: posixpath.relpath(name, prefix or ".") for name in fileset.names}
+        known = {relative[n]: md5 for n, md5 in fileset.checksums.items() if n in relative}
+        await self._uncommit(entry)
+        local = await self.upload_files(
+            fileset.root / prefix, entry, list(relative.values()), known
+        )
         check_uploaded(self.server, entry.uri, local, await self.get_checksums(entry.uri))
-        return dataclasses.replace(fileset, checksums=MappingProxyType(local))
+        stored = {name: local[relative[name]] for name in fileset.names}
+        return dataclasses.replace(fileset, checksums=MappingProxyType(stored))
 
     # -- provenance ------------------------------------------------------------------------
 
-    async def get_provenance(self, entry: DataEntry) -> dict[str, Any] | None:
-        """The provenance of ``entry``, or None if it has none (it is not complete)."""
+    def _marker_uri(self, entry: DataEntry) -> str:
+        """Where FrameTree keeps the provenance of ``entry`` (Sinagot's commit marker)."""
+        file = quote_segment(f"{resource_label(entry.path)}.json")
+        return f"{self.session_path(entry.row_id)}/resources/{PROVENANCE_RESOURCE}/files/{file}"
+
+    async def _provenance(self, entry: DataEntry) -> tuple[dict[str, Any] | None, bool]:
+        """The provenance of ``entry`` (None: not complete), and whether it is in the layout
+        before 0.2 (inside the derivative's resource)."""
         what = f"provenance of {entry.path} of session {entry.row_id}"
         try:
-            return await get_json_object(self.client, f"{entry.uri}/files/{PROVENANCE_FILE}", what)
+            document = await get_json_object(self.client, self._marker_uri(entry), what)
+            if document is not None:
+                return document, False
+            legacy = f"{entry.uri}/files/{PROVENANCE_FILE}"
+            return await get_json_object(self.client, legacy, what), True
         except ServerError as exc:
             logger.warning("%s; the step will run again", exc)
-            return None
+            return None, False
+
+    async def get_provenance(self, entry: DataEntry) -> dict[str, Any] | None:
+        """The provenance of ``entry``, or None if it has none (it is not complete)."""
+        return (await self._provenance(entry))[0]
+
+    async def _uncommit(self, entry: DataEntry) -> None:
+        # Not found: never committed.
+        with contextlib.suppress(RemoteNotFoundError):
+            await self.client.request(
+                "DELETE", self._marker_uri(entry), f"provenance of {entry.path} of {entry.row_id}"
+            )
 
     async def put_provenance(self, provenance: dict[str, Any], entry: DataEntry) -> None:
-        """Store the provenance of ``entry``: written last, it marks the entry complete."""
+        """Store the provenance of ``entry``: written last, it marks the entry complete.
+
+        It goes where FrameTree's ``get_provenance`` reads it (the session resource
+        ``PROVENANCE``, created on first use).
+        """
         body = (json.dumps(provenance, indent=2, sort_keys=True) + "\n").encode()
-        await self.client.request(
-            "PUT",
-            f"{entry.uri}/files/{PROVENANCE_FILE}",
-            f"provenance of {entry.path} of session {entry.row_id}",
-            params=UPLOAD_PARAMS,
-            body=body,
-        )
+        what = f"provenance of {entry.path} of session {entry.row_id}"
+        uri = self._marker_uri(entry)
+        try:
+            await self.client.request("PUT", uri, what, params=UPLOAD_PARAMS, body=body)
+        except RemoteNotFoundError:
+            resource = f"{self.session_path(entry.row_id)}/resources/{PROVENANCE_RESOURCE}"
+            await self.client.request("PUT", resource, what, params={"format": "PROVENANCE"})
+            await self.client.request("PUT", uri, what, params=UPLOAD_PARAMS, body=body)
 
     # -- fields and frameset definitions -------------------------------------------------
 

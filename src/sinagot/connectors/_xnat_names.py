@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import posixpath
 import re
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote, unquote
@@ -25,11 +26,13 @@ __all__ = [
     "EXPERIMENT_COLUMNS",
     "FILE_IN_URI",
     "PROVENANCE_FILE",
+    "PROVENANCE_RESOURCE",
     "SessionListing",
     "SessionRecord",
     "by_uri",
     "decode_value",
     "file_name",
+    "output_prefix",
     "quote_segment",
     "remote_file",
     "resource_label",
@@ -40,6 +43,10 @@ __all__ = [
 
 T = TypeVar("T")
 
+# Where a derivative's provenance (its commit marker) lives: FrameTree's session resource,
+# one <resource label>.json per derivative. Sinagot before 0.2 kept it as this file inside
+# the derivative's own resource: still read, replaced at the next upload.
+PROVENANCE_RESOURCE = "PROVENANCE"
 PROVENANCE_FILE = "provenance.json"
 DEFINITIONS_RESOURCE = "sinagot_framesets"
 AT = "___at___"
@@ -52,6 +59,14 @@ def resource_label(path: str) -> str:
     """The XNAT resource label of derivative ``name@pipeline`` (``name___at___pipeline``)."""
     name, pipeline = split_derivative_path(path)
     return f"{name}{AT}{pipeline}"
+
+
+def output_prefix(names: Iterable[str]) -> str:
+    """The folder holding all of a derivative's outputs (``"RS/EEG"`` for
+    ``RS/EEG/spectrum.json``): its resource holds them relative to it, as FrameTree
+    expects a column's files."""
+    parents = [posixpath.dirname(name) for name in names]
+    return posixpath.commonpath(parents) if parents else ""
 
 
 def quote_segment(segment: str) -> str:

@@ -58,9 +58,10 @@ def demo_daemon(args: argparse.Namespace) -> int:
         "",
         format_jobs(demo.jobs),
         "",
-        f"Derivatives were uploaded to {demo.server} as session resources name___at___pipeline,"
-        f" each with its provenance.json; for {first}:",
+        f"Derivatives were uploaded to {demo.server} as session resources name___at___pipeline"
+        f" (as FrameTree reads them), their provenance in the resource PROVENANCE; for {first}:",
         *(f"  {base}/{first}/resources/{label}/files" for label in labels),
+        f"  {base}/{first}/resources/PROVENANCE/files",
         "",
         f"The server stopped with the demo; its data stays in {xnat_dir}. To look around:",
         f"  sinagot emulator --data {xnat_dir} --user {USER}:{PASSWORD} --port {port} &",
