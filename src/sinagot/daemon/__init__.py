@@ -10,26 +10,19 @@ Clients of a running daemon use :class:`ControlClient`.
 
 from __future__ import annotations
 
-from ._backend import (
-    BackendFactory,
-    DatasetBackend,
-    Phase,
-    ProcessResult,
-    SessionInfo,
-    backend_for,
-)
+from ._backend import BackendFactory, DatasetBackend, ProcessResult, SessionInfo, backend_for
 from ._client import ControlClient
-from ._journal import JobState
 from ._serve import serve
 from ._service import Daemon
+from ._states import DaemonStatus, JobState
 
 __all__ = [
     "BackendFactory",
     "ControlClient",
     "Daemon",
+    "DaemonStatus",
     "DatasetBackend",
     "JobState",
-    "Phase",
     "ProcessResult",
     "SessionInfo",
     "backend_for",

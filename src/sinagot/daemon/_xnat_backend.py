@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._engine import Publication, Scope, publish_pending, run_scope
 from ..connectors import DataRow
 from ..errors import StoreError
-from ._backend import Phase, ProcessResult, SessionInfo
+from ._backend import ProcessResult, SessionInfo
 from ._cluster import ClusterLease, cluster_pool
+from ._states import JobState
 
 if TYPE_CHECKING:
     from .._report import RunReport
@@ -88,18 +89,18 @@ class XnatBackend:
         return [SessionInfo(session.label, session.last_modified) for session in listing]
 
     async def process_session(
-        self, label: str, enter_phase: Callable[[Phase], Awaitable[None]]
+        self, label: str, enter_phase: Callable[[JobState], Awaitable[None]]
     ) -> ProcessResult:
         try:
-            await enter_phase(Phase.FETCHING)
+            await enter_phase(JobState.FETCHING)
             row = DataRow(id=label)
             await self.store.apopulate_row(row)
             await self._fetch_inputs(row)
 
-            await enter_phase(Phase.RUNNING)
+            await enter_phase(JobState.RUNNING)
             report = await self._run(row)
 
-            await enter_phase(Phase.UPLOADING)
+            await enter_phase(JobState.UPLOADING)
             # Successful steps are published even if others failed: a retry reruns only those.
             publication = await self._blocking(publish_pending, self.store, row)
             result = _result(report, publication)
