@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _daemon_bench import PASSWORD, PROJECT, USER, DaemonChild, label, wait_until, write_config
-from sinagot.daemon._control import MAX_JOBS_LISTED as JOBS_LIMIT
+from sinagot.daemon._api import MAX_JOBS_LISTED as JOBS_LIMIT
 from sinagot.testing import EmulatorServer
 
 

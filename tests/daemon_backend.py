@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from sinagot.config import Settings
-from sinagot.daemon import Phase, ProcessResult, SessionInfo
+from sinagot.daemon import JobState, ProcessResult, SessionInfo
 from sinagot.errors import ServerError
 
 logger = logging.getLogger("daemon_backend")
@@ -61,14 +61,14 @@ class DirBackend:
         return sessions
 
     async def process_session(
-        self, label: str, enter_phase: Callable[[Phase], Awaitable[None]]
+        self, label: str, enter_phase: Callable[[JobState], Awaitable[None]]
     ) -> ProcessResult:
         session = self.root / label
         work = self.out / ".work" / label
-        await enter_phase(Phase.FETCHING)
+        await enter_phase(JobState.FETCHING)
         await asyncio.to_thread(_append, self.out / "phases.log", f"{label} fetching")
         files = await asyncio.to_thread(self._fetch, session, work)
-        await enter_phase(Phase.RUNNING)
+        await enter_phase(JobState.RUNNING)
         await asyncio.to_thread(_append, self.out / "phases.log", f"{label} running")
         logger.info("processing %s: %d file(s)", label, len(files))
         if (session / "crash").exists():
@@ -79,7 +79,7 @@ class DirBackend:
         fail = session / "fail"
         if fail.exists():
             return ProcessResult(failed=1, errors=(fail.read_text().strip() or "script failed",))
-        await enter_phase(Phase.UPLOADING)
+        await enter_phase(JobState.UPLOADING)
         await asyncio.to_thread(self._upload, label, work)
         return ProcessResult(ran=1, uploaded=1)
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sinagot.daemon._journal import JobState, Journal
+from sinagot.daemon._journal import Journal
+from sinagot.daemon._states import JobState
 from sinagot.errors import DaemonError
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,16 @@ from typing import Any
 import pytest
 
 from daemon_support import daemon_table, write_config
-from sinagot.config import Settings
-from sinagot.daemon import ControlClient, Daemon, Phase, ProcessResult, SessionInfo
+from sinagot.config import Settings, load_settings
+from sinagot.daemon import (
+    ControlClient,
+    Daemon,
+    DaemonStatus,
+    JobState,
+    ProcessResult,
+    SessionInfo,
+)
+from sinagot.daemon._states import PHASES
 from sinagot.daemon._systemd import Notifier
 
 
@@ -21,6 +30,8 @@ class MemoryBackend:
         self.name = name
         self.sessions: dict[str, str] = {}
         self.hang: set[str] = set()
+        # The phases to announce for a session, when not the usual ones.
+        self.announce: dict[str, Sequence[JobState]] = {}
         self.listings = 0
         self.processed: list[str] = []
         self.closed = False
@@ -30,11 +41,11 @@ class MemoryBackend:
         return [SessionInfo(label, stamp) for label, stamp in self.sessions.items()]
 
     async def process_session(
-        self, label: str, enter_phase: Callable[[Phase], Awaitable[None]]
+        self, label: str, enter_phase: Callable[[JobState], Awaitable[None]]
     ) -> ProcessResult:
-        for phase in Phase:
+        for phase in self.announce.get(label, PHASES):
             await enter_phase(phase)
-            if phase == Phase.RUNNING and label in self.hang:
+            if phase == JobState.RUNNING and label in self.hang:
                 await asyncio.sleep(3600)
         self.processed.append(label)
         return ProcessResult(ran=1, uploaded=1)
@@ -49,6 +60,9 @@ class Running:
     client: ControlClient
     backends: dict[str, MemoryBackend]
     configs: dict[str, Path]
+    task: asyncio.Task[None]
+    # Set while the daemon may read its configs; clear it to hold a reload mid-way.
+    loading: threading.Event
 
     async def wait(self, predicate: Callable[[], Any], what: str, limit: float = 10.0) -> None:
         async with asyncio.timeout(limit):
@@ -70,24 +84,48 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
         backend = MemoryBackend(settings.config_path.stem)
         old = backends.get(backend.name)
         if old is not None:
-            backend.sessions, backend.hang = old.sessions, old.hang
+            backend.sessions, backend.hang, backend.announce = (
+                old.sessions,
+                old.hang,
+                old.announce,
+            )
         backends[backend.name] = backend
         return backend
 
     table = daemon_table(tmp_path, poll_interval=0.05, job_timeout=0.5, max_attempts=2)
     configs = {name: write_config(tmp_path, name, table) for name in ("one", "two")}
-    daemon = Daemon([configs["one"]], factory, notifier=Notifier({}))
+    loading = threading.Event()
+    loading.set()
+
+    def loader(path: Path) -> Settings:
+        assert loading.wait(timeout=20)
+        return load_settings(path)
+
+    daemon = Daemon([configs["one"]], factory, notifier=Notifier({}), settings_loader=loader)
     ready: asyncio.Future[Path] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(daemon.run(socket_ready=ready.set_result))
     try:
         async with asyncio.timeout(20):
             await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
         assert not task.done(), task
-        yield Running(daemon, ControlClient(tmp_path / "run" / "sinagot.sock"), backends, configs)
+        client = ControlClient(tmp_path / "run" / "sinagot.sock")
+        yield Running(daemon, client, backends, configs, task, loading)
     finally:
         daemon.request_stop()
         async with asyncio.timeout(20):
             await task
+
+
+async def _only_rec_1_fails(running: Running, backend: MemoryBackend) -> dict[str, Any]:
+    """List REC-1 and REC-2; once REC-2 is processed and REC-1 failed for good, return its job."""
+    backend.sessions.update({"REC-1": "a", "REC-2": "a"})
+    await running.wait(lambda: backend.processed == ["REC-2"], "the other job")
+    for _ in range(100):
+        if (await running.states())["REC-1"] == "failed":
+            break
+        await asyncio.sleep(0.05)
+    (job,) = await running.client.jobs(state="failed")
+    return job
 
 
 async def test_unchanged_listing_does_no_work(running: Running) -> None:
@@ -116,13 +154,7 @@ async def test_pause_holds_new_jobs_until_resume(running: Running) -> None:
 async def test_job_timeout_fails_the_job_and_the_daemon_goes_on(running: Running) -> None:
     backend = running.backends["one"]
     backend.hang.add("REC-1")
-    backend.sessions.update({"REC-1": "a", "REC-2": "a"})
-    await running.wait(lambda: backend.processed == ["REC-2"], "the other job")
-    for _ in range(100):
-        if (await running.states())["REC-1"] == "failed":
-            break
-        await asyncio.sleep(0.05)
-    (job,) = await running.client.jobs(state="failed")
+    job = await _only_rec_1_fails(running, backend)
     assert job["attempts"] == 2
     assert job["last_error"] == "timed out after 0.5 s ([daemon] job_timeout)"
     metrics = await running.client.metrics()
@@ -180,3 +212,52 @@ async def test_reload_with_a_new_id_pattern_picks_up_ignored_sessions(running: R
     config.write_text(config.read_text().replace(r'"REC-\\d+"', r'"(REC|SUB)-\\d+"'))
     await running.client.reload()
     await running.wait(lambda: running.backends["one"].processed == ["SUB-1"], "SUB-1 processed")
+
+
+async def test_a_backend_that_announces_no_phase_fails_its_job(running: Running) -> None:
+    backend = running.backends["one"]
+    backend.announce["REC-1"] = (JobState.FETCHING, JobState.DONE)
+    job = await _only_rec_1_fails(running, backend)
+    assert job["session"] == "REC-1"
+    refusal = "job 1 (one/REC-1): the backend announced 'done', which is not a phase"
+    assert refusal in job["last_error"]
+
+
+async def test_the_status_follows_pause_resume_and_reload(running: Running) -> None:
+    daemon = running.daemon
+    await running.wait(lambda: daemon.status is DaemonStatus.RUNNING, "the daemon running")
+    status = await running.client.status()
+    assert (status["status"], status["paused"], status["stopping"]) == ("running", False, False)
+    await running.client.pause()
+    status = await running.client.status()
+    assert (status["status"], status["paused"]) == ("paused", True)
+    await running.client.reload()
+    assert (await running.client.status())["status"] == "paused"
+    await running.client.resume()
+    assert (await running.client.status())["status"] == "running"
+    daemon.request_stop()
+    await running.task
+    assert (daemon.status, daemon.stopping) == (DaemonStatus.STOPPED, True)
+
+
+async def test_a_pause_during_a_reload_holds_jobs_and_shows_once_it_ends(
+    running: Running,
+) -> None:
+    daemon = running.daemon
+    await running.wait(lambda: daemon.status is DaemonStatus.RUNNING, "the daemon running")
+    running.loading.clear()
+    reload = asyncio.create_task(daemon.reload("test"))
+    await running.wait(lambda: daemon.status is DaemonStatus.RELOADING, "the reload")
+    daemon.pause()
+    status = await running.client.status()
+    assert (status["status"], status["paused"]) == ("reloading", True)
+    assert daemon.status_line().startswith("paused: ")
+    running.loading.set()
+    assert await reload == ["one"]
+    assert daemon.status is DaemonStatus.PAUSED
+    running.backends["one"].sessions["REC-1"] = "a"
+    await running.wait(lambda: running.backends["one"].listings >= 3, "polls while paused")
+    assert await running.states() == {"REC-1": "discovered"}
+    daemon.resume()
+    assert daemon.status is DaemonStatus.RUNNING
+    await running.wait(lambda: running.backends["one"].processed == ["REC-1"], "the job")

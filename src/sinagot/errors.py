@@ -23,7 +23,8 @@ on one line, and never contains a password or a session token.
     │   ├── CacheLockTimeoutError another process held an entry for too long
     │   └── CacheFullError        the disk holding the cache is full
     ├── DaemonError               the daemon cannot do what was asked
-    │   └── DaemonNotRunningError no daemon answers on the control socket
+    │   ├── DaemonNotRunningError no daemon answers on the control socket
+    │   └── InvalidTransitionError a job or the daemon would change state against its table
     └── EmulatorError             the test XNAT server cannot do what was asked
 """
 
@@ -40,6 +41,7 @@ __all__ = [
     "DaemonError",
     "DaemonNotRunningError",
     "EmulatorError",
+    "InvalidTransitionError",
     "RecordNotFoundError",
     "RemoteNotFoundError",
     "RequestRefusedError",
@@ -126,6 +128,10 @@ class DaemonError(SinagotError):
 
 class DaemonNotRunningError(DaemonError):
     """No daemon answers on the control socket."""
+
+
+class InvalidTransitionError(DaemonError):
+    """A job or the daemon would change state in a way its state table does not allow."""
 
 
 class EmulatorError(SinagotError):

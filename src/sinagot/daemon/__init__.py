@@ -12,30 +12,24 @@ daemon's sub-commands to the ``sinagot`` command.
 
 from __future__ import annotations
 
-from ._backend import (
-    BackendFactory,
-    DatasetBackend,
-    Phase,
-    ProcessResult,
-    SessionInfo,
-    backend_for,
-)
+from ._backend import BackendFactory, DatasetBackend, ProcessResult, SessionInfo, backend_for
 from ._cli import register as register_commands
 from ._client import ControlClient
 from ._format import format_job, format_jobs, format_status
-from ._journal import JobState
 from ._serve import serve
 from ._service import Daemon
+from ._states import FINISHED, DaemonStatus, JobState
 from ._systemd import Notifier
 
 __all__ = [
+    "FINISHED",
     "BackendFactory",
     "ControlClient",
     "Daemon",
+    "DaemonStatus",
     "DatasetBackend",
     "JobState",
     "Notifier",
-    "Phase",
     "ProcessResult",
     "SessionInfo",
     "backend_for",

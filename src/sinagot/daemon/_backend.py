@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 from ..errors import DaemonError
+from ._states import JobState
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 __all__ = [
     "BackendFactory",
     "DatasetBackend",
-    "Phase",
     "ProcessResult",
     "SessionInfo",
     "backend_for",
@@ -28,14 +27,6 @@ class SessionInfo:
 
     label: str
     last_modified: str
-
-
-class Phase(StrEnum):
-    """The phases of a job, announced by the backend before each one starts."""
-
-    FETCHING = "fetching"
-    RUNNING = "running"
-    UPLOADING = "uploading"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +71,13 @@ class DatasetBackend(Protocol):
         ...
 
     async def process_session(
-        self, label: str, enter_phase: Callable[[Phase], Awaitable[None]]
+        self, label: str, enter_phase: Callable[[JobState], Awaitable[None]]
     ) -> ProcessResult:
-        """Fetch, run and upload one session, awaiting ``enter_phase`` before each phase."""
+        """Fetch, run and upload one session, awaiting ``enter_phase`` before each phase.
+
+        The phases are the in-flight job states, ``JobState.FETCHING``, ``RUNNING`` and
+        ``UPLOADING``; ``enter_phase`` refuses any other state.
+        """
         ...
 
     async def aclose(self) -> None:

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ._states import JobState
 from ._unit import DEFAULT_ACCOUNT, installed_unit
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     jobs.add_argument("id", nargs="?", type=int, metavar="ID", help="show this job in detail")
     jobs.add_argument(
         "--state",
-        choices=["discovered", "fetching", "running", "uploading", "done", "failed"],
+        choices=[str(state) for state in JobState],
         help="only jobs in this state",
     )
     jobs.add_argument("--dataset", help="only jobs of this dataset")

@@ -6,9 +6,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["format_job", "format_jobs", "format_status"]
+from ._states import JobState, shown_status
 
-_STATES = ("discovered", "fetching", "running", "uploading", "done", "failed")
+__all__ = ["format_job", "format_jobs", "format_status"]
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -47,7 +47,7 @@ def _clock(stamp: float | None) -> str:
 
 def format_status(status: Mapping[str, Any], now: float | None = None) -> str:
     now = time.time() if now is None else now
-    state = "paused" if status["paused"] else "stopping" if status["stopping"] else "running"
+    state = shown_status(status["paused"], status["stopping"])
     workers = status["workers"]
     head = (
         f"sinagot {status['version']}, pid {status['pid']}, up {_duration(status['uptime'])}, "
@@ -63,7 +63,7 @@ def format_status(status: Mapping[str, Any], now: float | None = None) -> str:
                 _relative(dataset["last_poll"], now),
                 _relative(dataset["next_poll"], now),
                 str(dataset["sessions"]),
-                *(str(dataset["jobs"].get(s, 0)) for s in _STATES),
+                *(str(dataset["jobs"].get(s, 0)) for s in JobState),
             ]
         )
         if dataset["last_error"]:
@@ -74,7 +74,7 @@ def format_status(status: Mapping[str, Any], now: float | None = None) -> str:
         "LAST POLL",
         "NEXT POLL",
         "SESSIONS",
-        *(s.upper() for s in _STATES),
+        *(s.upper() for s in JobState),
     ]
     parts = [head, "", _table(header, rows) if rows else "no datasets"]
     if notes:

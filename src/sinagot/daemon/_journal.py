@@ -1,9 +1,12 @@
 """The durable job journal: one SQLite database (WAL, synchronous=FULL) in the state dir.
 
 Every state change is committed before the work it announces starts, so after a
-crash the journal tells exactly which jobs were in flight. All SQLite calls run on
-one dedicated thread: the event loop never blocks on the disk, and the connection
-is only ever used by the thread that created it.
+crash the journal tells exactly which jobs were in flight. Every write is checked
+against the job state table (:data:`~._states.TRANSITIONS`) in the transaction
+that makes it: a change the table does not allow is rolled back and raised.
+
+All SQLite calls run on one dedicated thread: the event loop never blocks on the
+disk, and the connection is only ever used by the thread that created it.
 """
 
 from __future__ import annotations
@@ -14,35 +17,26 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import DaemonError
+from ._states import (
+    FINISHED,
+    IN_FLIGHT,
+    INITIAL,
+    RUNNABLE,
+    JobState,
+    check_phase,
+    check_transition,
+)
 
-__all__ = [
-    "IN_FLIGHT",
-    "JobDetail",
-    "JobRecord",
-    "JobState",
-    "Journal",
-    "Transition",
-]
+__all__ = ["JobDetail", "JobRecord", "Journal", "Transition"]
 
 T = TypeVar("T")
 
-
-class JobState(StrEnum):
-    DISCOVERED = "discovered"
-    FETCHING = "fetching"
-    RUNNING = "running"
-    UPLOADING = "uploading"
-    DONE = "done"
-    FAILED = "failed"
-
-
-IN_FLIGHT = frozenset({JobState.FETCHING, JobState.RUNNING, JobState.UPLOADING})
-_RUNNABLE = (JobState.DISCOVERED, *sorted(IN_FLIGHT))
+_RUNNABLE = [str(state) for state in sorted(RUNNABLE)]
+_IN_FLIGHT = [str(state) for state in sorted(IN_FLIGHT)]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -87,6 +81,11 @@ class JobRecord:
     not_before: float
     created: float
     updated: float
+
+    @property
+    def title(self) -> str:
+        """How messages name the job: ``job 7 (lab/REC-1)``."""
+        return f"job {self.id} ({self.dataset}/{self.session})"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -216,21 +215,31 @@ class Journal:
         self,
         db: sqlite3.Connection,
         now: float,
-        job_id: int,
+        job: JobRecord,
         state: JobState,
         detail: str,
         **cols: Any,
     ) -> None:
-        assignments = "".join(f", {name} = ?" for name in cols)
-        db.execute(
-            f"UPDATE jobs SET state = ?, updated = ?{assignments} WHERE id = ?",
-            (str(state), now, *cols.values(), job_id),
-        )
-        self._log(db, job_id, now, str(state), detail)
+        """Move ``job`` to ``state``, or note ``detail`` in its current one; checked first."""
+        check_transition(job.title, job.state, state)
+        if state != job.state or cols:
+            assignments = "".join(f", {name} = ?" for name in cols)
+            db.execute(
+                f"UPDATE jobs SET state = ?, updated = ?{assignments} WHERE id = ?",
+                (str(state), now, *cols.values(), job.id),
+            )
+        # else a bare note (a resume): ``updated`` keeps saying when the job last changed.
+        self._log(db, job.id, now, str(state), detail)
 
     def _job(self, db: sqlite3.Connection, job_id: int) -> JobRecord | None:
         row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else _record(row)
+
+    def _known_job(self, db: sqlite3.Connection, job_id: int) -> JobRecord:
+        job = self._job(db, job_id)
+        if job is None:
+            raise DaemonError(f"job {job_id} is not in the journal {self.path}")
+        return job
 
     # -- async API -----------------------------------------------------------------
 
@@ -253,28 +262,28 @@ class Journal:
             runnable: list[int] = []
             for session, last_modified in items:
                 row = db.execute(
-                    "SELECT id, state, last_modified FROM jobs WHERE dataset = ? AND session = ?",
+                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE dataset = ? AND session = ?",
                     (dataset, session),
                 ).fetchone()
                 if row is None:
                     cursor = db.execute(
                         "INSERT INTO jobs (dataset, session, last_modified, state, created, updated)"
                         " VALUES (?, ?, ?, ?, ?, ?)",
-                        (dataset, session, last_modified, str(JobState.DISCOVERED), now, now),
+                        (dataset, session, last_modified, str(INITIAL), now, now),
                     )
                     job_id = int(cursor.lastrowid or 0)
-                    self._log(db, job_id, now, str(JobState.DISCOVERED), "new session")
+                    self._log(db, job_id, now, str(INITIAL), "new session")
                     runnable.append(job_id)
                     continue
-                job_id, state, old = row
-                if old == last_modified:
+                job = _record(row)
+                if job.last_modified == last_modified:
                     continue
-                detail = f"changed on the server ({old} -> {last_modified})"
-                if state in (JobState.DONE, JobState.FAILED):
+                detail = f"changed on the server ({job.last_modified} -> {last_modified})"
+                if job.state in FINISHED:
                     self._set(
                         db,
                         now,
-                        job_id,
+                        job,
                         JobState.DISCOVERED,
                         detail,
                         last_modified=last_modified,
@@ -282,30 +291,27 @@ class Journal:
                         not_before=0.0,
                         last_error=None,
                     )
-                    runnable.append(job_id)
+                    runnable.append(job.id)
                 else:
                     # A queued or running job picks the change up: it compares stamps when
                     # it finishes and goes round again if the session moved meanwhile.
-                    db.execute(
-                        "UPDATE jobs SET last_modified = ?, updated = ? WHERE id = ?",
-                        (last_modified, now, job_id),
-                    )
-                    self._log(db, job_id, now, state, detail)
+                    self._set(db, now, job, job.state, detail, last_modified=last_modified)
             return runnable
 
         return await self._call(self._transaction, run)
 
     async def resume_in_flight(self) -> list[int]:
-        """Mark jobs that were in flight when the daemon stopped as resumed; return their ids."""
+        """Note, on jobs that were in flight when the daemon stopped, that they resume."""
 
         def run(db: sqlite3.Connection, now: float) -> list[int]:
-            states = sorted(IN_FLIGHT)
             rows = db.execute(
-                f"SELECT id, state FROM jobs WHERE state IN ({_placeholders(states)})", states
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({_placeholders(_IN_FLIGHT)})",
+                _IN_FLIGHT,
             ).fetchall()
-            for job_id, state in rows:
-                self._log(db, job_id, now, state, "resumed after a daemon restart")
-            return [job_id for job_id, _ in rows]
+            jobs = [_record(row) for row in rows]
+            for job in jobs:
+                self._set(db, now, job, job.state, "resumed after a daemon restart")
+            return [job.id for job in jobs]
 
         return await self._call(self._transaction, run)
 
@@ -321,7 +327,7 @@ class Journal:
                 f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({_placeholders(_RUNNABLE)})"
                 f" AND not_before <= ? AND dataset IN ({_placeholders(datasets)})"
             )
-            params: list[object] = [*map(str, _RUNNABLE), time.time(), *datasets]
+            params: list[object] = [*_RUNNABLE, time.time(), *datasets]
             if exclude:
                 sql += f" AND id NOT IN ({_placeholders(exclude)})"
                 params.extend(exclude)
@@ -355,26 +361,25 @@ class Journal:
         """
 
         def run(db: sqlite3.Connection, now: float) -> JobRecord:
-            job = self._job(db, job_id)
-            if job is None:
-                raise DaemonError(f"job {job_id} is not in the journal {self.path}")
+            job = self._known_job(db, job_id)
             resumed = job.state in IN_FLIGHT
             if resumed and max_attempts is not None and job.attempts >= max_attempts:
                 error = (
                     f"the daemon stopped during each of {job.attempts} attempt(s), last while"
                     f" {job.state}: find the cause in its log, then run `sinagot retry {job_id}`"
                 )
-                self._set(db, now, job_id, JobState.FAILED, error, last_error=error)
+                self._set(db, now, job, JobState.FAILED, error, last_error=error)
             else:
-                db.execute(
-                    "UPDATE jobs SET attempts = attempts + 1, updated = ? WHERE id = ?",
-                    (now, job_id),
-                )
                 what = "resumed as attempt" if resumed else "attempt"
-                self._log(db, job_id, now, str(job.state), f"{what} {job.attempts + 1} started")
-            updated = self._job(db, job_id)
-            assert updated is not None
-            return updated
+                self._set(
+                    db,
+                    now,
+                    job,
+                    job.state,
+                    f"{what} {job.attempts + 1} started",
+                    attempts=job.attempts + 1,
+                )
+            return self._known_job(db, job_id)
 
         return await self._call(self._transaction, run)
 
@@ -385,17 +390,24 @@ class Journal:
             job = self._job(db, job_id)
             if job is None:
                 return
-            db.execute(
-                "UPDATE jobs SET attempts = MAX(attempts - 1, 0), updated = ? WHERE id = ?",
-                (now, job_id),
+            self._set(
+                db,
+                now,
+                job,
+                job.state,
+                f"{why}: this attempt does not count",
+                attempts=max(job.attempts - 1, 0),
             )
-            self._log(db, job_id, now, str(job.state), f"{why}: this attempt does not count")
 
         await self._call(self._transaction, run)
 
-    async def enter(self, job_id: int, state: JobState, detail: str = "") -> None:
+    async def enter(self, job_id: int, phase: JobState, detail: str = "") -> None:
+        """Record that the job's attempt starts ``phase`` (one of the in-flight states)."""
+
         def run(db: sqlite3.Connection, now: float) -> None:
-            self._set(db, now, job_id, state, detail)
+            job = self._known_job(db, job_id)
+            check_phase(job.title, phase)
+            self._set(db, now, job, phase, detail)
 
         await self._call(self._transaction, run)
 
@@ -418,12 +430,12 @@ class Journal:
         tail = "\n".join(log_tail)
 
         def run(db: sqlite3.Connection, now: float) -> JobState:
-            job = self._job(db, job_id)
+            job = self._known_job(db, job_id)
             if settled is not None:
                 self._set(
                     db,
                     now,
-                    job_id,
+                    job,
                     JobState.DONE,
                     f"{detail}; processed up to {settled}",
                     last_modified=settled,
@@ -431,11 +443,11 @@ class Journal:
                     log_tail=tail,
                 )
                 return JobState.DONE
-            if job is not None and job.last_modified != started_for:
+            if job.last_modified != started_for:
                 self._set(
                     db,
                     now,
-                    job_id,
+                    job,
                     JobState.DISCOVERED,
                     f"{detail}; the session changed meanwhile, processing it again",
                     attempts=0,
@@ -444,7 +456,7 @@ class Journal:
                     log_tail=tail,
                 )
                 return JobState.DISCOVERED
-            self._set(db, now, job_id, JobState.DONE, detail, last_error=None, log_tail=tail)
+            self._set(db, now, job, JobState.DONE, detail, last_error=None, log_tail=tail)
             return JobState.DONE
 
         return await self._call(self._transaction, run)
@@ -462,26 +474,22 @@ class Journal:
         tail = "\n".join(log_tail)
 
         def run(db: sqlite3.Connection, now: float) -> JobRecord:
-            job = self._job(db, job_id)
-            if job is None:
-                raise DaemonError(f"job {job_id} is not in the journal {self.path}")
+            job = self._known_job(db, job_id)
             if job.attempts >= max_attempts:
-                self._set(db, now, job_id, JobState.FAILED, error, last_error=error, log_tail=tail)
+                self._set(db, now, job, JobState.FAILED, error, last_error=error, log_tail=tail)
             else:
                 delay = retry_backoff * 2 ** max(job.attempts - 1, 0)
                 self._set(
                     db,
                     now,
-                    job_id,
+                    job,
                     JobState.DISCOVERED,
                     f"{error}; retry in {delay:g} s",
                     last_error=error,
                     not_before=now + delay,
                     log_tail=tail,
                 )
-            updated = self._job(db, job_id)
-            assert updated is not None
-            return updated
+            return self._known_job(db, job_id)
 
         return await self._call(self._transaction, run)
 
@@ -499,7 +507,7 @@ class Journal:
             self._set(
                 db,
                 now,
-                job_id,
+                job,
                 JobState.DISCOVERED,
                 f"retry requested by {who}",
                 attempts=0,

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TextIO
 
 import platformdirs
 
 from ..errors import DaemonError
 
-__all__ = ["SOCKET_NAME", "client_socket_path", "socket_path", "state_dir"]
+__all__ = [
+    "SOCKET_NAME",
+    "StateLock",
+    "client_socket_path",
+    "lock_state_dir",
+    "socket_path",
+    "state_dir",
+]
 
 APP_NAME = "sinagot"
 SOCKET_NAME = "sinagot.sock"
@@ -31,6 +40,36 @@ def state_dir(explicit: str | os.PathLike[str] | None, env: Mapping[str, str] = 
     if explicit:
         return Path(explicit)
     return _systemd_dir(env, "STATE_DIRECTORY") or Path(platformdirs.user_state_dir(APP_NAME))
+
+
+class StateLock:
+    """The exclusive lock of a state dir, held until :meth:`close`."""
+
+    def __init__(self, handle: TextIO) -> None:
+        self._handle = handle
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def lock_state_dir(path: Path) -> StateLock:
+    """Hold an exclusive lock on the state dir: two daemons must never share a journal."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o750)
+        handle = (path / "daemon.lock").open("a")
+    except OSError as exc:
+        raise DaemonError(
+            f"cannot use the state dir {path}: {exc}; check [daemon] state_dir"
+        ) from exc
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.close()
+        raise DaemonError(
+            f"another daemon already uses the state dir {path}: stop it or set another "
+            "[daemon] state_dir"
+        ) from exc
+    return StateLock(handle)
 
 
 def socket_path(

@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..connectors import LoopPortal, XnatStore
 from ..engine import Publication, RunHooks, RunOutcome, Scope, run_scope, runner_for
-from ._backend import Phase, ProcessResult, SessionInfo
+from ._backend import ProcessResult, SessionInfo
 from ._cluster import ClusterLease, cluster_pool
+from ._states import JobState
 
 if TYPE_CHECKING:
     from .._report import RunReport
@@ -94,21 +95,21 @@ class XnatBackend:
         return [SessionInfo(session.label, session.last_modified) for session in listing]
 
     async def process_session(
-        self, label: str, enter_phase: Callable[[Phase], Awaitable[None]]
+        self, label: str, enter_phase: Callable[[JobState], Awaitable[None]]
     ) -> ProcessResult:
         portal = LoopPortal(asyncio.get_running_loop())
         cancel = threading.Event()
 
-        async def enter(phase: Phase) -> None:
+        async def enter(phase: JobState) -> None:
             await enter_phase(phase)
 
-        def entering(phase: Phase) -> Callable[[], None]:
+        def entering(phase: JobState) -> Callable[[], None]:
             return lambda: portal.run(enter(phase))
 
         hooks = RunHooks(
-            fetching=entering(Phase.FETCHING),
-            running=entering(Phase.RUNNING),
-            publishing=entering(Phase.UPLOADING),
+            fetching=entering(JobState.FETCHING),
+            running=entering(JobState.RUNNING),
+            publishing=entering(JobState.UPLOADING),
             cancel=cancel,
         )
         try:

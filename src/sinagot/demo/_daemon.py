@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .._fs import atomic_write_bytes
+from ..daemon import FINISHED
 from ..errors import DaemonError
 from ._data import DEMO_RECORDS, load_demo
 from ._scripts import DEMO_CONFIG, DEMO_SCRIPTS
@@ -82,7 +83,7 @@ def _settled(jobs: list[dict[str, Any]]) -> float | None:
     by_session = {job["session"]: job for job in jobs}
     if set(by_session) != set(DEMO_RECORDS):
         return None
-    if any(job["state"] not in ("done", "failed") for job in by_session.values()):
+    if any(job["state"] not in FINISHED for job in by_session.values()):
         return None
     return max(float(job["updated"]) for job in by_session.values())
 
@@ -105,7 +106,7 @@ async def _watch(
             jobs = await client.jobs()
         except DaemonError:
             continue  # the socket is not up yet
-        done = sum(1 for job in jobs if job["state"] in ("done", "failed"))
+        done = sum(1 for job in jobs if job["state"] in FINISHED)
         if done != reported:
             reported = done
             progress(f"sessions finished: {done}/{len(DEMO_RECORDS)}")

@@ -1,0 +1,212 @@
+"""The datasets the daemon serves: each one's live state and status, building and closing them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+from ._backend import BackendFactory, DatasetBackend
+from ._one_line import one_line
+from ._states import DatasetHealth, JobState
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+__all__ = ["DatasetStatus", "ServedDataset", "ServedDatasets", "build_datasets", "close_backend"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetStatus:
+    name: str
+    config: str
+    health: DatasetHealth
+    last_poll: float | None
+    next_poll: float | None
+    failures: int
+    last_error: str | None
+    sessions: int
+    jobs: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "config": self.config,
+            "health": str(self.health),
+            "last_poll": self.last_poll,
+            "next_poll": self.next_poll,
+            "failures": self.failures,
+            "last_error": self.last_error,
+            "sessions": self.sessions,
+            "jobs": self.jobs,
+        }
+
+
+class ServedDataset:
+    """A configured dataset while the daemon serves it (replaced as a whole on reload)."""
+
+    __slots__ = (
+        "active_jobs",
+        "backend",
+        "closed",
+        "failures",
+        "health",
+        "ignored",
+        "known",
+        "last_error",
+        "last_poll",
+        "name",
+        "next_poll",
+        "poll_now",
+        "poller",
+        "polls",
+        "retired",
+        "settings",
+    )
+
+    def __init__(self, settings: Settings, backend: DatasetBackend) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.name = backend.name
+        self.poll_now = asyncio.Event()
+        self.poller: asyncio.Task[None] | None = None
+        self.health = DatasetHealth.UNKNOWN
+        self.failures = 0
+        self.last_error: str | None = None
+        self.last_poll: float | None = None
+        self.next_poll: float | None = None
+        # The last listing seen, session -> stamp; read from the journal at the first poll.
+        self.known: dict[str, str] | None = None
+        self.ignored: set[str] = set()
+        self.polls: dict[str, int] = {"ok": 0, "error": 0}
+        self.active_jobs = 0
+        self.retired = False
+        self.closed = False
+
+    def carry_over(self, old: ServedDataset) -> None:
+        """Keep what the status shows across a reload of the same dataset."""
+        self.health, self.failures, self.last_error = old.health, old.failures, old.last_error
+        self.last_poll, self.polls = old.last_poll, old.polls
+        old_pattern, new_pattern = old.settings.id_pattern, self.settings.id_pattern
+        if (old_pattern.pattern, old_pattern.flags) == (new_pattern.pattern, new_pattern.flags):
+            self.ignored = old.ignored
+
+    def learn(self, session: str, stamp: str) -> None:
+        """Take ``stamp`` as the last listing of ``session``: only a later change is new.
+
+        Does nothing before the first poll has read the listing from the journal.
+        """
+        if self.known is not None:
+            self.known[session] = stamp
+
+    def status(self, jobs: Mapping[str, int]) -> DatasetStatus:
+        return DatasetStatus(
+            name=self.name,
+            config=str(self.settings.config_path),
+            health=self.health,
+            last_poll=self.last_poll,
+            next_poll=self.next_poll,
+            failures=self.failures,
+            last_error=self.last_error,
+            sessions=len(self.known or ()),
+            jobs=dict(jobs),
+        )
+
+
+class ServedDatasets:
+    """The datasets the daemon serves now, by name, and those a reload retired.
+
+    A dataset retired while jobs of it still ran keeps its backend open for them;
+    the daemon closes it after the last one.
+    """
+
+    def __init__(self) -> None:
+        self.current: dict[str, ServedDataset] = {}
+        self.retired: list[ServedDataset] = []
+
+    def replace(self, datasets: dict[str, ServedDataset]) -> list[ServedDataset]:
+        """Serve ``datasets`` from now on; return the old ones no job uses (to close now).
+
+        The old datasets' pollers are cancelled; the new ones keep what the status
+        shows of the old datasets of the same names.
+        """
+        idle = []
+        for dataset in self.current.values():
+            if dataset.poller is not None:
+                dataset.poller.cancel()
+            dataset.retired = True
+            replacement = datasets.get(dataset.name)
+            if replacement is not None:
+                replacement.carry_over(dataset)
+            if dataset.active_jobs == 0:
+                idle.append(dataset)
+            else:
+                self.retired.append(dataset)
+        self.current = datasets
+        return idle
+
+    def every(self) -> list[ServedDataset]:
+        """Current and retired: what to close when the daemon stops."""
+        return [*self.current.values(), *self.retired]
+
+    def poll_now(self, names: Sequence[str] | None = None) -> list[str]:
+        """Wake the pollers of the named datasets (all when None); return their names."""
+        chosen = [d for d in self.current.values() if names is None or d.name in names]
+        for dataset in chosen:
+            dataset.poll_now.set()
+        return [d.name for d in chosen]
+
+    def down(self) -> list[str]:
+        """The names of the datasets whose server did not answer the last listing, sorted."""
+        return sorted(d.name for d in self.current.values() if d.health is DatasetHealth.DOWN)
+
+    def statuses(self, counts: Mapping[str, Mapping[str, int]]) -> list[DatasetStatus]:
+        """Each dataset's status, with ``counts`` of its jobs by state from the journal."""
+        result = []
+        for dataset in self.current.values():
+            jobs = {str(state): 0 for state in JobState}
+            jobs.update(counts.get(dataset.name, {}))
+            result.append(dataset.status(jobs))
+        return result
+
+    def polls(self) -> dict[str, dict[str, int]]:
+        return {name: dict(d.polls) for name, d in self.current.items()}
+
+
+async def build_datasets(
+    all_settings: Sequence[Settings], factory: BackendFactory
+) -> dict[str, ServedDataset]:
+    """One served dataset per config, by name; nothing is left open when one fails."""
+    datasets: dict[str, ServedDataset] = {}
+    try:
+        for settings in all_settings:
+            backend = factory(settings)
+            dataset = ServedDataset(settings, backend)
+            if dataset.name in datasets:
+                await backend.aclose()
+                raise ConfigError(
+                    f"dataset name {dataset.name!r} of {settings.config_path} is already used by "
+                    f"{datasets[dataset.name].settings.config_path}: give each dataset its own name"
+                )
+            datasets[dataset.name] = dataset
+    except BaseException:
+        for dataset in datasets.values():
+            await dataset.backend.aclose()
+        raise
+    return datasets
+
+
+async def close_backend(dataset: ServedDataset) -> None:
+    """Close the dataset's backend once; a failure is logged, never raised."""
+    if dataset.closed:
+        return
+    dataset.closed = True
+    try:
+        await dataset.backend.aclose()
+    except Exception as exc:
+        logger.warning("%s: closing the backend failed: %s", dataset.name, one_line(exc))

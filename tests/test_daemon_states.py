@@ -1,0 +1,157 @@
+"""The state tables: every job state change the journal makes is one the table allows, and
+every one the table allows is one the journal makes; anything else is refused."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sinagot.daemon._journal import JobRecord, Journal
+from sinagot.daemon._states import (
+    FINISHED,
+    IN_FLIGHT,
+    PHASES,
+    STATUS_TRANSITIONS,
+    TRANSITIONS,
+    DaemonStatus,
+    JobState,
+    check_status_transition,
+    shown_status,
+)
+from sinagot.errors import DaemonError, InvalidTransitionError
+
+ALLOWED = [(old, new) for old, targets in TRANSITIONS.items() for new in targets]
+FORBIDDEN = [
+    pair for pair in itertools.product(JobState, JobState) if pair[1] not in TRANSITIONS[pair[0]]
+]
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
+    opened = await Journal.open(tmp_path / "journal.sqlite3")
+    yield opened
+    await opened.aclose()
+
+
+async def _job_in(journal: Journal, state: JobState, session: str) -> int:
+    """A new job, brought to ``state`` the way the daemon brings one there."""
+    (job_id,) = await journal.apply_listing("ds", [(session, "a")])
+    if state is JobState.DISCOVERED:
+        return job_id
+    await journal.begin(job_id)
+    if state in IN_FLIGHT:
+        await journal.enter(job_id, state)
+    elif state is JobState.DONE:
+        await journal.finish(job_id, "a", "ok", [])
+    else:
+        await journal.fail(job_id, "boom", max_attempts=1, retry_backoff=0.0, log_tail=[])
+    return job_id
+
+
+async def _move(journal: Journal, job_id: int, old: JobState, new: JobState) -> None:
+    """Make the journal change the job from ``old`` to ``new`` by the operation that does so."""
+    if new is old:
+        # A note: an attempt counted (and a resumed one for a job in flight).
+        await journal.begin(job_id)
+    elif new in IN_FLIGHT:
+        await journal.enter(job_id, new)
+    elif new is JobState.DONE:
+        await journal.finish(job_id, "a", "ok", [])
+    elif new is JobState.FAILED:
+        await journal.fail(job_id, "boom", max_attempts=0, retry_backoff=0.0, log_tail=[])
+    elif old in FINISHED:
+        # Changed on the server (a retry, of a failed job, makes the same change).
+        await journal.apply_listing("ds", [((await _job(journal, job_id)).session, "b")])
+    else:
+        await journal.fail(job_id, "boom", max_attempts=9, retry_backoff=0.0, log_tail=[])
+
+
+async def _job(journal: Journal, job_id: int) -> JobRecord:
+    detail = await journal.job(job_id)
+    assert detail is not None
+    return detail.job
+
+
+async def _history(journal: Journal, job_id: int) -> list[JobState]:
+    detail = await journal.job(job_id)
+    assert detail is not None
+    return [entry.state for entry in detail.history]
+
+
+@pytest.mark.parametrize(("old", "new"), ALLOWED, ids=[f"{o}->{n}" for o, n in ALLOWED])
+async def test_every_allowed_transition_is_one_the_journal_makes(
+    journal: Journal, old: JobState, new: JobState
+) -> None:
+    job_id = await _job_in(journal, old, "S-1")
+    before = await _history(journal, job_id)
+    await _move(journal, job_id, old, new)
+    assert await _history(journal, job_id) == [*before, new]
+
+
+@pytest.mark.parametrize(("old", "new"), FORBIDDEN, ids=[f"{o}->{n}" for o, n in FORBIDDEN])
+async def test_a_forbidden_transition_is_refused_and_changes_nothing(
+    journal: Journal, old: JobState, new: JobState
+) -> None:
+    job_id = await _job_in(journal, old, "S-1")
+    before = await journal.job(job_id)
+    with pytest.raises(InvalidTransitionError) as refused:
+        await _move(journal, job_id, old, new)
+    assert str(refused.value).startswith(f"job {job_id} (ds/S-1) cannot go from {old} to {new}:")
+    assert isinstance(refused.value, DaemonError)
+    assert await journal.job(job_id) == before
+
+
+async def test_set_based_writes_note_only_jobs_they_may(journal: Journal) -> None:
+    jobs = {state: await _job_in(journal, state, f"S-{state}") for state in JobState}
+    assert sorted(await journal.resume_in_flight()) == sorted(jobs[s] for s in IN_FLIGHT)
+    # A new stamp of a runnable job is noted in its state; a finished one runs again.
+    changed = await journal.apply_listing("ds", [(f"S-{state}", "b") for state in JobState])
+    assert sorted(changed) == sorted(jobs[s] for s in FINISHED)
+    for state, job_id in jobs.items():
+        history = await _history(journal, job_id)
+        if state in FINISHED:
+            assert history[-1] is JobState.DISCOVERED
+        else:
+            assert history[-1] is state
+            assert (await _job(journal, job_id)).last_modified == "b"
+
+
+async def test_a_given_back_attempt_is_a_note_and_refused_on_a_finished_job(
+    journal: Journal,
+) -> None:
+    running = await _job_in(journal, JobState.RUNNING, "S-1")
+    await journal.give_back_attempt(running, "stop")
+    assert (await _history(journal, running))[-2:] == [JobState.RUNNING, JobState.RUNNING]
+    done = await _job_in(journal, JobState.DONE, "S-2")
+    with pytest.raises(InvalidTransitionError, match="cannot go from done to done"):
+        await journal.give_back_attempt(done, "stop")
+
+
+async def test_only_phases_may_be_entered(journal: Journal) -> None:
+    job_id = await _job_in(journal, JobState.RUNNING, "S-1")
+    for state in set(JobState) - IN_FLIGHT:
+        with pytest.raises(InvalidTransitionError, match=f"announced '{state}', which is not"):
+            await journal.enter(job_id, state)
+    assert (await _history(journal, job_id))[-1] is JobState.RUNNING
+    assert tuple(PHASES) == (JobState.FETCHING, JobState.RUNNING, JobState.UPLOADING)
+
+
+def test_the_daemon_status_changes_only_along_its_table() -> None:
+    for old, new in itertools.product(DaemonStatus, DaemonStatus):
+        if new in STATUS_TRANSITIONS[old]:
+            check_status_transition(old, new)
+        else:
+            with pytest.raises(InvalidTransitionError, match=f"the daemon cannot go from {old}"):
+                check_status_transition(old, new)
+    # Every status but the last can reach stopped, through stopping.
+    for status in set(DaemonStatus) - {DaemonStatus.STOPPING, DaemonStatus.STOPPED}:
+        assert DaemonStatus.STOPPING in STATUS_TRANSITIONS[status]
+
+
+def test_status_lines_show_a_pause_before_a_stop() -> None:
+    assert shown_status(paused=True, stopping=True) is DaemonStatus.PAUSED
+    assert shown_status(paused=False, stopping=True) is DaemonStatus.STOPPING
+    assert shown_status(paused=False, stopping=False) is DaemonStatus.RUNNING
