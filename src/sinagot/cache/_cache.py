@@ -37,7 +37,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -45,6 +45,7 @@ from .._fs import fsync_dir
 from ..config import CacheSettings
 from ..errors import CacheFullError, CacheLockTimeoutError
 from ._download import CHECKPOINT, WholeFileWriter, download_file, keep_completed
+from ._heartbeat import NetworkWaits, heartbeat
 from ._location import resolve_cache_dir
 from ._lock import (
     EntryLock,
@@ -449,9 +450,9 @@ class Cache:
         """Download ``todo``, heartbeating while requests wait on the server: the MD5s of the
         files, or the generation another holder committed meanwhile (the download is then
         abandoned)."""
-        waits = _NetworkWaits()
+        waits = NetworkWaits()
         download = asyncio.create_task(self._download_all(staging, todo, waits.watch(source), what))
-        watcher = asyncio.create_task(_watch(lock, waits, self._flush_interval, committed))
+        watcher = asyncio.create_task(heartbeat(lock, waits, self._flush_interval, committed))
         try:
             await asyncio.wait([download, watcher], return_when=asyncio.FIRST_COMPLETED)
             downloaded = download.done()
@@ -546,55 +547,6 @@ def _manifest_key(key: EntryKey) -> dict[str, str]:
         "session": key.session,
         "entry": key.entry,
     }
-
-
-class _NetworkWaits:
-    """How many requests of a download are waiting for their next bytes from the server."""
-
-    def __init__(self) -> None:
-        self.waiting = 0
-
-    def watch(self, source: FileSource) -> FileSource:
-        return _WatchedSource(source, self)
-
-
-class _WatchedSource:
-    """``source``, counting its streams while they wait on the server (see ``_watch``)."""
-
-    def __init__(self, source: FileSource, waits: _NetworkWaits) -> None:
-        self.supports_range = source.supports_range
-        self._source = source
-        self._waits = waits
-
-    async def stream(self, file: RemoteFile, offset: int) -> AsyncIterator[bytes]:
-        chunks = aiter(self._source.stream(file, offset))
-        try:
-            while True:
-                self._waits.waiting += 1
-                try:
-                    chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    return
-                finally:
-                    self._waits.waiting -= 1
-                yield chunk
-        finally:
-            close = getattr(chunks, "aclose", None)
-            if close is not None:
-                await close()
-
-
-async def _watch(
-    lock: EntryLock, waits: _NetworkWaits, interval: float, committed: Callable[[], Path | None]
-) -> Path:
-    """Heartbeat while requests wait on the server; return another holder's commit once seen."""
-    while True:
-        await asyncio.sleep(interval)
-        if waits.waiting:
-            await asyncio.to_thread(lock.beat)
-        found = await asyncio.to_thread(committed)
-        if found is not None:
-            return found
 
 
 def _staged_bytes(staging: Staging) -> int:

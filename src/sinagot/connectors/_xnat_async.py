@@ -32,7 +32,7 @@ from urllib.parse import quote, unquote
 from .._layout import list_files
 from ..cache import Cache, EntryKey, EntryUse, RemoteFile
 from ..config import CacheSettings
-from ..errors import ConfigError, RemoteNotFoundError, RequestRefusedError, ServerError, StoreError
+from ..errors import ConfigError, RemoteNotFoundError, ServerError, StoreError
 from ._remote import (
     check_uploaded,
     checksums_of,
@@ -63,23 +63,19 @@ from ._xnat_fields import (
     upload_value,
 )
 from ._xnat_names import (
-    AT,
-    EXPERIMENT_COLUMNS,
-    FILE_IN_URI,
     PROVENANCE_FILE,
     PROVENANCE_RESOURCE,
     SessionListing,
-    SessionRecord,
-    by_uri,
     file_name,
     output_prefix,
+    project_path,
     quote_segment,
     remote_file,
     resource_label,
-    same_files,
-    scan_resource_uri,
+    session_path,
     together,
 )
+from ._xnat_sessions import SessionIndex
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -89,8 +85,6 @@ __all__ = ["DEFAULT_SESSION_TYPE", "AsyncXnatStore"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_SESSION_TYPE = "xnat:mrSessionData"
-# Servers already said to list files without digests (said once per process each).
-_WITHOUT_DIGESTS: set[str] = set()
 
 
 class _EntrySource:
@@ -135,15 +129,7 @@ class AsyncXnatStore:
         self.local_root = Path(local_root or default_work_dir(self.server, self.project))
         self.concurrent_files = concurrent_files
         self.session_xsi_type = session_xsi_type
-        # Scan-file listings learnt by populate_row, by session label then resource URI:
-        # sizes and digests for the cache and for settled_stamp. A long-running daemon
-        # drops a session's with forget_session once its job ends, so this stays small.
-        self._listings: dict[str, dict[str, tuple[RemoteFile, ...]]] = {}
-        # The session's change marker when its files without digests were listed: the
-        # cache matches such files by it (and by size).
-        self._stamps: dict[str, str] = {}
-        self._sessions: dict[str, SessionRecord] = {}
-        self._all_files_listing = True
+        self._index = SessionIndex(client)
 
     @classmethod
     def connect(
@@ -222,10 +208,10 @@ class AsyncXnatStore:
     # -- paths ---------------------------------------------------------------------------
 
     def project_path(self, project: str | None = None) -> str:
-        return f"/data/projects/{quote_segment(project or self.project)}"
+        return project_path(project or self.project)
 
     def session_path(self, label: str) -> str:
-        return f"{self.project_path()}/experiments/{quote_segment(validate_label(label, 'session label'))}"
+        return session_path(self.project, label)
 
     def entry_key(self, entry: DataEntry) -> EntryKey:
         """The cache key of ``entry``'s files."""
@@ -244,154 +230,15 @@ class AsyncXnatStore:
 
     async def list_sessions(self) -> list[SessionListing]:
         """Every session of the project with its last modification time, in ONE request."""
-        rows = await self.client.list_rows(
-            f"{self.project_path()}/experiments",
-            f"project {self.project}",
-            {"columns": EXPERIMENT_COLUMNS},
-        )
-        sessions: list[SessionListing] = []
-        # Rebuilt from each listing: sessions deleted on the server are not kept.
-        known: dict[str, SessionRecord] = {}
-        for row in rows:
-            label = row.get("label", "")
-            try:
-                validate_label(label, "session label")
-            except StoreError as exc:
-                logger.warning("ignoring a session of project %s: %s", self.project, exc)
-                continue
-            modified = row.get("last_modified") or row.get("insert_date", "")
-            known[label] = SessionRecord(row.get("ID", label), row.get("xsiType", ""), modified)
-            sessions.append(SessionListing(label, modified))
-        self._sessions = known
-        sessions.sort()
-        return sessions
+        return await self._index.list_sessions()
 
     async def populate_tree(self, tree: DataTree) -> None:
-        for session in await self.list_sessions():
+        for session in await self._index.list_sessions():
             tree.add_leaf((session.label,), last_modified=session.last_modified)
-
-    async def _scan_files(
-        self, session: str, scan_ids: Sequence[str]
-    ) -> dict[tuple[str, str], list[RemoteFile]]:
-        """Files of every scan resource, by (scan id, resource label): one listing if possible."""
-        what = f"the scan files of session {session}"
-        grouped: dict[tuple[str, str], list[RemoteFile]] = {}
-        rows = None
-        if self._all_files_listing:
-            try:
-                rows = await self.client.list_rows(f"{session}/scans/ALL/files", what)
-            except (RemoteNotFoundError, RequestRefusedError):
-                # A server without the one-request listing: remember, list per resource.
-                logger.info("%s cannot list all scan files at once", self.server)
-                self._all_files_listing = False
-        if rows is not None:
-            for row in rows:
-                match = FILE_IN_URI.search(row.get("URI", ""))
-                if match is None:
-                    raise ServerError(f"the listing of {what} has a file without a scan URI")
-                scan, resource = unquote(match.group(1)), unquote(match.group(2))
-                label = row.get("collection") or resource
-                name = file_name(row["URI"], row.get("Name", ""))
-                grouped.setdefault((scan, label), []).append(remote_file(row, name, what))
-            return grouped
-
-        async def resources_of(scan: str) -> list[tuple[str, str]]:
-            listed = await self.client.list_rows(
-                f"{session}/scans/{quote_segment(scan)}/resources", f"resources of scan {scan}"
-            )
-            return [(scan, r.get("label", "")) for r in listed]
-
-        async def files_of(scan: str, label: str) -> None:
-            listed = await self.client.list_rows(
-                f"{scan_resource_uri(session, scan, label)}/files",
-                f"resource {label} of scan {scan}",
-            )
-            grouped[(scan, label)] = [
-                remote_file(r, file_name(r.get("URI", ""), r.get("Name", "")), what) for r in listed
-            ]
-
-        # Independent listings: send them together (the pool bounds the connections).
-        per_scan = await together([resources_of(scan) for scan in scan_ids])
-        await together([files_of(scan, label) for pairs in per_scan for scan, label in pairs])
-        return grouped
 
     async def populate_row(self, row: DataRow) -> None:
         """Add the session's scan resources ("task/modality") and derivatives to ``row``."""
-        session = self.session_path(row.id)
-        # The session must exist for either listing: its 404 names the session.
-        scans, resources = await together(
-            [
-                self.client.list_rows(f"{session}/scans", f"session {row.id}"),
-                self.client.list_rows(f"{session}/resources", f"session {row.id}"),
-            ]
-        )
-        types = {s.get("ID", ""): s.get("type", "") for s in scans}
-        files = await self._scan_files(session, list(types))
-        self._listings[row.id] = by_uri(session, files)
-        if any(not f.digest for listed in files.values() for f in listed):
-            await self._stamp_without_digests(row)
-        for (scan, label), listed in sorted(files.items()):
-            task = types.get(scan)
-            if not task:
-                logger.warning("session %s: scan %s has no type; ignoring it", row.id, scan)
-                continue
-            try:
-                path = (
-                    f"{validate_label(task, 'scan type')}/{validate_label(label, 'resource label')}"
-                )
-            except StoreError as exc:
-                logger.warning("session %s: ignoring scan %s: %s", row.id, scan, exc)
-                continue
-            if path in row.entries:
-                logger.warning("session %s: several %s scans; using the first", row.id, task)
-                continue
-            row.add_entry(
-                path,
-                uri=scan_resource_uri(session, scan, label),
-                checksums={f.name: f.digest for f in listed},
-                last_modified=row.last_modified,
-            )
-        for resource in resources:
-            label = resource.get("label", "")
-            name, sep, pipeline = label.partition(AT)
-            if not sep:
-                continue
-            try:
-                path = derivative_path(name, pipeline)
-            except StoreError as exc:
-                logger.warning("session %s: ignoring resource %r: %s", row.id, label, exc)
-                continue
-            row.add_entry(path, uri=f"{session}/resources/{quote_segment(label)}")
-
-    async def _stamp_without_digests(self, row: DataRow) -> None:
-        """Remember the change marker that versions the session's files listed without digest."""
-        if self.server not in _WITHOUT_DIGESTS:
-            _WITHOUT_DIGESTS.add(self.server)
-            logger.warning(
-                "%s lists files without MD5 digests (its checksum setting is off, or they were"
-                " archived before it was on): their integrity rests on sizes, and a change is"
-                " seen through the session's last-modified stamp",
-                self.server,
-            )
-        known = self._sessions.get(row.id)
-        stamp = row.last_modified or (known.last_modified if known is not None else None)
-        if not stamp:
-            stamp = await self._session_stamp(row.id)
-        if stamp:
-            self._stamps[row.id] = stamp
-
-    async def _session_stamp(self, label: str) -> str | None:
-        # XNAT filters a listing on a column's value (``*`` as a wildcard, hence the exact
-        # match below): one row instead of the whole project.
-        rows = await self.client.list_rows(
-            f"{self.project_path()}/experiments",
-            f"session {label}",
-            {"columns": EXPERIMENT_COLUMNS, "label": label},
-        )
-        for row in rows:
-            if row.get("label") == label:
-                return row.get("last_modified") or row.get("insert_date") or None
-        return None
+        await self._index.populate_row(row)
 
     async def settled_stamp(self, label: str) -> str | None:
         """The session's ``last_modified`` now, if its scan files are unchanged.
@@ -405,42 +252,26 @@ class AsyncXnatStore:
         Costs two requests: the session's row of the project listing, then its
         scan files in one listing where the server offers it.
         """
-        listed = self._listings.get(label)
-        if listed is None:
-            return None
-        # The stamp first: any change after this request moves the stamp past it,
-        # and a change of scan files before it shows in the listing below.
-        stamp = await self._session_stamp(label)
-        if stamp is None:
-            return None
-        session = self.session_path(label)
-        scan_ids: list[str] = []
-        if not self._all_files_listing:
-            scans = await self.client.list_rows(f"{session}/scans", f"session {label}")
-            scan_ids = [s.get("ID", "") for s in scans]
-        current = by_uri(session, await self._scan_files(session, scan_ids))
-        if not same_files(listed, current):
-            return None
-        fetched_at = self._stamps.get(label)
-        if fetched_at is not None and fetched_at != stamp:
-            # Its files without digests are cached for the marker they had: still theirs.
-            for uri, files in listed.items():
-                if any(not f.digest for f in files):
-                    key = self._key(label, uri, uri)
-                    await asyncio.to_thread(self.cache.restamp, key, fetched_at, stamp)
-            self._stamps[label] = stamp
+        stamp = await self._index.unchanged_since_fetch(label)
+        fetched_at = self._index.stamps.get(label)
+        if stamp is None or fetched_at is None or fetched_at == stamp:
+            return stamp
+        # Its files without digests are cached for the marker they had: still theirs.
+        for uri, files in self._index.listings.get(label, {}).items():
+            if any(not f.digest for f in files):
+                key = self._key(label, uri, uri)
+                await asyncio.to_thread(self.cache.restamp, key, fetched_at, stamp)
+        self._index.stamps[label] = stamp
         return stamp
 
     def forget_session(self, label: str) -> None:
-        """Drop the listings :meth:`populate_row` remembered for session ``label``.
+        """Drop what :meth:`populate_row` remembered of session ``label``.
 
         Later downloads of its files list them again. A long-running caller
         (the daemon) calls this when it is done with a session, so memory does
         not grow with every session it ever processed.
         """
-        # One dict operation, atomic under the GIL: safe from any thread.
-        self._listings.pop(label, None)
-        self._stamps.pop(label, None)
+        self._index.forget(label)
 
     # -- creating --------------------------------------------------------------------------
 
@@ -485,7 +316,7 @@ class AsyncXnatStore:
         return the folder holding them."""
         what = f"{entry.path} of session {entry.row_id}"
         key = self.entry_key(entry)
-        listed = self._listings.get(entry.row_id, {}).get(entry.uri)
+        listed = self._index.listings.get(entry.row_id, {}).get(entry.uri)
         if listed is None:
             listed = tuple((await self._list_entry(entry.uri, what)).values())
         if entry.is_derivative:
@@ -498,7 +329,7 @@ class AsyncXnatStore:
         # a digest are versioned by that stamp (see settled_stamp, which restamps them).
         stamp = None
         if any(not f.digest for f in listed):
-            stamp = self._stamps.get(entry.row_id)
+            stamp = self._index.stamps.get(entry.row_id)
         return await cache.fetch(
             key, listed, _EntrySource(self.client, entry.uri, what), last_modified=stamp
         )
@@ -667,7 +498,7 @@ class AsyncXnatStore:
 
     async def upload_value(self, value: FieldValue, entry: DataEntry) -> None:
         """Store ``value`` as field ``entry`` (a custom field of the session)."""
-        session = self._sessions.get(entry.row_id)
+        session = self._index.sessions.get(entry.row_id)
         await upload_value(
             self.client,
             self.session_path(entry.row_id),

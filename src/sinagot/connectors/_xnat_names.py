@@ -18,7 +18,7 @@ from urllib.parse import quote, unquote
 from ..cache import RemoteFile
 from ..errors import ServerError
 from ._store import FieldValue
-from ._values import split_derivative_path, validate_relative_path
+from ._values import split_derivative_path, validate_label, validate_relative_path
 
 __all__ = [
     "AT",
@@ -33,11 +33,13 @@ __all__ = [
     "decode_value",
     "file_name",
     "output_prefix",
+    "project_path",
     "quote_segment",
     "remote_file",
     "resource_label",
     "same_files",
     "scan_resource_uri",
+    "session_path",
     "together",
 ]
 
@@ -71,6 +73,15 @@ def output_prefix(names: Iterable[str]) -> str:
 
 def quote_segment(segment: str) -> str:
     return quote(segment, safe="")
+
+
+def project_path(project: str) -> str:
+    return f"/data/projects/{quote_segment(project)}"
+
+
+def session_path(project: str, label: str) -> str:
+    label = validate_label(label, "session label")
+    return f"{project_path(project)}/experiments/{quote_segment(label)}"
 
 
 class SessionListing(NamedTuple):
