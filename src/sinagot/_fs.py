@@ -13,9 +13,14 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["CHUNK_SIZE", "atomic_write_bytes", "fsync_dir", "link_or_copy", "md5_file"]
+__all__ = [
+    "CHUNK_SIZE",
+    "atomic_copy",
+    "atomic_write_bytes", "fsync_dir", "link_or_copy", "md5_file"]
 
 CHUNK_SIZE = 1 << 20
 
@@ -29,13 +34,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix."""
+def _atomic_replace(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Replace ``path`` by what ``write`` puts in a temporary file beside it, durably:
+    readers see the old or the new file, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
@@ -43,6 +49,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix."""
+    _atomic_replace(path, lambda handle: handle.write(data))
+
+
+def atomic_copy(source: Path, path: Path) -> None:
+    """Copy ``source`` to ``path`` so that readers see the old or the new file, never a mix."""
+    with source.open("rb") as original:
+        _atomic_replace(path, lambda handle: shutil.copyfileobj(original, handle, CHUNK_SIZE))
 
 
 def md5_file(path: Path) -> str:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._fs import atomic_write_bytes, fsync_dir
+from .._fs import atomic_copy, atomic_write_bytes
 from .._layout import DERIVATIVES_DIR, PROVENANCE_DIR, list_files
 from ..errors import RemoteNotFoundError, StoreError
 from ._store import FieldValue, Store
@@ -169,20 +167,8 @@ class LocalStore(Store):
         for name in fileset.names:
             validate_relative_path(name, "output")
             source, destination = fileset.root / name, target / name
-            if source.resolve() == destination.resolve():
-                continue
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", dir=destination.parent)
-            os.close(fd)
-            try:
-                shutil.copyfile(source, tmp)
-                with open(tmp, "rb+") as handle:
-                    os.fsync(handle.fileno())
-                os.replace(tmp, destination)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            fsync_dir(destination.parent)
+            if source.resolve() != destination.resolve():
+                atomic_copy(source, destination)
         return FileSet(root=target, names=fileset.names)
 
     def get_fileset_provenance(self, entry: DataEntry) -> dict[str, Any] | None:
