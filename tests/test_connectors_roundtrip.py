@@ -21,6 +21,7 @@ SCAN_FILE_GET = (
 DERIVED_FILE_GET = (
     "GET /data/projects/{project}/experiments/{experiment}/resources/{resource}/files/{path}"
 )
+PROJECT_LISTING = "GET /data/projects/{project}/experiments"
 # 5 records x (3 tasks x (preprocess + spectrum + score) + accuracy for HDC)
 STEPS = 5 * (3 * 3 + 1)
 
@@ -72,13 +73,14 @@ def test_demo_runs_over_xnat_and_xnatpy_reads_the_results(
         }
         assert "secret" not in (tmp_path / "prov.json").read_text()
 
-    # Nothing changed: a second run in the same place downloads nothing and runs nothing.
+    # Nothing changed: a second run in the same place downloads nothing, runs nothing,
+    # and asks only for the project listing (and a login).
     xnat_server.reset_counters()
     again = Dataset(write_config(tmp_path, xnat_server, "work")).run()
     assert (again.ran, again.skipped) == (0, STEPS), str(again)
     counts = xnat_server.request_counts()
-    assert SCAN_FILE_GET not in counts
-    assert counts[DERIVED_FILE_GET] == STEPS  # one provenance per step, no data
+    assert SCAN_FILE_GET not in counts and DERIVED_FILE_GET not in counts
+    assert counts == {PROJECT_LISTING: 1, "GET /data/JSESSION": 1, "DELETE /data/JSESSION": 1}
 
     # A fresh work folder on the same cache: inputs come from the cache, outputs are
     # fetched from the server instead of being recomputed.
@@ -147,3 +149,45 @@ def test_derivatives_in_the_layout_before_0_2_are_read_then_replaced(
         assert labels.count(label) == 1
         assert {f.path for f in experiment.resources[label].files.values()} == {"filtered.csv"}
         assert f"{label}.json" in experiment.resources["PROVENANCE"].files
+
+
+def test_an_unchanged_record_costs_one_listing_and_any_change_is_still_seen(
+    xnat_server: EmulatorServer, tmp_path: Path
+) -> None:
+    load_demo(xnat_server, PROJECT)
+    config = write_config(tmp_path, xnat_server, "work")
+    record = Dataset(config).get("REC-200331-A")
+    first = record.run()
+    assert first.ok and first.ran == STEPS // 5, str(first)
+
+    xnat_server.reset_counters()
+    again = Dataset(config).get("REC-200331-A").run()
+    assert (again.ran, again.skipped) == (0, STEPS // 5), str(again)
+    assert set(xnat_server.request_counts()) == {
+        PROJECT_LISTING,
+        "GET /data/JSESSION",
+        "DELETE /data/JSESSION",
+    }
+
+    # A script's parameters change: its steps run again (and only those).
+    spectrum = tmp_path / "scripts" / "EEG" / "spectrum.py"
+    spectrum.write_text(spectrum.read_text().replace("PARAMETERS = {", 'PARAMETERS = {"bins": 9, '))
+    changed = Dataset(config).get("REC-200331-A").run()
+    assert {r.key.script for r in changed.results if r.status.value == "ran"} == {"spectrum"}
+
+    # The server's data changes: the session's stamp moves, its steps are checked again.
+    xnat_server.add_scan_file(
+        PROJECT,
+        "REC-200331-A",
+        scan_type="RS",
+        resource="EEG",
+        name="raw.csv",
+        data=b"t,Fz\n0,1\n1,3\n",
+    )
+    after = Dataset(config).get("REC-200331-A").run()
+    assert {r.key.unit for r in after.results if r.status.value == "ran"} == {
+        "RS/EEG/preprocess",
+        "RS/EEG/spectrum",
+    }
+    forced = Dataset(config).get("REC-200331-A").run(force=True)
+    assert forced.ran == STEPS // 5

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._report import RunReport
@@ -78,8 +79,9 @@ class _Scope:
 
     # -- running -------------------------------------------------------------
 
-    def _records(self) -> tuple[str, ...]:
-        return tuple(self._dataset.ids())
+    def _records(self, listed: Mapping[str, str | None]) -> tuple[str, ...]:
+        """The records of this scope among those ``listed`` (id -> change marker)."""
+        return tuple(listed)
 
     def run(
         self, force: bool = False, *, mode: str | None = None, progress: Progress | None = None
@@ -90,7 +92,7 @@ class _Scope:
         ``progress(done, total)`` is called after each step.
         """
         return self._dataset._run(
-            self._records(), self.task, self.modality, force=force, mode=mode, progress=progress
+            self._records, self.task, self.modality, force=force, mode=mode, progress=progress
         )
 
 
@@ -162,20 +164,24 @@ class Dataset(_RecordSource):
         return Subset(self, task, modality)
 
     def _list_ids(self) -> list[str]:
+        return list(self._listing())
+
+    def _listing(self) -> dict[str, str | None]:
+        """The records in the store's order, each with its change marker (one listing)."""
         tree = DataTree()
         self.store.populate_tree(tree)
-        ids: list[str] = []
+        listed: dict[str, str | None] = {}
         for row in tree:
             if self.settings.id_pattern.fullmatch(row.id):
-                ids.append(row.id)
+                listed[row.id] = row.last_modified
             elif row.id not in self._ignored:
                 self._ignored.add(row.id)
                 _log.info("ignoring %r: it does not match [records] id_pattern", row.id)
-        return ids
+        return listed
 
     def _run(
         self,
-        records: tuple[str, ...],
+        records: Callable[[Mapping[str, str | None]], tuple[str, ...]],
         task: str | None,
         modality: str | None,
         *,
@@ -186,13 +192,15 @@ class Dataset(_RecordSource):
         if mode not in (None, "main_process", "dask"):
             raise ValueError(f"mode {mode!r}: use 'main_process' or 'dask'")
         with self.store.connection():
+            listed = self._listing()
             outcome = run_scope(
                 self.settings,
                 self.store,
-                Scope(records=records, task=task, modality=modality),
+                Scope(records=records(listed), task=task, modality=modality),
                 runner=runner_for(self.settings, mode),
                 force=force,
                 hooks=RunHooks(progress=progress) if progress is not None else None,
+                listed=listed,
             )
         return outcome.report
 
@@ -220,7 +228,12 @@ class Record(_Scope):
     def _scoped(self, task: str | None, modality: str | None) -> Record:
         return Record(self._dataset, self.id, task, modality)
 
-    def _records(self) -> tuple[str, ...]:
+    def _records(self, listed: Mapping[str, str | None]) -> tuple[str, ...]:
+        if self.id not in listed:
+            raise RecordNotFoundError(
+                f"no record {self.id!r} in {self._dataset.settings.config_path} any more:"
+                " use one of ds.ids() (`sinagot ids CONFIG`)"
+            )
         return (self.id,)
 
     def __repr__(self) -> str:

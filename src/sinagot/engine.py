@@ -29,7 +29,8 @@ from typing import Any
 from ._checksums import ChecksumCache
 from ._dask import check_available, open_client
 from ._fetch import fetch_record
-from ._plan import Scope, StepGraph, step_spec
+from ._ledger import record_ledger, up_to_date
+from ._plan import RecordPlan, Scope, StepGraph, step_spec
 from ._publish import Publication, commit_result, publish_pending
 from ._report import RunReport, StepResult, StepStatus
 from ._runners import DaskRunner, Progress, Runner, SerialRunner, Watch
@@ -97,27 +98,42 @@ def runner_for(settings: Settings, mode: str | None = None, client: Any | None =
     return SerialRunner()
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """The records of a run: fetched and planned, or known up to date without a request."""
+
+    rows: dict[str, DataRow] = field(default_factory=dict)
+    plans: dict[str, RecordPlan] = field(default_factory=dict)
+    specs: list[StepSpec] = field(default_factory=list)
+    unchanged: dict[str, list[StepResult]] = field(default_factory=dict)
+
+
 def _fetch_and_plan(
     settings: Settings,
     store: Store,
     scope: Scope,
+    listed: Mapping[str, str | None],
     *,
     force: bool,
     use_pending: bool,
-) -> tuple[dict[str, DataRow], list[StepSpec]]:
+) -> _Prepared:
     graph = StepGraph(settings)
+    pipeline = settings.store.pipeline
     run_id = uuid.uuid4().hex[:12]
-    rows: dict[str, DataRow] = {}
-    specs: list[StepSpec] = []
+    prepared = _Prepared()
     with ChecksumCache(store.local_root) as cache:
         for record in scope.records:
-            row = rows[record] = DataRow(id=record)
+            plan = prepared.plans[record] = graph.plan(record, scope)
+            if not force and up_to_date(store.local_root, plan, listed.get(record), pipeline):
+                prepared.unchanged[record] = [
+                    StepResult(step.key, StepStatus.UP_TO_DATE, reason="record unchanged")
+                    for step in plan.steps
+                ]
+                continue
+            row = prepared.rows[record] = DataRow(id=record)
             store.populate_row(row)
-            plan = graph.plan(record, scope)
-            fetched = fetch_record(
-                store, row, plan, pipeline=settings.store.pipeline, use_pending=use_pending
-            )
-            specs.extend(
+            fetched = fetch_record(store, row, plan, pipeline=pipeline, use_pending=use_pending)
+            prepared.specs.extend(
                 step_spec(
                     plan,
                     step,
@@ -132,7 +148,9 @@ def _fetch_and_plan(
             )
         if cache.hashed:
             _log.info("hashed %d changed input files", cache.hashed)
-    return rows, specs
+    if prepared.unchanged:
+        _log.info("%d record(s) unchanged since their last run", len(prepared.unchanged))
+    return prepared
 
 
 def run_scope(
@@ -145,35 +163,51 @@ def run_scope(
     defer_publication: bool = False,
     script_timeout: float | None = None,
     hooks: RunHooks | None = None,
+    listed: Mapping[str, str | None] | None = None,
 ) -> RunOutcome:
     """Run every step of ``scope`` that is not up to date, through the phases above.
 
     ``defer_publication``: leave finished steps pending, take earlier pending
     results as stored, and publish them all in a last phase. ``script_timeout``
-    bounds each script on Dask.
+    bounds each script on Dask. ``listed``: each record's change marker as the
+    store listed it just before (see ``_ledger``): a record whose steps were all up
+    to date at that marker, and have not changed, is reported so without a request.
     """
     hooks = hooks or RunHooks()
+    listed = listed or {}
     begin = time.perf_counter()
     hooks.fetching()
-    rows, specs = _fetch_and_plan(
-        settings, store, scope, force=force, use_pending=defer_publication
+    prepared = _fetch_and_plan(
+        settings, store, scope, listed, force=force, use_pending=defer_publication
     )
-    pipeline = settings.store.pipeline
+    rows, pipeline = prepared.rows, settings.store.pipeline
 
     def commit(result: StepResult) -> StepResult:
         return commit_result(store, rows, pipeline, result, defer=defer_publication)
 
     hooks.running()
-    results = runner.run(specs, commit, hooks.progress, Watch(script_timeout, hooks.cancel))
+    ran = runner.run(prepared.specs, commit, hooks.progress, Watch(script_timeout, hooks.cancel))
+    by_record: dict[str, list[StepResult]] = dict(prepared.unchanged)
+    for result in ran:
+        by_record.setdefault(result.key.record, []).append(result)
+    results = [result for record in scope.records for result in by_record.get(record, [])]
     report = RunReport(tuple(results), seconds=time.perf_counter() - begin, mode=runner.mode)
     publications: dict[str, Publication] = {}
     if defer_publication:
         hooks.publishing()
         publications = {record: publish_pending(store, row) for record, row in rows.items()}
         stored = {record for record, done in publications.items() if done.uploaded}
+        failed = {record for record, done in publications.items() if done.errors}
     else:
-        stored = {r.key.record for r in results if r.status is StepStatus.RAN}
+        stored = {r.key.record for r in ran if r.status is StepStatus.RAN}
+        failed = set()
     settled = {record: _settle(store, rows[record]) for record in sorted(stored)}
+    for record in rows:
+        stamp = settled[record] if record in stored else listed.get(record)
+        if record not in failed:
+            record_ledger(
+                store.local_root, prepared.plans[record], by_record[record], stamp, pipeline
+            )
     return RunOutcome(report, rows, publications, settled)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import posixpath
@@ -29,7 +30,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
-from .._layout import list_files
+from .._fs import atomic_write_bytes
+from .._layout import PROVENANCE_DIR, list_files
 from ..cache import Cache, EntryKey, EntryUse, RemoteFile
 from ..config import CacheSettings
 from ..errors import ConfigError, RemoteNotFoundError, ServerError, StoreError
@@ -100,6 +102,23 @@ class _EntrySource:
     def stream(self, file: RemoteFile, offset: int) -> AsyncIterator[bytes]:
         path = f"{self._base}/files/{quote(file.name, safe='/')}"
         return self._client.stream(path, offset, f"file {file.name} of {self._what}")
+
+
+def _read_copy(copy: Path, md5: str) -> dict[str, Any] | None:
+    """The provenance in the work tree's ``copy``, if it is the file of digest ``md5``."""
+    try:
+        data = copy.read_bytes()
+    except OSError:
+        return None
+    if hashlib.md5(data, usedforsecurity=False).hexdigest() != md5:
+        return None
+    document = json.loads(data)
+    return document if isinstance(document, dict) else None
+
+
+def _keep_copy(copy: Path, provenance: dict[str, Any]) -> None:
+    # The bytes put_provenance sends: their digest is what the server lists.
+    atomic_write_bytes(copy, (json.dumps(provenance, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _check_derivative(entry: DataEntry) -> None:
@@ -449,14 +468,31 @@ class AsyncXnatStore:
         file = quote_segment(f"{resource_label(entry.path)}.json")
         return f"{self.session_path(entry.row_id)}/resources/{PROVENANCE_RESOURCE}/files/{file}"
 
+    def _provenance_copy(self, entry: DataEntry) -> Path:
+        """Where the work tree keeps a copy of what the server holds as ``entry``'s provenance."""
+        return self.work_dir(entry) / PROVENANCE_DIR / f"{entry.path}.json"
+
     async def _provenance(self, entry: DataEntry) -> tuple[dict[str, Any] | None, bool]:
         """The provenance of ``entry`` (None: not complete), and whether it is in the layout
-        before 0.2 (inside the derivative's resource)."""
+        before 0.2 (inside the derivative's resource).
+
+        When the session's provenance listing shows the digest of the work tree's copy,
+        that copy is used: no request.
+        """
         what = f"provenance of {entry.path} of session {entry.row_id}"
+        markers = self._index.markers.get(entry.row_id)
+        listed = None if markers is None else markers.get(f"{resource_label(entry.path)}.json")
+        copy = self._provenance_copy(entry)
         try:
-            document = await get_json_object(self.client, self._marker_uri(entry), what)
-            if document is not None:
-                return document, False
+            if listed:
+                known = await asyncio.to_thread(_read_copy, copy, listed)
+                if known is not None:
+                    return known, False
+            if listed is not None or markers is None:
+                raw = await get_json_object(self.client, self._marker_uri(entry), what)
+                if raw is not None:
+                    await asyncio.to_thread(_keep_copy, copy, raw)
+                    return raw, False
             legacy = f"{entry.uri}/files/{PROVENANCE_FILE}"
             return await get_json_object(self.client, legacy, what), True
         except ServerError as exc:
@@ -467,7 +503,18 @@ class AsyncXnatStore:
         """The provenance of ``entry``, or None if it has none (it is not complete)."""
         return (await self._provenance(entry))[0]
 
+    def _note_marker(self, entry: DataEntry, md5: str | None) -> None:
+        """Keep the session's provenance listing true to our own writes (None: deleted)."""
+        markers = self._index.markers.get(entry.row_id)
+        if markers is not None:
+            name = f"{resource_label(entry.path)}.json"
+            if md5 is None:
+                markers.pop(name, None)
+            else:
+                markers[name] = md5
+
     async def _uncommit(self, entry: DataEntry) -> None:
+        self._note_marker(entry, None)
         # Not found: never committed.
         with contextlib.suppress(RemoteNotFoundError):
             await self.client.request(
@@ -489,6 +536,8 @@ class AsyncXnatStore:
             resource = f"{self.session_path(entry.row_id)}/resources/{PROVENANCE_RESOURCE}"
             await self.client.request("PUT", resource, what, params={"format": "PROVENANCE"})
             await self.client.request("PUT", uri, what, params=UPLOAD_PARAMS, body=body)
+        await asyncio.to_thread(atomic_write_bytes, self._provenance_copy(entry), body)
+        self._note_marker(entry, hashlib.md5(body, usedforsecurity=False).hexdigest())
 
     # -- fields and frameset definitions -------------------------------------------------
 

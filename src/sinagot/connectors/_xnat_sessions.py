@@ -9,6 +9,7 @@ list them again. A long-running caller forgets a session once done with it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from urllib.parse import unquote
@@ -21,6 +22,7 @@ from ._xnat_names import (
     AT,
     EXPERIMENT_COLUMNS,
     FILE_IN_URI,
+    PROVENANCE_RESOURCE,
     SessionListing,
     SessionRecord,
     by_uri,
@@ -56,6 +58,9 @@ class SessionIndex:
         # cache matches such files by it (and by size).
         self.stamps: dict[str, str] = {}
         self.sessions: dict[str, SessionRecord] = {}
+        # The provenance files of each populated session with their digests: a derivative
+        # whose provenance has the digest of the copy in the work tree needs no request.
+        self.markers: dict[str, dict[str, str]] = {}
         self.all_files_listing = True
 
     async def list_sessions(self) -> list[SessionListing]:
@@ -138,7 +143,20 @@ class SessionIndex:
             ]
         )
         types = {s.get("ID", ""): s.get("type", "") for s in scans}
-        files = await self.scan_files(session, list(types))
+        labels = {resource.get("label", "") for resource in resources}
+        if PROVENANCE_RESOURCE in labels:
+            # Both listings at once; the markers' own failure is raised after the files'.
+            markers = asyncio.ensure_future(self._markers(session, row.id))
+            try:
+                files = await self.scan_files(session, list(types))
+            except BaseException:
+                markers.cancel()
+                await asyncio.wait([markers])
+                raise
+            self.markers[row.id] = await markers
+        else:
+            files = await self.scan_files(session, list(types))
+            self.markers[row.id] = {}
         self.listings[row.id] = by_uri(session, files)
         if any(not f.digest for listed in files.values() for f in listed):
             await self._stamp_without_digests(row)
@@ -174,6 +192,17 @@ class SessionIndex:
                 logger.warning("session %s: ignoring resource %r: %s", row.id, label, exc)
                 continue
             row.add_entry(path, uri=f"{session}/resources/{quote_segment(label)}")
+
+    async def _markers(self, session: str, label: str) -> dict[str, str]:
+        """The session's provenance files (FrameTree's ``PROVENANCE`` resource) and digests."""
+        what = f"the provenance of session {label}"
+        rows = await self.client.list_rows(f"{session}/resources/{PROVENANCE_RESOURCE}/files", what)
+        return {
+            file.name: file.digest
+            for file in (
+                remote_file(r, file_name(r.get("URI", ""), r.get("Name", "")), what) for r in rows
+            )
+        }
 
     async def _stamp_without_digests(self, row: DataRow) -> None:
         """Remember the change marker that versions the session's files listed without digest."""
@@ -214,6 +243,7 @@ class SessionIndex:
         """
         # One dict operation, atomic under the GIL: safe from any thread.
         self.listings.pop(label, None)
+        self.markers.pop(label, None)
         self.stamps.pop(label, None)
 
     async def unchanged_since_fetch(self, label: str) -> str | None:
