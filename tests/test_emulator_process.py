@@ -93,24 +93,48 @@ def test_cli_demo_users_and_clean_exit(
 
 
 def test_cli_rejects_bad_options(tmp_path: Path) -> None:
-    command = [sys.executable, "-c", "import sys; from sinagot.cli import main; sys.exit(main())"]
-    bad_user = subprocess.run(
-        [*command, "emulator", "--data", str(tmp_path), "--user", "nopassword"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert bad_user.returncode == 2
-    assert "--user" in bad_user.stderr and len(bad_user.stderr.strip().splitlines()) == 1
-    bad_faults = subprocess.run(
-        [*command, "emulator", "--data", str(tmp_path), "--faults", "[{"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert bad_faults.returncode == 2 and "--faults" in bad_faults.stderr
+    def refused(*args: str) -> str:
+        """The one-line error of ``sinagot emulator --data TMP ARGS``, which must exit 2."""
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from sinagot.cli import main; sys.exit(main())",
+                "emulator",
+                "--data",
+                str(tmp_path),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 2
+        return done.stderr
+
+    bad_user = refused("--user", "nopassword")
+    assert "--user" in bad_user and len(bad_user.strip().splitlines()) == 1
+    assert "--faults" in refused("--faults", "[{")
+    bad_profile = refused("--profile", "lan")
+    assert "--profile" in bad_profile and "production" in bad_profile
+
+
+def test_cli_profile_and_checksums_off(
+    tmp_path: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    slow = '{"base": "production", "request_latency": [0.2, 0.2]}'
+    data = str(tmp_path / "data")
+    process, url = _start("--data", data, "--demo", "--no-checksums", "--profile", slow)
+    processes.append(process)
+    profile = requests.get(f"{url}/_emulator/profile", timeout=10).json()
+    assert (profile["name"], profile["request_latency"]) == ("production", [0.2, 0.2])
+    assert requests.get(f"{url}/_emulator/checksums", timeout=10).json()["site"] is False
+    files = f"{url}/data/projects/SONETAA/experiments/REC-200331-A/scans/1/resources/EEG/files"
+    start = time.monotonic()
+    rows = requests.get(files, auth=("admin", "admin"), timeout=30).json()["ResultSet"]["Result"]
+    assert time.monotonic() - start >= 0.2
+    assert rows and all(row["digest"] == "" for row in rows)
 
 
 def test_sigkill_mid_upload_leaves_nothing_half_visible(

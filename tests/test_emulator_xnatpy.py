@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import time
 import zipfile
@@ -13,6 +14,7 @@ import requests
 import xnat
 
 from sinagot.demo import DEMO_RECORDS, DEMO_TASK_MODALITIES, load_demo
+from sinagot.errors import EmulatorError
 from sinagot.testing import EmulatorServer
 from sinagot.testing.pytest_plugin import XNAT_PASSWORD, XNAT_USER
 
@@ -215,3 +217,61 @@ def test_create_subject_session_and_scan(xnat_server: EmulatorServer) -> None:
         assert [e.label for e in project.experiments.values()] == ["REC-200331-A"]
     found = xnat_server.store.find_experiment("NEW", "REC-200331-A")
     assert found is not None and found.xsi_type == "xnat:eegSessionData"
+
+
+def test_session_and_scan_fields_read_and_set_through_the_schema(
+    xnat_server: EmulatorServer,
+) -> None:
+    xnat_server.create_project("P")
+    xnat_server.create_session(
+        "P", "S1", date="2024-01-02", time="09:30:00", visit_id="V1", age=41.5
+    )
+    xnat_server.create_session("P", "E1", xsi_type="xnat:eegSessionData")
+    xnat_server.add_scan_file("P", "S1", scan_type="RS", resource="EEG", name="a", data=b"a")
+    with xnat.connect(
+        xnat_server.url, user=XNAT_USER, password=XNAT_PASSWORD, loglevel="ERROR"
+    ) as session:
+        project = session.projects["P"]
+        mr, eeg = project.experiments["S1"], project.experiments["E1"]
+        assert (mr.date, mr.time, mr.visit_id, mr.age, mr.modality) == (
+            datetime.date(2024, 1, 2),
+            datetime.time(9, 30),
+            "V1",
+            41.5,
+            "MR",
+        )
+        assert (eeg.date, eeg.time, eeg.visit_id, eeg.age, eeg.modality) == (
+            None,
+            None,
+            None,
+            None,
+            "EEG",
+        )
+        scan = mr.scans["RS"]
+        assert (scan.id, scan.type, scan.quality) == ("1", "RS", "usable")
+        mr.time = datetime.time(10, 15)
+        mr.visit_id = "V2"
+        scan.quality = "questionable"
+    found = xnat_server.store.find_experiment("P", "S1")
+    assert found is not None and (found.time, found.visit_id) == ("10:15:00", "V2")
+    assert [s.quality for s in xnat_server.store.scans(found.id)] == ["questionable"]
+    listing = requests.get(
+        f"{xnat_server.url}/data/projects/P/experiments",
+        params={"columns": "label,date,time,visit_id,age,modality", "format": "json"},
+        auth=(XNAT_USER, XNAT_PASSWORD),
+        timeout=10,
+    ).json()["ResultSet"]["Result"]
+    assert [(r["label"], r["time"], r["age"], r["modality"]) for r in listing] == [
+        ("S1", "10:15:00", "41.5", "MR"),
+        ("E1", "", "", "EEG"),
+    ]
+    bad = requests.put(
+        f"{xnat_server.url}/data/projects/P/experiments/S1",
+        params={"xsiType": "xnat:mrSessionData", "xnat:mrSessionData/date": "02/01/2024"},
+        auth=(XNAT_USER, XNAT_PASSWORD),
+        timeout=10,
+    )
+    assert bad.status_code == 400 and "YYYY-MM-DD" in bad.text
+    with pytest.raises(EmulatorError, match="session S2: session time '9h' is not HH:MM:SS"):
+        xnat_server.create_session("P", "S2", time="9h")
+    assert xnat_server.store.find_subject("P", "S2") is None

@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Serve the XNAT REST subset used by xnatpy and pyxnat from a data directory. "
             "Prints 'listening on URL' once ready; stops cleanly on SIGINT/SIGTERM. "
             "Admin endpoints: GET/POST /_emulator/faults, GET /_emulator/counters, "
-            "POST /_emulator/counters/reset (no auth)."
+            "POST /_emulator/counters/reset, GET/POST /_emulator/profile, "
+            "GET/POST /_emulator/checksums (no auth)."
         ),
     )
     parser.add_argument("--data", required=True, type=Path, help="data directory (created)")
@@ -49,13 +50,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--session-expiry", type=float, default=None, metavar="S", help="idle session expiry"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of probabilistic faults")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of probabilistic faults and profile delays"
+    )
+    parser.add_argument(
+        "--profile",
+        default="fast",
+        metavar="SPEC",
+        help="how fast it answers: fast (default), production (latency, time to first byte, "
+        'slow archives, a 1 Gb/s LAN), a JSON object (\'{"base": "production", '
+        '"connection_bandwidth": 10e6}\') or @FILE.json',
+    )
+    parser.add_argument(
+        "--no-checksums",
+        action="store_true",
+        help="list files stored meanwhile without a digest (XNAT with checksums off)",
+    )
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from ..demo import load_demo
-    from ..testing import EmulatorServer, parse_fault_spec, parse_user_spec
+    from ..testing import EmulatorServer, parse_fault_spec, parse_profile_spec, parse_user_spec
 
     users: dict[str, str] = {}
     access: dict[str, frozenset[str] | None] = {}
@@ -72,6 +88,12 @@ def _run(args: argparse.Namespace) -> int:
             faults = parse_fault_spec(args.faults)
         except (OSError, ValueError, TypeError) as exc:
             raise ConfigError(f"--faults: {exc}: give a JSON list of rules or @file") from exc
+    try:
+        profile = parse_profile_spec(args.profile)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"--profile: {exc}: give fast, production, a JSON object or @file"
+        ) from exc
     server = EmulatorServer(
         args.data,
         users=users or None,
@@ -81,6 +103,8 @@ def _run(args: argparse.Namespace) -> int:
         session_expiry=args.session_expiry,
         host=args.host,
         port=args.port,
+        profile=profile,
+        checksums=not args.no_checksums,
     )
     try:
         if args.demo:

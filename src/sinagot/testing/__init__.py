@@ -14,10 +14,27 @@ index, so a restart finds everything) and can inject deterministic faults.
         ...  # talk to server.url
         server.request_counts(), server.fault_counts()
 
-Seeding: ``create_project``, ``create_session``, ``add_scan_file`` and ``set_fields``, or
-``load_dataset`` for a whole local tree; the server takes all its data this way (the demo
-data comes from :func:`sinagot.demo.load_demo`). ``server.store`` shows what it holds,
-e.g. ``server.store.resources(Owner("experiment", experiment_id))``.
+Seeding: ``create_project``, ``create_session`` (with ``date``, ``time``, ``visit_id``,
+``age``, ``modality``), ``add_scan_file`` and ``set_fields``, or ``load_dataset`` for a
+whole local tree; the server takes all its data this way (the demo data comes from
+:func:`sinagot.demo.load_demo`). ``server.store`` shows what it holds, e.g.
+``server.store.resources(Owner("experiment", experiment_id))``.
+
+Profiles: ``profile="fast"`` (the default: answers at once) or ``"production"``
+(per-request latency, time to first byte, archives that take seconds to start, a
+bandwidth per connection and per server, delays drawn from ``seed``), or a
+:class:`Profile` (``dataclasses.replace(PROFILES["production"], ...)``); on the command
+line ``--profile``. ``server.set_profile`` switches while it runs.
+
+Checksums: ``checksums=False`` (the site; ``--no-checksums``),
+``create_project(..., checksums=False)``, ``add_scan_file(..., digest=False)`` or
+``set_checksums(enabled, project)``: files stored while off are listed with an empty
+``digest``, as on an XNAT with its checksum setting off.
+
+Uploads with ``extract=true`` (xnatpy's ``upload_dir``) are unpacked when they are a
+zip, tar or tar.gz: every regular member becomes a file; absolute paths, ``..``,
+links and special files refuse the upload (400), within ``extract_limits``
+(:class:`ExtractLimits`), and nothing of a refused upload is stored.
 
 Users: ``users={"alice": "secret"}`` (default ``admin:admin``) and
 ``project_access={"alice": None, "bob": ["P1"]}`` (None or absent: every project);
@@ -39,9 +56,12 @@ Counters: requests per ``"METHOD /data/projects/{project}/experiments"``-style r
 template (``/data/archive`` and ``/REST`` count as ``/data``); faults per kind, with
 status faults as ``status_503`` etc.
 
-Admin endpoints (no authentication, never counted, never faulted):
+Admin endpoints (no authentication, never counted, never faulted, never delayed):
 ``GET/POST /_emulator/faults`` (body ``{"rules": [...], "seed": N}``),
-``GET /_emulator/counters`` and ``POST /_emulator/counters/reset``.
+``GET /_emulator/counters`` and ``POST /_emulator/counters/reset``,
+``GET/POST /_emulator/profile`` (body ``"production"`` or ``{"base": "production",
+"connection_bandwidth": 1e7}``), ``GET/POST /_emulator/checksums`` (body
+``{"enabled": false}``, with ``"project": "P1"`` for one project).
 
 One server per data directory: a starting server discards unfinished uploads left
 in ``<data>/tmp`` by a crash.
@@ -50,15 +70,21 @@ in ``<data>/tmp`` by a crash.
 from __future__ import annotations
 
 from ._auth import parse_user_spec
+from ._extract import ExtractLimits
 from ._faults import FAULT_KINDS, FaultRule, parse_fault_spec
+from ._profile import PROFILES, Profile, parse_profile_spec
 from ._records import Owner
 from ._server import EmulatorServer
 
 __all__ = [
     "FAULT_KINDS",
+    "PROFILES",
     "EmulatorServer",
+    "ExtractLimits",
     "FaultRule",
     "Owner",
+    "Profile",
     "parse_fault_spec",
+    "parse_profile_spec",
     "parse_user_spec",
 ]

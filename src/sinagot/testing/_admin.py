@@ -1,7 +1,8 @@
-"""The admin endpoints: fault rules and request counters of a running emulator."""
+"""The admin endpoints: fault rules, request counters, profile and checksum settings."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -9,6 +10,8 @@ from aiohttp import web
 
 from ._context import AppState
 from ._faults import FaultRule
+from ._profile import as_profile
+from ._records import NotFoundError
 
 __all__ = ["ADMIN_PREFIX", "admin"]
 
@@ -40,6 +43,24 @@ async def admin(request: web.Request, state: AppState) -> web.StreamResponse:
     if route == ("POST", "/_emulator/counters/reset"):
         injector.reset_counters()
         return web.json_response({"requests": {}, "faults": {}})
+    if route[1] == "/_emulator/profile" and request.method in ("GET", "POST"):
+        if request.method == "POST":
+            try:
+                payload = await request.json()
+                profile = payload if isinstance(payload, str) else _as_object(payload)
+                state.pace.profile = as_profile(profile)
+            except (ValueError, TypeError) as exc:
+                return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(state.pace.profile.to_json())
+    if route[1] == "/_emulator/checksums" and request.method in ("GET", "POST"):
+        if request.method == "POST":
+            try:
+                await _set_checksums(state, _as_object(await request.json()))
+            except (ValueError, TypeError) as exc:
+                return web.json_response({"error": str(exc)}, status=400)
+            except NotFoundError as exc:
+                return web.json_response({"error": str(exc)}, status=404)
+        return web.json_response(await asyncio.to_thread(_checksums, state))
     return web.json_response(
         {"error": f"no admin route {request.method} {request.path}"}, status=404
     )
@@ -49,3 +70,23 @@ def _as_list(data: object) -> Iterable[dict[str, Any]]:
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise ValueError("fault rules must be a JSON list of objects")
     return data
+
+
+def _as_object(data: object) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValueError("give a JSON object")
+    return data
+
+
+async def _set_checksums(state: AppState, payload: dict[str, Any]) -> None:
+    """``{"enabled": bool}`` for the site, with ``"project": ID`` for one project."""
+    enabled = payload.get("enabled")
+    project = payload.get("project")
+    if not isinstance(enabled, bool) or not isinstance(project, str | None):
+        raise ValueError('give {"enabled": true|false} and optionally "project": "ID"')
+    await asyncio.to_thread(state.store.set_checksums, enabled, project)
+
+
+def _checksums(state: AppState) -> dict[str, Any]:
+    store = state.store
+    return {"site": store.checksums, "projects": {p.id: p.checksums for p in store.projects()}}

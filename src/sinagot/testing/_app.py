@@ -10,15 +10,11 @@ from aiohttp import web
 from . import _files as files
 from . import _objects as objects
 from ._admin import ADMIN_PREFIX, admin
-from ._auth import Accounts
 from ._body import Reply, send, text
 from ._context import STATE, AppState, Call, HttpError
-from ._faults import FaultInjector
-from ._memo import FileMemo
 from ._records import ConflictError, NotFoundError
 from ._routes import Target, parse_path, split_prefix
 from ._services import authenticate, login, service_reply
-from ._store import Store
 from ._upload import upload
 
 __all__ = ["build_app"]
@@ -26,11 +22,11 @@ __all__ = ["build_app"]
 _MAX_SMALL_BODY = 1024 * 1024
 
 
-def build_app(store: Store, accounts: Accounts, injector: FaultInjector) -> web.Application:
+def build_app(state: AppState) -> web.Application:
     # Uploads are streamed and not subject to this limit; it bounds the small bodies read
     # whole (login forms, admin JSON).
     app = web.Application(client_max_size=_MAX_SMALL_BODY)
-    app[STATE] = AppState(store, accounts, injector, FileMemo())
+    app[STATE] = state
     app.router.add_route("*", "/{tail:.*}", _dispatch)
     return app
 
@@ -43,6 +39,8 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     target = parse_path(segments) if segments is not None else None
     template = target.template if target is not None else _plain_template(request.path)
     state.injector.count_request(f"{request.method} {template}")
+    # The request reaches the server (and takes its time) before any fault strikes.
+    await state.pace.request_started()
     fault = state.injector.choose(request.method, request.path)
     if fault is not None and fault.kind == "latency":
         state.injector.count_fault(fault)
@@ -56,7 +54,7 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
             content_type="text/plain",
             headers=headers,
         )
-        return await send(request, reply, None, state.injector)
+        return await send(request, reply, None, state.injector, state.pace)
     try:
         reply = await _handle(request, state, segments, target)
     except HttpError as exc:
@@ -65,7 +63,7 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         reply = text(404, f"not found: {exc}")
     except ConflictError as exc:
         reply = text(409, str(exc))
-    return await send(request, reply, fault, state.injector)
+    return await send(request, reply, fault, state.injector, state.pace)
 
 
 def _plain_template(path: str) -> str:

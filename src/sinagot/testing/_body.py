@@ -1,9 +1,10 @@
 """Response bodies of the emulator and the code that sends them, faults included.
 
 A handler returns a :class:`Reply`; :func:`send` turns it into an aiohttp
-response. Without a body fault, files go out through ``FileResponse``
-(sendfile, Range handled by aiohttp). With one, the body is streamed by hand
-so that it can be cut, reset, corrupted or trickled at a chosen byte.
+response. Without a body fault or a bandwidth limit, files go out through
+``FileResponse`` (sendfile, Range handled by aiohttp). Otherwise the body is
+streamed by hand, so that it can be paced, or cut, reset, corrupted or
+trickled at a chosen byte.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import re
 import socket
 import struct
 import zipfile
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -23,6 +24,7 @@ from typing import Any, BinaryIO
 from aiohttp import web
 
 from ._faults import FaultInjector, FaultRule
+from ._pace import Pace
 
 __all__ = ["FileBody", "Reply", "StreamBody", "json_reply", "send", "text", "zip_chunks"]
 
@@ -44,9 +46,10 @@ class FileBody:
 
 @dataclass(frozen=True, slots=True)
 class StreamBody:
-    """A body of unknown length, sent chunked (e.g. a zip built on the fly)."""
+    """A body of unknown length, sent chunked: a zip built on the fly from ``source_bytes``."""
 
     chunks: Callable[[], AsyncGenerator[bytes, None]]
+    source_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +69,11 @@ def json_reply(data: Any, status: int = 200) -> Reply:
 
 
 async def send(
-    request: web.Request, reply: Reply, fault: FaultRule | None, injector: FaultInjector
+    request: web.Request,
+    reply: Reply,
+    fault: FaultRule | None,
+    injector: FaultInjector,
+    pace: Pace,
 ) -> web.StreamResponse:
     body_fault = fault if fault is not None and fault.kind not in ("status", "latency") else None
     if request.method == "HEAD":
@@ -75,10 +82,16 @@ async def send(
     body = reply.body
     if request.method == "HEAD" and isinstance(body, StreamBody):
         return web.Response(status=reply.status, headers=headers)  # length unknown until built
+    if request.method != "HEAD" and not isinstance(body, bytes):
+        archive_bytes = body.source_bytes if isinstance(body, StreamBody) else None
+        await pace.body_starting(archive_bytes=archive_bytes)
+    # sendfile cannot be paced: a bandwidth limit streams files by hand.
+    paced = pace.profile.limits_bandwidth and request.method != "HEAD"
     if body_fault is None:
-        if isinstance(body, FileBody) and body.data is None:
+        if isinstance(body, FileBody) and body.data is None and not paced:
             return web.FileResponse(body.path, chunk_size=CHUNK_SIZE, headers=headers)
         if isinstance(body, bytes):
+            await pace.sent(request, len(body))
             return web.Response(status=reply.status, body=body, headers=headers)
     status = reply.status
     if isinstance(body, FileBody):
@@ -88,13 +101,14 @@ async def send(
                 status=416, headers={"Content-Range": f"bytes */{body.size}"}, text="bad range"
             )
         start, length = span
+        headers["Accept-Ranges"] = "bytes"
         if length != body.size:
             status = 206
             headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{body.size}"
         if body.data is not None:
             piece = body.data[start : start + length]
             if body_fault is None:
-                headers["Accept-Ranges"] = "bytes"
+                await pace.sent(request, len(piece))
                 return web.Response(status=status, body=piece, headers=headers)
             chunks = _bytes_chunks(piece)
         else:
@@ -112,13 +126,18 @@ async def send(
     else:
         response.enable_chunked_encoding()
     await response.prepare(request)
+
+    async def write(data: bytes) -> None:
+        await pace.sent(request, len(data))
+        await response.write(data)
+
     try:
         if body_fault is None:
             async for chunk in chunks:
-                await response.write(chunk)
+                await write(chunk)
             await response.write_eof()
         else:
-            await _write_faulted(request, response, chunks, total, body_fault, injector)
+            await _write_faulted(request, response, write, chunks, total, body_fault, injector)
     except ConnectionResetError:
         # The client went away mid-body: nothing to answer, and aiohttp knows already.
         logger.debug("client disconnected during %s %s", request.method, request.path)
@@ -168,6 +187,7 @@ async def _file_chunks(path: Path, start: int, length: int) -> AsyncGenerator[by
 async def _write_faulted(
     request: web.Request,
     response: web.StreamResponse,
+    write: Callable[[bytes], Awaitable[None]],
     chunks: AsyncIterator[bytes],
     total: int | None,
     fault: FaultRule,
@@ -177,7 +197,7 @@ async def _write_faulted(
         injector.count_fault(fault)
         async for chunk in chunks:
             for offset in range(0, len(chunk), fault.chunk_size):
-                await response.write(chunk[offset : offset + fault.chunk_size])
+                await write(chunk[offset : offset + fault.chunk_size])
                 await asyncio.sleep(fault.delay)
         await response.write_eof()
         return
@@ -194,11 +214,11 @@ async def _write_faulted(
                 chunk = chunk[:offset] + bytes([chunk[offset] ^ 0xFF]) + chunk[offset + 1 :]
                 injector.count_fault(fault)
             else:
-                await response.write(chunk[:offset])
+                await write(chunk[:offset])
                 injector.count_fault(fault)
                 _drop_connection(request, reset=fault.kind == "reset")
                 return
-        await response.write(chunk)
+        await write(chunk)
         position = end
     await response.write_eof()
 

@@ -9,8 +9,10 @@ from aiohttp import web
 from sinagot.errors import EmulatorError
 
 from ._auth import Accounts
+from ._extract import ExtractLimits
 from ._faults import FaultInjector
 from ._memo import FileMemo
+from ._pace import Pace
 from ._records import Experiment, NotFoundError, Owner, Project, Resource, Scan, Subject
 from ._routes import Target, experiment_uri, uri_part
 from ._store import Store
@@ -23,6 +25,8 @@ class AppState:
     store: Store
     accounts: Accounts
     injector: FaultInjector
+    pace: Pace
+    extract_limits: ExtractLimits
     memo: FileMemo
 
 

@@ -11,13 +11,21 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import Protocol
 
 from sinagot._names import NAME_MAX, byte_length
 
-__all__ = ["FileArea"]
+from ._records import StagedFile
+
+__all__ = ["FileArea", "Readable"]
 
 _CHUNK = 1024 * 1024
+
+
+class Readable(Protocol):
+    """A binary stream to copy from: a file, a response body, an archive member."""
+
+    def read(self, size: int, /) -> bytes: ...
 
 
 class FileArea:
@@ -35,20 +43,25 @@ class FileArea:
         """A fresh temporary path for an upload, in the same file system as the files."""
         return self._tmp_dir / f"{uuid.uuid4().hex}.part"
 
-    def write_upload(self, source: bytes | Path | IO[bytes]) -> tuple[Path, int, str]:
+    def write_upload(self, path: str, source: bytes | Path | Readable) -> StagedFile:
         """Copy ``source`` (bytes, a local file or a readable stream) to a fresh upload.
 
-        Returns the temporary path, the size and the MD5 hex digest of what was written.
+        The result is staged to become ``path`` of a resource, with the size and the MD5
+        hex digest of what was written. Nothing is left behind if reading fails.
         """
         temp = self.new_upload()
         hasher = hashlib.md5()
         size = 0
-        with temp.open("wb") as out:
-            for chunk in _chunks(source):
-                hasher.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-        return temp, size, hasher.hexdigest()
+        try:
+            with temp.open("wb") as out:
+                for chunk in _chunks(source):
+                    hasher.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return StagedFile(path, temp, size, hasher.hexdigest())
 
     def path(self, resource_id: int, path: str) -> Path:
         """Where the file ``path`` of resource ``resource_id`` lives."""
@@ -66,7 +79,7 @@ def _disk_part(part: str) -> str:
     return hashlib.sha256(part.encode("utf-8", "surrogatepass")).hexdigest() + ".long"
 
 
-def _chunks(source: bytes | Path | IO[bytes]) -> Iterator[bytes]:
+def _chunks(source: bytes | Path | Readable) -> Iterator[bytes]:
     if isinstance(source, bytes):
         yield source
         return

@@ -142,7 +142,7 @@ async def session_files(call: Call) -> Reply:
 
 def _zip_reply(entries: list[tuple[str, Path, int]], name: str) -> Reply:
     return Reply(
-        body=StreamBody(lambda: zip_chunks(entries)),
+        body=StreamBody(lambda: zip_chunks(entries), sum(size for _, _, size in entries)),
         content_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{quote(name)}.zip"'},
     )

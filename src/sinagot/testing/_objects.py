@@ -23,7 +23,14 @@ from ._columns import (
     subject_row,
 )
 from ._context import Call, HttpError, resolve
-from ._records import Experiment, NotFoundError, Scan, Subject
+from ._records import (
+    SESSION_ATTRIBUTES,
+    Experiment,
+    NotFoundError,
+    Scan,
+    Subject,
+    check_session_attributes,
+)
 from ._xsd import SCAN_TYPES, SESSION_TYPES
 
 __all__ = [
@@ -160,8 +167,11 @@ async def get_experiment(call: Call) -> Reply:
         "label": experiment.label,
         "subject_ID": experiment.subject_id,
     }
-    if experiment.date:
-        data["date"] = experiment.date
+    # XNAT leaves unset fields out: xnatpy then reads None, which it cannot parse from "".
+    for name in SESSION_ATTRIBUTES:
+        value = getattr(experiment, name)
+        if value:
+            data[name] = value
     children: list[Any] = []
     if fields:
         field_type = f"{experiment.xsi_type}_field"
@@ -178,7 +188,13 @@ async def get_experiment(call: Call) -> Reply:
         items = [
             {
                 "meta": {"xsi:type": s.xsi_type, "isHistory": False},
-                "data_fields": {"ID": s.id, "type": s.type, "image_session_ID": experiment.id},
+                "data_fields": {
+                    "ID": s.id,
+                    "type": s.type,
+                    "quality": s.quality,
+                    "series_description": s.series_description,
+                    "image_session_ID": experiment.id,
+                },
                 "children": [],
             }
             for s in scans
@@ -198,6 +214,17 @@ def _field_updates(call: Call) -> dict[str, str]:
 
 async def put_experiment(call: Call) -> Reply:
     xsi_type = call.param("xsiType", "xnat:mrSessionData")
+    # xnatpy sets a field as ``<xsiType>/<name>=value`` (``xsess.date = ...``), and
+    # unsets it with the value ``NULL``.
+    attributes: dict[str, str] = {}
+    for name in SESSION_ATTRIBUTES:
+        value = call.request.query.get(f"{xsi_type}/{name}")
+        if value is not None:
+            attributes[name] = "" if value == "NULL" else value
+    try:
+        check_session_attributes(attributes)
+    except ValueError as exc:
+        raise HttpError(400, str(exc)) from exc
 
     def work() -> Experiment:
         resolved = resolve(call, upto="subject")
@@ -224,11 +251,10 @@ async def put_experiment(call: Call) -> Reply:
             if subject is None:
                 raise NotFoundError(f"subject {subject_key}")
             label = call.param(f"{xsi_type}/label", call.target.experiment)
-            experiment = call.store.create_experiment(
-                project.id, subject.id, label, xsi_type, call.param(f"{xsi_type}/date")
-            )
+            experiment = call.store.create_experiment(project.id, subject.id, label, xsi_type)
         else:
             call.check_access(experiment.project)
+        call.store.set_session_attributes(experiment.id, attributes)
         call.store.set_fields(experiment.id, _field_updates(call))
         return experiment
 
@@ -281,6 +307,7 @@ async def put_scan(call: Call) -> Reply:
             scan_type,
             xsi_type,
             call.param(f"{xsi_type}/series_description"),
+            call.param(f"{xsi_type}/quality"),
         )
 
     scan = await asyncio.to_thread(work)

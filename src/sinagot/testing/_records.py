@@ -5,14 +5,16 @@ Plain values, safe to pass between threads and to keep after the store changed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from sinagot.errors import EmulatorError
 
 __all__ = [
+    "SESSION_ATTRIBUTES",
     "ConflictError",
     "Experiment",
     "FileEntry",
@@ -23,7 +25,9 @@ __all__ = [
     "Resource",
     "Scan",
     "ScanFile",
+    "StagedFile",
     "Subject",
+    "check_session_attributes",
     "format_time",
     "safe_relative_path",
 ]
@@ -50,6 +54,7 @@ class Project:
     id: str
     name: str
     description: str
+    checksums: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,10 @@ class Experiment:
     date: str
     insert_ms: int
     modified_ms: int
+    time: str
+    visit_id: str
+    age: str
+    modality: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +133,16 @@ class FileEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class StagedFile:
+    """A file fully written and hashed under a temporary name, waiting to be committed."""
+
+    path: str
+    temp: Path
+    size: int
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
 class ScanFile:
     """A file of a scan resource, with the scan and resource it belongs to."""
 
@@ -139,3 +158,31 @@ def safe_relative_path(path: str) -> str:
     if not parts or path.startswith("/") or any(p in ("..", ".", "") for p in parts):
         raise ValueError(f"unsafe file path {path!r}")
     return "/".join(parts)
+
+
+#: What a session carries besides its label and subject, as XNAT names it (and the store's
+#: columns): the tools built on xnatpy read these, and sort sessions by date and time.
+SESSION_ATTRIBUTES = ("date", "time", "visit_id", "age", "modality")
+
+
+def check_session_attributes(values: Mapping[str, str]) -> dict[str, str]:
+    """``values`` if they are session attributes in XNAT's forms, else ValueError.
+
+    A value a client cannot parse back (xnatpy converts ``date``, ``time`` and ``age``
+    by the schema's types) would break every later read of the session, so it is
+    refused on the way in, as XNAT does.
+    """
+    unknown = sorted(set(values) - set(SESSION_ATTRIBUTES))
+    if unknown:
+        raise ValueError(f"unknown session attributes {unknown}: use {list(SESSION_ATTRIBUTES)}")
+    parsers = {"date": date.fromisoformat, "time": time.fromisoformat, "age": float}
+    for name, value in values.items():
+        parse = parsers.get(name)
+        if parse is None or not value:
+            continue
+        try:
+            parse(value)
+        except ValueError as exc:
+            forms = {"date": "YYYY-MM-DD", "time": "HH:MM:SS", "age": "a number"}
+            raise ValueError(f"session {name} {value!r} is not {forms[name]}") from exc
+    return dict(values)

@@ -12,10 +12,17 @@ from types import TracebackType
 
 from aiohttp import web
 
+from sinagot.errors import EmulatorError
+
 from ._app import build_app
 from ._auth import Accounts
+from ._context import AppState
+from ._extract import ExtractLimits
 from ._faults import FaultInjector, FaultRule
-from ._records import NotFoundError, Owner
+from ._memo import FileMemo
+from ._pace import Pace
+from ._profile import Profile, as_profile
+from ._records import NotFoundError, Owner, check_session_attributes
 from ._store import Store
 
 __all__ = ["EmulatorServer"]
@@ -45,7 +52,17 @@ class EmulatorServer:
         session_expiry: float | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        profile: str | Profile = "fast",
+        checksums: bool = True,
+        extract_limits: ExtractLimits | None = None,
     ) -> None:
+        """Serve ``data_dir``; nothing listens until :meth:`start` (or a ``with``).
+
+        ``profile`` is ``"fast"``, ``"production"`` or a :class:`Profile` (its delays are
+        drawn from ``seed``, as are probabilistic faults). ``checksums`` False is an XNAT
+        with its checksum setting off: files stored meanwhile are listed without a digest.
+        ``extract_limits`` bounds what one ``extract=true`` upload may unpack.
+        """
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         users = dict(users) if users else {"admin": "admin"}
@@ -60,7 +77,9 @@ class EmulatorServer:
         )
         self.injector = FaultInjector(seed=seed)
         self.injector.set_rules(list(faults))
-        self.store = Store(self.data_dir)
+        self.pace = Pace(as_profile(profile), seed)
+        self.store = Store(self.data_dir, checksums=checksums)
+        self.extract_limits = extract_limits or ExtractLimits()
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -76,7 +95,11 @@ class EmulatorServer:
         return self._url
 
     async def start(self) -> None:
-        app = build_app(self.store, self.accounts, self.injector)
+        app = build_app(
+            AppState(
+                self.store, self.accounts, self.injector, self.pace, self.extract_limits, FileMemo()
+            )
+        )
         # A short grace period: a test stopping the server must not wait a minute for a
         # trickling or stalled download to finish.
         runner = web.AppRunner(
@@ -153,8 +176,25 @@ class EmulatorServer:
 
     # -- seeding and inspection (sync, thread-safe) ------------------------------------------
 
-    def create_project(self, project: str, name: str = "", description: str = "") -> str:
-        return self.store.create_project(project, name, description).id
+    def create_project(
+        self,
+        project: str,
+        name: str = "",
+        description: str = "",
+        *,
+        checksums: bool | None = None,
+    ) -> str:
+        """Create (or find) ``project``; with ``checksums`` False its files get no digest.
+
+        ``checksums`` None leaves the setting of an existing project as it is (a new one
+        starts with it on).
+        """
+        created = self.store.create_project(
+            project, name, description, checksums=checksums is not False
+        )
+        if checksums is not None and created.checksums != checksums:
+            self.store.set_checksums(checksums, project)
+        return created.id
 
     def create_session(
         self,
@@ -164,10 +204,25 @@ class EmulatorServer:
         subject: str | None = None,
         xsi_type: str = "xnat:mrSessionData",
         date: str = "",
+        time: str = "",
+        visit_id: str = "",
+        age: float | None = None,
+        modality: str = "",
     ) -> str:
-        """Create (or find) the experiment ``label`` and its subject; return the experiment ID."""
+        """Create (or find) the experiment ``label`` and its subject; return the experiment ID.
+
+        ``date`` is ``YYYY-MM-DD``, ``time`` ``HH:MM:SS``, ``age`` in years; ``modality``
+        defaults to that of ``xsi_type`` (``MR``, ``EEG``). A session found is left as is.
+        """
+        attributes = {"date": date, "time": time, "visit_id": visit_id, "modality": modality}
+        if age is not None:
+            attributes["age"] = str(age)
+        try:
+            check_session_attributes(attributes)
+        except ValueError as exc:
+            raise EmulatorError(f"session {label}: {exc}") from exc
         found = self.store.create_subject(project, subject or label)
-        return self.store.create_experiment(project, found.id, label, xsi_type, date).id
+        return self.store.create_experiment(project, found.id, label, xsi_type, attributes).id
 
     def add_scan_file(
         self,
@@ -179,8 +234,14 @@ class EmulatorServer:
         name: str,
         data: bytes | Path,
         scan_id: str | None = None,
+        digest: bool = True,
     ) -> str:
-        """Store a file in the scan of ``scan_type`` (created if needed); return its MD5."""
+        """Store a file in the scan of ``scan_type`` (created if needed); return its digest.
+
+        With ``digest`` False the file is listed with an empty digest, as XNAT lists
+        files archived before its checksum setting was on (the return value is then
+        ``""``); True follows the site's and the project's settings.
+        """
         experiment = self.store.find_experiment(project, session)
         if experiment is None:
             raise NotFoundError(
@@ -194,8 +255,25 @@ class EmulatorServer:
             )
             scan = self.store.create_scan(experiment.id, new_id, scan_type)
         owner = Owner("scan", f"{experiment.id}/{scan.id}")
-        found, _ = self.store.create_resource(owner, resource)
-        return self.store.write_file(found, name, data).digest
+        entry = self.store.write_file(
+            owner, resource, name, data, digests=None if digest else False
+        )
+        return entry.digest
+
+    def set_checksums(self, enabled: bool, project: str | None = None) -> None:
+        """Turn the checksum setting of the site, or of ``project``, on or off.
+
+        Files keep the digest (or none) they were stored with, as on XNAT.
+        """
+        self.store.set_checksums(enabled, project)
+
+    @property
+    def profile(self) -> Profile:
+        return self.pace.profile
+
+    def set_profile(self, profile: str | Profile) -> None:
+        """Answer as ``profile`` from the next request on (safe while the server runs)."""
+        self.pace.profile = as_profile(profile)
 
     def set_fields(self, project: str, session: str, values: Mapping[str, str]) -> None:
         experiment = self.store.find_experiment(project, session)

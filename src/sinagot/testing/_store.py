@@ -13,8 +13,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from sinagot._fs import md5_file
 
 from ._disk import FileArea
 from ._records import (
@@ -27,9 +29,12 @@ from ._records import (
     Resource,
     Scan,
     ScanFile,
+    StagedFile,
     Subject,
+    check_session_attributes,
     safe_relative_path,
 )
+from ._xsd import SESSION_TYPES
 
 __all__ = ["Store"]
 
@@ -60,6 +65,15 @@ CREATE TABLE IF NOT EXISTS files (
     digest TEXT NOT NULL, format TEXT NOT NULL, content TEXT NOT NULL, tags TEXT NOT NULL,
     PRIMARY KEY (resource_id, path));
 """
+# Columns added after data directories were first written: added where missing, so an
+# older data directory opens with their defaults.
+_ADDED_COLUMNS = (
+    ("projects", "checksums", "INTEGER NOT NULL DEFAULT 1"),
+    ("experiments", "time", "TEXT NOT NULL DEFAULT ''"),
+    ("experiments", "visit_id", "TEXT NOT NULL DEFAULT ''"),
+    ("experiments", "age", "TEXT NOT NULL DEFAULT ''"),
+    ("experiments", "modality", "TEXT NOT NULL DEFAULT ''"),
+)
 # The columns of subjects, experiments (with subject_label from the join) and scans are
 # named as the fields of their records, so a row becomes one with Record(**row).
 
@@ -71,9 +85,12 @@ def _now_ms() -> int:
 class Store:
     """Projects, subjects, experiments, scans, resources and files of one data directory."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, checksums: bool = True) -> None:
         self.root = root
         self.disk = FileArea(root)
+        #: The site's checksum setting: while off, files are stored without a digest in
+        #: every project (as on an XNAT whose ``checksums`` setting is off).
+        self.checksums = checksums
         self._lock = threading.RLock()
         # Bumped by every write (see _Transaction): what was read at one value is
         # current while it lasts, so the HTTP layer may keep it.
@@ -85,6 +102,10 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        for table, column, definition in _ADDED_COLUMNS:
+            present = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     def close(self) -> None:
         with self._lock:
@@ -122,25 +143,43 @@ class Store:
 
     # -- projects ------------------------------------------------------------------------
 
-    def create_project(self, project_id: str, name: str = "", description: str = "") -> Project:
+    def create_project(
+        self, project_id: str, name: str = "", description: str = "", *, checksums: bool = True
+    ) -> Project:
+        """The project ``project_id``, created if new (an existing one is left as it is)."""
         with self._transaction():
             self._db.execute(
-                "INSERT OR IGNORE INTO projects VALUES (?, ?, ?)",
-                (project_id, name or project_id, description),
+                "INSERT OR IGNORE INTO projects VALUES (?, ?, ?, ?)",
+                (project_id, name or project_id, description, int(checksums)),
             )
             found = self.get_project(project_id)
         assert found is not None
         return found
 
+    def set_checksums(self, enabled: bool, project_id: str | None = None) -> None:
+        """Whether files committed from now on get a digest: on the site, or in a project.
+
+        Files keep the digest (or none) they were stored with, as on XNAT.
+        """
+        if project_id is None:
+            self.checksums = enabled
+            return
+        with self._transaction():
+            if self.get_project(project_id) is None:
+                raise NotFoundError(f"project {project_id} does not exist: create it first")
+            self._db.execute(
+                "UPDATE projects SET checksums = ? WHERE id = ?", (int(enabled), project_id)
+            )
+
     def projects(self) -> list[Project]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM projects ORDER BY id").fetchall()
-        return [Project(r["id"], r["name"], r["description"]) for r in rows]
+        return [_project(r) for r in rows]
 
     def get_project(self, project_id: str) -> Project | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM projects WHERE id = ?", (project_id,)).fetchone()
-        return None if row is None else Project(row["id"], row["name"], row["description"])
+        return None if row is None else _project(row)
 
     # -- subjects ------------------------------------------------------------------------
 
@@ -234,8 +273,18 @@ class Store:
         return experiment
 
     def create_experiment(
-        self, project: str, subject_id: str, label: str, xsi_type: str, date: str = ""
+        self,
+        project: str,
+        subject_id: str,
+        label: str,
+        xsi_type: str,
+        attributes: Mapping[str, str] | None = None,
     ) -> Experiment:
+        """The experiment ``label``, created with ``attributes`` if new (see
+        :data:`SESSION_ATTRIBUTES`); an existing one is returned unchanged."""
+        values = check_session_attributes(attributes or {})
+        if not values.get("modality"):
+            values["modality"] = SESSION_TYPES.get(xsi_type, "")
         with self._transaction():
             found = self.find_experiment(project, label)
             if found is not None:
@@ -247,12 +296,28 @@ class Store:
             experiment_id = f"XNAT_E{self._next_id('experiment'):05d}"
             now = _now_ms()
             self._db.execute(
-                "INSERT INTO experiments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (experiment_id, project, subject_id, label, xsi_type, date, now, now),
+                "INSERT INTO experiments (id, project, subject_id, label, xsi_type, date,"
+                " insert_ms, modified_ms) VALUES (?, ?, ?, ?, ?, '', ?, ?)",
+                (experiment_id, project, subject_id, label, xsi_type, now, now),
             )
+            self.set_session_attributes(experiment_id, values)
             created = self.find_experiment(None, experiment_id)
         assert created is not None
         return created
+
+    def set_session_attributes(self, experiment_id: str, values: Mapping[str, str]) -> None:
+        """Set some of an experiment's :data:`SESSION_ATTRIBUTES` (ValueError if malformed)."""
+        checked = check_session_attributes(values)
+        if not checked:
+            return
+        # The names are checked against SESSION_ATTRIBUTES, the store's own column names.
+        assignments = ", ".join(f"{name} = ?" for name in checked)
+        with self._transaction():
+            self._db.execute(
+                f"UPDATE experiments SET {assignments} WHERE id = ?",
+                [*checked.values(), experiment_id],
+            )
+            self._bump_experiment(experiment_id)
 
     def delete_experiment(self, experiment: Experiment) -> None:
         with self._transaction():
@@ -310,20 +375,40 @@ class Store:
         scan_type: str,
         xsi_type: str = "xnat:mrScanData",
         series_description: str = "",
+        quality: str = "",
     ) -> Scan:
+        """The scan ``scan_id``, created if new; a non-empty ``scan_type``,
+        ``series_description`` or ``quality`` replaces that of an existing one.
+
+        A new scan's quality is ``usable`` unless given, as XNAT marks scans it archives.
+        """
         with self._transaction():
             found = self.find_scan(experiment_id, scan_id)
             if found is not None:
-                if scan_type and scan_type != found.type:
+                wanted = {
+                    "type": scan_type,
+                    "series_description": series_description,
+                    "quality": quality,
+                }
+                changed = {k: v for k, v in wanted.items() if v and v != getattr(found, k)}
+                if changed:
+                    assignments = ", ".join(f"{name} = ?" for name in changed)
                     self._db.execute(
-                        "UPDATE scans SET type = ? WHERE experiment_id = ? AND id = ?",
-                        (scan_type, experiment_id, scan_id),
+                        f"UPDATE scans SET {assignments} WHERE experiment_id = ? AND id = ?",
+                        [*changed.values(), experiment_id, found.id],
                     )
                     self._bump_experiment(experiment_id)
             else:
                 self._db.execute(
-                    "INSERT INTO scans VALUES (?, ?, ?, ?, ?, '', '')",
-                    (experiment_id, scan_id, scan_type, xsi_type, series_description),
+                    "INSERT INTO scans VALUES (?, ?, ?, ?, ?, ?, '')",
+                    (
+                        experiment_id,
+                        scan_id,
+                        scan_type,
+                        xsi_type,
+                        series_description,
+                        quality or "usable",
+                    ),
                 )
                 self._bump_experiment(experiment_id)
             created = self.find_scan(experiment_id, scan_id)
@@ -456,69 +541,116 @@ class Store:
             data = entry.disk_path.read_bytes() if entry.size <= inline_limit else None
             return entry, data, self.generation
 
-    def commit_file(
+    def commit_files(
         self,
-        resource: Resource,
-        path: str,
-        temp: Path,
-        size: int,
-        digest: str,
+        owner: Owner,
+        label: str,
+        staged: Sequence[StagedFile],
         *,
         overwrite: bool,
         fmt: str = "",
         content: str = "",
         tags: str = "",
+        digests: bool | None = None,
         keep_identical: bool = False,
-    ) -> FileEntry:
-        """Move the fully written ``temp`` to ``path`` of ``resource`` and index it.
+    ) -> list[FileEntry]:
+        """Move fully written files into the resource ``label`` of ``owner`` and index them.
 
-        With ``keep_identical``, a file already holding the same bytes is left alone
-        (no modification time bump), so re-seeding a data directory is a no-op.
+        All or nothing: the resource (created if missing) and every file appear in one
+        transaction, and a clash with an existing file (without ``overwrite``) refuses the
+        whole batch before anything moves. ``digests`` False stores the files without a
+        digest; None follows the site's and the project's checksum settings. With
+        ``keep_identical``, a file already holding the same bytes is left alone (no
+        modification time bump), so re-seeding a data directory is a no-op. The temporary
+        files of a refused batch are the caller's to remove.
         """
-        path = safe_relative_path(path)
-        target = self.disk.path(resource.id, path)
+        paths = [safe_relative_path(f.path) for f in staged]
         with self._transaction():
-            if self.find_resource(resource.owner, str(resource.id)) is None:
-                temp.unlink(missing_ok=True)
-                raise NotFoundError(
-                    f"resource {resource.label} was deleted meanwhile: upload again"
+            resource, _ = self.create_resource(owner, label)
+            record_digests = self._records_digests(owner) if digests is None else digests
+            existing = {p: self.find_file(resource.id, p) for p in paths}
+            moves: list[tuple[str, StagedFile]] = []
+            for path, item in zip(paths, staged, strict=True):
+                found = existing[path]
+                if found is not None and keep_identical and self._same_bytes(found, item):
+                    item.temp.unlink(missing_ok=True)
+                    continue
+                if found is not None and not overwrite:
+                    raise ConflictError(
+                        f"file {path} exists in resource {resource.label}:"
+                        " upload with overwrite=true"
+                    )
+                moves.append((path, item))
+            for path, item in moves:
+                target = self.disk.path(resource.id, path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(item.temp, target)
+                self._db.execute(
+                    "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT(resource_id, path) DO UPDATE SET size = excluded.size,"
+                    " digest = excluded.digest, format = excluded.format,"
+                    " content = excluded.content, tags = excluded.tags",
+                    (
+                        resource.id,
+                        path,
+                        item.size,
+                        item.digest if record_digests else "",
+                        fmt,
+                        content,
+                        tags,
+                    ),
                 )
-            existing = self.find_file(resource.id, path)
-            unchanged = existing is not None and (existing.size, existing.digest) == (size, digest)
-            if keep_identical and unchanged:
-                temp.unlink(missing_ok=True)
-                assert existing is not None
-                return existing
-            if not overwrite and existing is not None:
-                temp.unlink(missing_ok=True)
-                raise ConflictError(
-                    f"file {path} exists in resource {resource.label}: upload with overwrite=true"
-                )
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(temp, target)
-            self._db.execute(
-                "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT(resource_id, path) DO UPDATE SET size = excluded.size,"
-                " digest = excluded.digest, format = excluded.format,"
-                " content = excluded.content, tags = excluded.tags",
-                (resource.id, path, size, digest, fmt, content, tags),
-            )
-            self._bump_owner(resource.owner)
-            entry = self.find_file(resource.id, path)
-        assert entry is not None
-        return entry
+            if moves:
+                self._bump_owner(owner)
+            entries = [self.find_file(resource.id, p) for p in paths]
+        return [e for e in entries if e is not None]
 
     def write_file(
-        self, resource: Resource, path: str, data: bytes | Path, *, overwrite: bool = True
+        self,
+        owner: Owner,
+        label: str,
+        path: str,
+        data: bytes | Path,
+        *,
+        digests: bool | None = None,
     ) -> FileEntry:
-        """Store ``data`` (bytes, or a local file to copy) as ``path`` of ``resource``.
+        """Store ``data`` (bytes, or a local file to copy) as ``path`` of resource ``label``.
 
-        Identical existing content is kept as is (see :meth:`commit_file`).
+        Identical existing content is kept as is (see :meth:`commit_files`).
         """
-        temp, size, digest = self.disk.write_upload(data)
-        return self.commit_file(
-            resource, path, temp, size, digest, overwrite=overwrite, keep_identical=True
-        )
+        staged = self.disk.write_upload(path, data)
+        try:
+            [entry] = self.commit_files(
+                owner, label, [staged], overwrite=True, digests=digests, keep_identical=True
+            )
+        finally:
+            staged.temp.unlink(missing_ok=True)
+        return entry
+
+    def _records_digests(self, owner: Owner) -> bool:
+        if not self.checksums:
+            return False
+        project = self.get_project(self._project_of(owner))
+        return project is None or project.checksums
+
+    def _project_of(self, owner: Owner) -> str:
+        if owner.kind == "project":
+            return owner.key
+        if owner.kind == "subject":
+            subject = self.find_subject(None, owner.key)
+            return "" if subject is None else subject.project
+        assert owner.experiment_id is not None
+        experiment = self.find_experiment(None, owner.experiment_id)
+        return "" if experiment is None else experiment.project
+
+    @staticmethod
+    def _same_bytes(entry: FileEntry, staged: StagedFile) -> bool:
+        if entry.size != staged.size:
+            return False
+        if entry.digest:
+            return entry.digest == staged.digest
+        # Stored without a digest (checksums off): only the bytes can tell.
+        return md5_file(entry.disk_path) == staged.digest
 
     def delete_file(self, entry: FileEntry, owner: Owner) -> None:
         with self._transaction():
@@ -569,6 +701,10 @@ class _Transaction:
             if self._outermost:
                 self._store.generation += 1
             self._lock.release()
+
+
+def _project(row: sqlite3.Row) -> Project:
+    return Project(row["id"], row["name"], row["description"], bool(row["checksums"]))
 
 
 def _resource(row: sqlite3.Row) -> Resource:

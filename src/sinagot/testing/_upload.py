@@ -1,7 +1,8 @@
-"""Uploads: a raw body (xnatpy, pyxnat ``inbody=true``) or multipart parts, zips unpacked.
+"""Uploads: a raw body (xnatpy, pyxnat ``inbody=true``) or multipart parts, archives unpacked.
 
 Every file is streamed to a temporary file and hashed on the way; nothing is
-committed until the whole body has arrived.
+committed until the whole body has arrived and every archive in it is unpacked,
+and then all of it is committed at once or not at all.
 """
 
 from __future__ import annotations
@@ -9,16 +10,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import zipfile
-from pathlib import Path
 from typing import IO, Any
 
 from aiohttp import BodyPartReader, ClientPayloadError, StreamReader
 
 from ._body import Reply, text
 from ._context import Call, HttpError, resolve
-from ._records import Owner, Resource, safe_relative_path
-from ._store import Store
+from ._extract import ArchiveError, archive_kind, extract_archive
+from ._records import Owner, StagedFile, safe_relative_path
 
 __all__ = ["upload"]
 
@@ -31,18 +30,11 @@ async def upload(call: Call) -> Reply:
     """PUT/POST a file: a raw body (xnatpy, pyxnat ``inbody=true``) or multipart parts."""
 
     # Resolve (and check access) before reading the body; the resource itself is only
-    # created once a complete file is there to commit.
+    # created once every file is there to commit.
     resolved = await asyncio.to_thread(resolve, call, upto=call.target.owner_level)
     assert call.target.resource is not None
-    overwrite = call.flag("overwrite")
-    extract = call.flag("extract")
-    options = {
-        "fmt": call.param("format"),
-        "content": call.param("content"),
-        "tags": call.param("tags"),
-    }
     request = call.request
-    received: list[tuple[str, Path, int, str]] = []
+    received: list[StagedFile] = []
     try:
         try:
             await _receive_all(call, received)
@@ -50,24 +42,15 @@ async def upload(call: Call) -> Reply:
             # The client went away mid-body: nothing was committed.
             logger.debug("upload to %s interrupted: %s", request.path, exc)
             raise HttpError(400, "the upload was interrupted: send the file again") from exc
-        await asyncio.to_thread(
-            _commit_all,
-            call.store,
-            resolved.owner,
-            call.target.resource,
-            received,
-            overwrite,
-            extract,
-            options,
-        )
+        await asyncio.to_thread(_commit_all, call, resolved.owner, call.target.resource, received)
     finally:
         # Committed files were renamed away; whatever is left is a leftover temp file.
-        for _name, temp, _size, _digest in received:
-            await asyncio.to_thread(temp.unlink, True)
+        for staged in received:
+            await asyncio.to_thread(staged.temp.unlink, True)
     return text(200, "")
 
 
-async def _receive_all(call: Call, received: list[tuple[str, Path, int, str]]) -> None:
+async def _receive_all(call: Call, received: list[StagedFile]) -> None:
     """Stream every file of the request body to temporary files, appending to ``received``."""
     request = call.request
     if request.content_type.startswith("multipart/"):
@@ -75,67 +58,53 @@ async def _receive_all(call: Call, received: list[tuple[str, Path, int, str]]) -
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader) or not part.filename:
                 continue
-            name = call.target.path or part.filename
-            temp, size, digest = await _receive(call.store, part)
-            received.append((name, temp, size, digest))
+            received.append(await _receive(call, call.target.path or part.filename, part))
     else:
         if not call.target.path:
             raise HttpError(400, "give the file name in the URL: .../files/{name}")
-        temp, size, digest = await _receive(call.store, request.content)
-        received.append((call.target.path, temp, size, digest))
+        received.append(await _receive(call, call.target.path, request.content))
     if not received:
         raise HttpError(400, "the upload contained no file")
 
 
-def _commit_all(
-    store: Store,
-    owner: Owner,
-    label: str,
-    received: list[tuple[str, Path, int, str]],
-    overwrite: bool,
-    extract: bool,
-    options: dict[str, str],
-) -> None:
-    for name, _temp, _size, _digest in received:
+def _commit_all(call: Call, owner: Owner, label: str, received: list[StagedFile]) -> None:
+    """Unpack the archives if asked, then commit every file in one batch (blocking)."""
+    for staged in received:
         try:
-            safe_relative_path(name)
+            safe_relative_path(staged.path)
         except ValueError as exc:
             raise HttpError(400, f"{exc}: use a relative path without '..'") from exc
-    resource, _ = store.create_resource(owner, label)
-    for name, temp, size, digest in received:
-        if extract and name.lower().endswith(".zip"):
-            _extract_zip(store, resource, temp, overwrite)
-            continue
-        store.commit_file(
-            resource,
-            name,
-            temp,
-            size,
-            digest,
-            overwrite=overwrite,
-            fmt=options["fmt"],
-            content=options["content"],
-            tags=options["tags"],
-        )
-
-
-def _extract_zip(store: Store, resource: Resource, archive_path: Path, overwrite: bool) -> None:
-    with zipfile.ZipFile(archive_path) as archive:
-        for member in archive.infolist():
-            if member.is_dir():
+    files: list[StagedFile] = []
+    try:
+        for staged in received:
+            kind = archive_kind(staged.path) if call.flag("extract") else None
+            if kind is None:
+                files.append(staged)
                 continue
             try:
-                name = safe_relative_path(member.filename)
-            except ValueError as exc:
-                raise HttpError(400, f"zip member {exc}: fix the archive") from exc
-            with archive.open(member) as source:
-                temp, size, digest = store.disk.write_upload(source)
-            store.commit_file(resource, name, temp, size, digest, overwrite=overwrite)
+                files += extract_archive(
+                    call.store.disk, staged.temp, staged.path, kind, call.state.extract_limits
+                )
+            except ArchiveError as exc:
+                raise HttpError(400, str(exc)) from exc
+        call.store.commit_files(
+            owner,
+            label,
+            files,
+            overwrite=call.flag("overwrite"),
+            fmt=call.param("format"),
+            content=call.param("content"),
+            tags=call.param("tags"),
+        )
+    finally:
+        # Members that were not committed (a refused batch) must not outlive the request.
+        for staged in files:
+            staged.temp.unlink(missing_ok=True)
 
 
-async def _receive(store: Store, source: StreamReader | BodyPartReader) -> tuple[Path, int, str]:
+async def _receive(call: Call, path: str, source: StreamReader | BodyPartReader) -> StagedFile:
     """Stream a body into a fresh temporary file, hashing it on the way."""
-    temp = store.disk.new_upload()
+    temp = call.store.disk.new_upload()
     hasher = hashlib.md5()
     size = 0
     out: IO[bytes] = await asyncio.to_thread(temp.open, "wb")
@@ -148,6 +117,7 @@ async def _receive(store: Store, source: StreamReader | BodyPartReader) -> tuple
                 chunk = await source.read_chunk(_UPLOAD_BUFFER)
             if chunk:
                 buffer += chunk
+                await call.state.pace.received(call.request, len(chunk))
             if buffer and (not chunk or len(buffer) >= _UPLOAD_BUFFER):
                 data = bytes(buffer)
                 buffer.clear()
@@ -160,7 +130,7 @@ async def _receive(store: Store, source: StreamReader | BodyPartReader) -> tuple
         await asyncio.to_thread(out.close)
         await asyncio.to_thread(temp.unlink, True)
         raise
-    return temp, size, hasher.hexdigest()
+    return StagedFile(path, temp, size, hasher.hexdigest())
 
 
 def _write_hashing(out: IO[bytes], hasher: Any, data: bytes) -> None:

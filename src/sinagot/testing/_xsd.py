@@ -2,15 +2,22 @@
 
 xnatpy reads the namespace prefixes with a regex on the ``<xs:schema ...>`` tag,
 so the ``xs:`` prefix and the namespace declarations there are required. Every
-``xsi:type`` the emulator returns must be defined here.
+``xsi:type`` the emulator returns must be defined here, and every field that a
+client reads through xnatpy's generated classes (frametree-xnat reads a session's
+``date``, ``time``, ``visit_id``, ``age`` and ``modality``, a scan's ``type``,
+``quality`` and ``ID``): a field missing here is an AttributeError in the client
+before it sends anything. Types matter too: xnatpy converts ``xs:date``,
+``xs:time`` and ``xs:float`` values into Python objects.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = ["SCAN_TYPES", "SESSION_TYPES", "XNAT_XSD"]
 
-#: Experiment types the emulator accepts on create.
-SESSION_TYPES = frozenset({"xnat:mrSessionData", "xnat:eegSessionData"})
+#: Experiment types the emulator accepts on create, with the modality of their sessions.
+SESSION_TYPES: Mapping[str, str] = {"xnat:mrSessionData": "MR", "xnat:eegSessionData": "EEG"}
 #: Scan types the emulator accepts on create.
 SCAN_TYPES = frozenset({"xnat:mrScanData", "xnat:eegScanData"})
 
@@ -92,6 +99,9 @@ elementFormDefault="qualified" attributeFormDefault="unqualified">
     </xs:annotation>
     <xs:sequence>
       <xs:element name="date" type="xs:date" minOccurs="0"/>
+      <xs:element name="time" type="xs:time" minOccurs="0"/>
+      <xs:element name="visit_id" type="xs:string" minOccurs="0"/>
+      <xs:element name="note" type="xs:string" minOccurs="0"/>
       <xs:element name="resources" minOccurs="0">
         <xs:complexType><xs:sequence>
           <xs:element name="resource" type="xnat:abstractResource" minOccurs="0"
@@ -122,6 +132,7 @@ elementFormDefault="qualified" attributeFormDefault="unqualified">
       <xs:extension base="xnat:experimentData">
         <xs:sequence>
           <xs:element name="subject_ID" type="xs:string" minOccurs="0"/>
+          <xs:element name="age" type="xs:float" minOccurs="0"/>
         </xs:sequence>
       </xs:extension>
     </xs:complexContent>
@@ -131,6 +142,7 @@ elementFormDefault="qualified" attributeFormDefault="unqualified">
     <xs:complexContent>
       <xs:extension base="xnat:subjectAssessorData">
         <xs:sequence>
+          <xs:element name="modality" type="xs:string" minOccurs="0"/>
           <xs:element name="scans" minOccurs="0">
             <xs:complexType><xs:sequence>
               <xs:element name="scan" type="xnat:imageScanData" minOccurs="0"

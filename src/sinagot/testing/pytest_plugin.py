@@ -24,6 +24,7 @@ XNAT_PASSWORD = "secret"
 def xnat_server_factory(tmp_path: Path) -> Iterator[Callable[..., EmulatorServer]]:
     """Start emulators in background threads: ``factory(data_dir=None, **EmulatorServer kwargs)``.
 
+    E.g. ``factory(profile="production")`` for one that answers like a loaded XNAT.
     Defaults: a fresh data dir under tmp_path and user alice/secret with access to all.
     Every server started is stopped at the end of the test.
     """
