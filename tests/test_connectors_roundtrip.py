@@ -191,3 +191,41 @@ def test_an_unchanged_record_costs_one_listing_and_any_change_is_still_seen(
     }
     forced = Dataset(config).get("REC-200331-A").run(force=True)
     assert forced.ran == STEPS // 5
+
+
+def test_a_server_without_digests_is_read_by_sizes_and_stamps(
+    xnat_server: EmulatorServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # XNAT with its checksum setting off lists every file with an empty digest.
+    xnat_server.create_project(PROJECT, checksums=False)
+    load_demo(xnat_server, PROJECT)
+    record = "REC-200331-A"
+    first = Dataset(write_config(tmp_path, xnat_server, "work")).get(record).run()
+    assert first.ok and first.ran == STEPS // 5, str(first)
+    warnings = [r.getMessage() for r in caplog.records if "without MD5 digests" in r.getMessage()]
+    assert len(warnings) == 1 and "integrity rests on sizes" in warnings[0]
+
+    # A fresh work tree on the same cache: the files Sinagot fetched before its own
+    # uploads are still current (it proved them unchanged by size when it settled).
+    xnat_server.reset_counters()
+    fresh = Dataset(write_config(tmp_path, xnat_server, "fresh")).get(record).run()
+    assert (fresh.ran, fresh.failed) == (0, 0), str(fresh)
+    assert SCAN_FILE_GET not in xnat_server.request_counts()
+
+    # A file changed on the server (same size, other bytes): the session's stamp moves,
+    # the file is fetched again and its steps rerun on it.
+    raw = tmp_path / "fresh" / record / "RS" / "EEG" / "raw.csv"
+    data = raw.read_bytes()
+    changed = data.replace(b"0", b"1", 1) if b"0" in data else data[:-1] + b"\n"
+    assert len(changed) == len(data) and changed != data
+    xnat_server.add_scan_file(
+        PROJECT, record, scan_type="RS", resource="EEG", name="raw.csv", data=changed
+    )
+    xnat_server.reset_counters()
+    after = Dataset(write_config(tmp_path, xnat_server, "fresh")).get(record).run()
+    assert {r.key.unit for r in after.results if r.status.value == "ran"} == {
+        "RS/EEG/preprocess",
+        "RS/EEG/spectrum",
+    }
+    assert xnat_server.request_counts()[SCAN_FILE_GET] >= 1
+    assert raw.read_bytes() == changed

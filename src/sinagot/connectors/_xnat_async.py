@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 import posixpath
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -119,6 +119,10 @@ def _read_copy(copy: Path, md5: str) -> dict[str, Any] | None:
 def _keep_copy(copy: Path, provenance: dict[str, Any]) -> None:
     # The bytes put_provenance sends: their digest is what the server lists.
     atomic_write_bytes(copy, (json.dumps(provenance, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _sizes(root: Path, names: Iterable[str]) -> dict[str, int]:
+    return {name: (root / name).stat().st_size for name in names}
 
 
 def _check_derivative(entry: DataEntry) -> None:
@@ -454,10 +458,17 @@ class AsyncXnatStore:
         relative = {name: posixpath.relpath(name, prefix or ".") for name in fileset.names}
         known = {relative[n]: md5 for n, md5 in fileset.checksums.items() if n in relative}
         await self._uncommit(entry)
-        local = await self.upload_files(
-            fileset.root / prefix, entry, list(relative.values()), known
-        )
-        check_uploaded(self.server, entry.uri, local, await self.get_checksums(entry.uri))
+        root = fileset.root / prefix
+        local = await self.upload_files(root, entry, list(relative.values()), known)
+        what = f"{entry.path} of session {entry.row_id}"
+        listed = await self._list_entry(entry.uri, what)
+        sizes = await asyncio.to_thread(_sizes, root, local)
+        # A server without digests (checksums off) lists none: the size must match then.
+        remote = {
+            name: file.digest or (local.get(name, "") if file.size == sizes.get(name) else "")
+            for name, file in listed.items()
+        }
+        check_uploaded(self.server, entry.uri, local, remote)
         stored = {name: local[relative[name]] for name in fileset.names}
         return dataclasses.replace(fileset, checksums=MappingProxyType(stored))
 

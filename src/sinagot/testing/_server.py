@@ -158,6 +158,12 @@ class EmulatorServer:
             ready.set()
             loop.run_forever()
             loop.run_until_complete(self.stop())
+            # Handlers of connections still open (a client that never hung up) outlive the
+            # runner's cleanup: end them here rather than leave them to the garbage collector.
+            leftovers = asyncio.all_tasks(loop)
+            for task in leftovers:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
 

@@ -5,6 +5,7 @@ Enable with ``pytest_plugins = ["sinagot.testing.pytest_plugin"]`` in a conftest
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -16,6 +17,7 @@ from ._server import EmulatorServer
 
 __all__ = ["xnat_server", "xnat_server_factory"]
 
+PROFILE_ENV = "SINAGOT_TEST_XNAT_PROFILE"
 XNAT_USER = "alice"
 XNAT_PASSWORD = "secret"
 
@@ -25,8 +27,10 @@ def xnat_server_factory(tmp_path: Path) -> Iterator[Callable[..., EmulatorServer
     """Start emulators in background threads: ``factory(data_dir=None, **EmulatorServer kwargs)``.
 
     E.g. ``factory(profile="production")`` for one that answers like a loaded XNAT.
-    Defaults: a fresh data dir under tmp_path and user alice/secret with access to all.
-    Every server started is stopped at the end of the test.
+    Defaults: a fresh data dir under tmp_path, user alice/secret with access to all, and
+    the profile ``$SINAGOT_TEST_XNAT_PROFILE`` names (else "fast"): a whole suite can
+    run against a production-like server. Every server started is stopped at the end
+    of the test.
     """
     with ExitStack() as stack:
         counter = 0
@@ -35,6 +39,7 @@ def xnat_server_factory(tmp_path: Path) -> Iterator[Callable[..., EmulatorServer
             nonlocal counter
             counter += 1
             kwargs.setdefault("users", {XNAT_USER: XNAT_PASSWORD})
+            kwargs.setdefault("profile", os.environ.get(PROFILE_ENV) or "fast")
             server = EmulatorServer(data_dir or tmp_path / f"xnat-{counter}", **kwargs)
             stack.callback(server.close)
             return stack.enter_context(server.running_in_thread())
