@@ -199,9 +199,14 @@ def _write_all(fd: int, data: bytes | bytearray) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _write(fd: int, digest: Any, data: bytes | bytearray) -> None:
-    digest.update(data)
-    _write_all(fd, data)
+def _hash(digest: Any, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        digest.update(chunk)
+
+
+def _write_chunks(fd: int, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        _write_all(fd, chunk)
 
 
 def _checkpoint(fd: int, paths: _Paths, file: RemoteFile, offset: int, prefix_md5: str) -> None:
@@ -354,57 +359,63 @@ async def _receive(
     # A fresh file's part is opened on its first flush: a small file that arrives at
     # once goes to the whole-file writer instead.
     fd = await run_to_completion(_open_part, paths.part, offset, discard=os.close) if offset else -1
-    # One write runs in a thread while the next chunk comes in (the digest is only
-    # read once it is settled), and a checkpoint's sync runs beside later writes.
+    # The chunks as received (no copy into one buffer) are hashed in one thread and
+    # written in another while the next ones come in; a checkpoint's sync runs beside
+    # later writes. One hash at a time keeps the digest in order.
+    hashing: asyncio.Future[None] | None = None
     writing: asyncio.Future[None] | None = None
     syncing: asyncio.Future[None] | None = None
     try:
         written = checkpointed = offset
-        buffer = bytearray()
+        pending: list[bytes] = []
+        pending_bytes = 0
         flushed_at = time.monotonic()
         chunks = source.stream(file, offset)
         try:
             async for chunk in chunks:
-                buffer += chunk
-                if written + len(buffer) > file.size:
+                pending.append(chunk)
+                pending_bytes += len(chunk)
+                if written + pending_bytes > file.size:
                     raise _Mismatch(f"more than the announced {file.size} bytes")
                 # Bytes reaching the part file are the progress waiters watch: a slow
                 # link must not keep them in memory long enough to look stalled.
                 full = _WRITE_CHUNK if fd < 0 else _STREAM_CHUNK
-                if len(buffer) >= full or time.monotonic() - flushed_at >= flush_interval:
-                    if fd < 0:
-                        fd = await run_to_completion(
-                            _open_part, paths.part, offset, discard=os.close
-                        )
-                    if writing is not None:
-                        await settle(writing)
-                    data, buffer = buffer, bytearray()
-                    writing = start_in_thread(_write, fd, digest, data)
-                    flushed_at = time.monotonic()
-                    written += len(data)
-                    if written - checkpointed >= checkpoint:
-                        await settle(writing)
-                        writing = None
-                        if syncing is not None:
-                            await settle(syncing)
-                        prefix = digest.copy().hexdigest()
-                        syncing = start_in_thread(_checkpoint, fd, paths, file, written, prefix)
-                        checkpointed = written
+                if pending_bytes < full and time.monotonic() - flushed_at < flush_interval:
+                    continue
+                if fd < 0:
+                    fd = await run_to_completion(_open_part, paths.part, offset, discard=os.close)
+                for job in (hashing, writing):
+                    if job is not None:
+                        await settle(job)
+                batch, pending, pending_bytes = pending, [], 0
+                hashing = start_in_thread(_hash, digest, batch)
+                writing = start_in_thread(_write_chunks, fd, batch)
+                flushed_at = time.monotonic()
+                written += sum(len(piece) for piece in batch)
+                if written - checkpointed >= checkpoint:
+                    for job in (hashing, writing, syncing):
+                        if job is not None:
+                            await settle(job)
+                    hashing = writing = None
+                    prefix = digest.copy().hexdigest()
+                    syncing = start_in_thread(_checkpoint, fd, paths, file, written, prefix)
+                    checkpointed = written
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
         if fd < 0:
-            if len(buffer) != file.size:
-                raise _Mismatch(f"{len(buffer)} bytes instead of {file.size}")
-            return bytes(buffer)
-        for pending in (writing, syncing):
-            if pending is not None:
-                await settle(pending)
-        writing = syncing = None
-        if buffer:
-            await run_to_completion(_write, fd, digest, buffer)
-            written += len(buffer)
+            if pending_bytes != file.size:
+                raise _Mismatch(f"{pending_bytes} bytes instead of {file.size}")
+            return b"".join(pending)
+        for job in (hashing, writing, syncing):
+            if job is not None:
+                await settle(job)
+        hashing = writing = syncing = None
+        if pending:
+            await run_to_completion(_hash, digest, pending)
+            await run_to_completion(_write_chunks, fd, pending)
+            written += pending_bytes
         actual = digest.hexdigest()
         if written != file.size:
             raise _Mismatch(f"{written} bytes instead of {file.size} (MD5 {actual})")
@@ -413,11 +424,11 @@ async def _receive(
         await run_to_completion(_finish, fd, paths, file, actual)
         return actual
     finally:
-        for pending in (writing, syncing):
-            if pending is not None:
-                # Already failing: only make sure the thread is done with the descriptor.
+        for job in (hashing, writing, syncing):
+            if job is not None:
+                # Already failing: only make sure the threads are done with the descriptor.
                 with contextlib.suppress(Exception):
-                    await settle(pending)
+                    await settle(job)
         if fd >= 0:
             os.close(fd)
 
