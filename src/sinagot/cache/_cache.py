@@ -44,6 +44,7 @@ from types import TracebackType
 from .._fs import fsync_dir
 from ..config import CacheSettings
 from ..errors import CacheFullError, CacheLockTimeoutError
+from ._archive import fetch_archive, worth_an_archive
 from ._download import CHECKPOINT, WholeFileWriter, download_file, keep_completed
 from ._heartbeat import NetworkWaits, heartbeat
 from ._location import resolve_cache_dir
@@ -69,7 +70,7 @@ from ._manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
 from ._prune import GENERATION_PREFIX, prune_generations
 from ._sync import sync_tree
 from ._threads import run_to_completion
-from ._types import EntryKey, FileSource, ManifestFile, RemoteFile, check_file_set
+from ._types import ArchiveSource, EntryKey, FileSource, ManifestFile, RemoteFile, check_file_set
 
 __all__ = ["Cache", "EntryUse"]
 
@@ -415,7 +416,9 @@ class Cache:
             )
             if todo:
                 logger.info("downloading %d of %d files of %s", len(todo), len(files), what)
-                fetched = await self._download_watched(lock, stage, todo, source, what, committed)
+                fetched = await self._download_watched(
+                    lock, stage, todo, files, source, what, committed
+                )
                 if isinstance(fetched, Path):
                     await run_to_completion(shutil.rmtree, stage.path, True)
                     return fetched
@@ -443,6 +446,7 @@ class Cache:
         lock: EntryLock,
         staging: Staging,
         todo: list[RemoteFile],
+        files: Sequence[RemoteFile],
         source: FileSource,
         what: str,
         committed: Callable[[], Path | None],
@@ -451,7 +455,9 @@ class Cache:
         files, or the generation another holder committed meanwhile (the download is then
         abandoned)."""
         waits = NetworkWaits()
-        download = asyncio.create_task(self._download_all(staging, todo, waits.watch(source), what))
+        download = asyncio.create_task(
+            self._download_all(staging, todo, files, waits.watch(source), what)
+        )
         watcher = asyncio.create_task(heartbeat(lock, waits, self._flush_interval, committed))
         try:
             await asyncio.wait([download, watcher], return_when=asyncio.FIRST_COMPLETED)
@@ -467,11 +473,21 @@ class Cache:
         return found
 
     async def _download_all(
-        self, staging: Staging, todo: list[RemoteFile], source: FileSource, what: str
+        self,
+        staging: Staging,
+        todo: list[RemoteFile],
+        entry: Sequence[RemoteFile],
+        source: FileSource,
+        what: str,
     ) -> dict[str, str]:
+        """Fetch ``todo`` (of the ``entry``'s files): as one archive where that pays, then
+        what is left file by file, ``concurrent_files`` at a time; their MD5s."""
+        md5s: dict[str, str] = {}
+        if isinstance(source, ArchiveSource) and worth_an_archive(todo, entry):
+            md5s = await fetch_archive(staging, todo, source.archive(), what)
+            todo = [file for file in todo if file.name not in md5s]
         slots = asyncio.Semaphore(self.concurrent_files)
         whole = WholeFileWriter(room=4 * self.concurrent_files)
-        md5s: dict[str, str] = {}
 
         async def fetch(file: RemoteFile) -> None:
             md5s[file.name] = await download_file(
@@ -485,7 +501,7 @@ class Cache:
                 whole=whole,
             )
 
-        async def files() -> None:
+        async def fetch_all() -> None:
             try:
                 async with asyncio.TaskGroup() as group:
                     for file in todo:
@@ -496,7 +512,7 @@ class Cache:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(whole.run())
-                group.create_task(files())
+                group.create_task(fetch_all())
         except BaseExceptionGroup as errors:
             raise _first_leaf(errors) from None
         return md5s

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from ._lock import EntryLock
-from ._types import FileSource, RemoteFile
+from ._types import ArchiveSource, FileSource, RemoteFile
 
 __all__ = ["NetworkWaits", "heartbeat"]
 
@@ -25,7 +25,27 @@ class NetworkWaits:
         self.waiting = 0
 
     def watch(self, source: FileSource) -> FileSource:
+        if isinstance(source, ArchiveSource):
+            return _WatchedArchiveSource(source, self)
         return _WatchedSource(source, self)
+
+    async def counted(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """``chunks``, counted as waiting on the server between two of them."""
+        iterator = aiter(chunks)
+        try:
+            while True:
+                self.waiting += 1
+                try:
+                    chunk = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+                finally:
+                    self.waiting -= 1
+                yield chunk
+        finally:
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                await close()
 
 
 class _WatchedSource:
@@ -36,22 +56,19 @@ class _WatchedSource:
         self._source = source
         self._waits = waits
 
-    async def stream(self, file: RemoteFile, offset: int) -> AsyncIterator[bytes]:
-        chunks = aiter(self._source.stream(file, offset))
-        try:
-            while True:
-                self._waits.waiting += 1
-                try:
-                    chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    return
-                finally:
-                    self._waits.waiting -= 1
-                yield chunk
-        finally:
-            close = getattr(chunks, "aclose", None)
-            if close is not None:
-                await close()
+    def stream(self, file: RemoteFile, offset: int) -> AsyncIterator[bytes]:
+        return self._waits.counted(self._source.stream(file, offset))
+
+
+class _WatchedArchiveSource(_WatchedSource):
+    """An archive-capable ``source``, its archive counted too."""
+
+    def __init__(self, source: ArchiveSource, waits: NetworkWaits) -> None:
+        super().__init__(source, waits)
+        self._archive_source = source
+
+    def archive(self) -> AsyncIterator[bytes]:
+        return self._waits.counted(self._archive_source.archive())
 
 
 async def heartbeat(

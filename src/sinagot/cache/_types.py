@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from urllib.parse import quote, unquote, urlsplit
 
 from .._names import check_length
 from ..errors import ServerError, UnsafeNameError
 
 __all__ = [
+    "ArchiveSource",
     "EntryKey",
     "FileSource",
     "ManifestFile",
@@ -155,6 +156,18 @@ class FileSource(Protocol):
     supports_range: bool
 
     def stream(self, file: RemoteFile, offset: int) -> AsyncIterator[bytes]: ...
+
+
+@runtime_checkable
+class ArchiveSource(FileSource, Protocol):
+    """A source that can also send all of an entry's files as one zip archive.
+
+    One request instead of one per file: on a server with real per-request latency
+    (XNAT) it is what pays for entries of many small files. Member names end with
+    ``/files/<file name>`` (XNAT's layout) or are the file names themselves.
+    """
+
+    def archive(self) -> AsyncIterator[bytes]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,7 +90,7 @@ DEFAULT_SESSION_TYPE = "xnat:mrSessionData"
 
 
 class _EntrySource:
-    """The cache's view of one entry's files on the server (a ``FileSource``)."""
+    """The cache's view of one entry's files on the server (an ``ArchiveSource``)."""
 
     supports_range = True
 
@@ -102,6 +102,11 @@ class _EntrySource:
     def stream(self, file: RemoteFile, offset: int) -> AsyncIterator[bytes]:
         path = f"{self._base}/files/{quote(file.name, safe='/')}"
         return self._client.stream(path, offset, f"file {file.name} of {self._what}")
+
+    def archive(self) -> AsyncIterator[bytes]:
+        # XNAT zips a resource's files on the fly: one request for all of them.
+        path = f"{self._base}/files?format=zip"
+        return self._client.stream(path, 0, f"the files of {self._what} as a zip")
 
 
 def _read_copy(copy: Path, md5: str) -> dict[str, Any] | None:
