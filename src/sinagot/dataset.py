@@ -8,11 +8,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
 from typing import Any
 
+from ._ids import IdFilter
 from ._report import RunReport
 from .config import Settings, load_settings
 from .connectors import DataTree, Store, open_store
@@ -82,15 +84,23 @@ class _Scope:
         return tuple(self._dataset.ids())
 
     def run(
-        self, force: bool = False, *, mode: str | None = None, progress: Progress | None = None
+        self,
+        force: bool = False,
+        *,
+        mode: str | None = None,
+        progress: Progress | None = None,
+        hooks: RunHooks | None = None,
     ) -> RunReport:
         """Run every script of this scope that is not up to date; ``force`` reruns all.
 
         ``mode`` overrides the config's ``[run] mode`` ("main_process" or "dask");
-        ``progress(done, total)`` is called after each step.
+        ``progress(done, total)`` is called after each step; ``hooks`` hear of each
+        phase of the run (see :class:`sinagot.engine.RunHooks`).
         """
+        if progress is not None:
+            hooks = dataclasses.replace(hooks or RunHooks(), progress=progress)
         return self._dataset._run(
-            self._records(), self.task, self.modality, force=force, mode=mode, progress=progress
+            self._records(), self.task, self.modality, force=force, mode=mode, hooks=hooks
         )
 
 
@@ -149,7 +159,11 @@ class Dataset(_RecordSource):
         super().__init__(self, None, None)
         self.settings = settings
         self._store = store
-        self._ignored: set[str] = set()
+        self._ids = IdFilter(
+            settings.id_pattern,
+            settings.config_path.stem,
+            "folder" if settings.store.type == "local" else "session",
+        )
         _ensure_log_output(settings.log_level)
 
     @property
@@ -164,13 +178,8 @@ class Dataset(_RecordSource):
     def _list_ids(self) -> list[str]:
         tree = DataTree()
         self.store.populate_tree(tree)
-        ids: list[str] = []
-        for row in tree:
-            if self.settings.id_pattern.fullmatch(row.id):
-                ids.append(row.id)
-            elif row.id not in self._ignored:
-                self._ignored.add(row.id)
-                _log.info("ignoring %r: it does not match [records] id_pattern", row.id)
+        ids = [row.id for row in tree if self._ids.accept(row.id)]
+        self._ids.report(_log)
         return ids
 
     def _run(
@@ -181,7 +190,7 @@ class Dataset(_RecordSource):
         *,
         force: bool,
         mode: str | None,
-        progress: Progress | None,
+        hooks: RunHooks | None,
     ) -> RunReport:
         if mode not in (None, "main_process", "dask"):
             raise ValueError(f"mode {mode!r}: use 'main_process' or 'dask'")
@@ -192,7 +201,7 @@ class Dataset(_RecordSource):
                 Scope(records=records, task=task, modality=modality),
                 runner=runner_for(self.settings, mode),
                 force=force,
-                hooks=RunHooks(progress=progress) if progress is not None else None,
+                hooks=hooks,
             )
         return outcome.report
 

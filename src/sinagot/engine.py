@@ -66,14 +66,16 @@ class RunHooks:
     """What the caller of a run hears of it, and how it stops it; called in the run's thread.
 
     ``fetching``, ``running`` and ``publishing`` are called as each phase starts
-    (``publishing`` only when publication is deferred); ``progress(done, total)``
-    after each step; once ``cancel`` is set, unfinished steps fail as cancelled.
+    (``publishing`` only when publication is deferred); ``fetched(done, total)`` and
+    ``progress(done, total)`` count the records fetched and the steps run, from 0 as
+    their phase starts; once ``cancel`` is set, unfinished steps fail as cancelled.
     """
 
     fetching: Callable[[], None] = _nothing
     running: Callable[[], None] = _nothing
     publishing: Callable[[], None] = _nothing
     progress: Progress = _no_progress
+    fetched: Progress = _no_progress
     cancel: threading.Event | None = None
 
 
@@ -104,13 +106,15 @@ def _fetch_and_plan(
     *,
     force: bool,
     use_pending: bool,
+    counted: Progress,
 ) -> tuple[dict[str, DataRow], list[StepSpec]]:
     graph = StepGraph(settings)
     run_id = uuid.uuid4().hex[:12]
     rows: dict[str, DataRow] = {}
     specs: list[StepSpec] = []
     with ChecksumCache(store.local_root) as cache:
-        for record in scope.records:
+        counted(0, len(scope.records))
+        for done, record in enumerate(scope.records, 1):
             row = rows[record] = DataRow(id=record)
             store.populate_row(row)
             plan = graph.plan(record, scope)
@@ -130,6 +134,7 @@ def _fetch_and_plan(
                 )
                 for step in plan.steps
             )
+            counted(done, len(scope.records))
         if cache.hashed:
             _log.info("hashed %d changed input files", cache.hashed)
     return rows, specs
@@ -156,7 +161,7 @@ def run_scope(
     begin = time.perf_counter()
     hooks.fetching()
     rows, specs = _fetch_and_plan(
-        settings, store, scope, force=force, use_pending=defer_publication
+        settings, store, scope, force=force, use_pending=defer_publication, counted=hooks.fetched
     )
     pipeline = settings.store.pipeline
 
@@ -164,6 +169,7 @@ def run_scope(
         return commit_result(store, rows, pipeline, result, defer=defer_publication)
 
     hooks.running()
+    hooks.progress(0, len(specs))
     results = runner.run(specs, commit, hooks.progress, Watch(script_timeout, hooks.cancel))
     report = RunReport(tuple(results), seconds=time.perf_counter() - begin, mode=runner.mode)
     publications: dict[str, Publication] = {}
