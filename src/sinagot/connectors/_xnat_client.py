@@ -354,7 +354,8 @@ class XnatClient:
             except BaseException:
                 response.release()
                 raise
-            COUNTERS.uploaded(self.server, sent)
+            if sent:
+                COUNTERS.uploaded(self.server, sent)
             return response
         raise AssertionError("unreachable: the second try always returns or raises")
 

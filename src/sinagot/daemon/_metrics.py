@@ -172,26 +172,34 @@ def _dataset_families(datasets: Sequence[DatasetStatus], daemon: Daemon) -> Iter
     yield from (jobs, up, failures, last_poll, sessions, polls, attempts)
 
 
-def _per_server(name: str, doc: str, values: dict[str, int]) -> CounterMetricFamily:
+def _per_server(
+    name: str, doc: str, values: dict[str, int], servers: Iterable[str]
+) -> CounterMetricFamily:
+    # Every server talked to has each series, at 0 until it counts: rate() and alerts
+    # need a series before its first increment.
     family = CounterMetricFamily(name, doc, labels=["server"])
-    for server, value in sorted(values.items()):
-        family.add_metric([server], value)
+    for server in servers:
+        family.add_metric([server], values.get(server, 0))
     return family
 
 
 def _transfer_families(counts: CountsSnapshot) -> Iterator[Metric]:
+    servers = sorted(counts.requests)
     yield _per_server(
-        "sinagot_http_requests", "HTTP requests sent to each server.", counts.requests
+        "sinagot_http_requests", "HTTP requests sent to each server.", counts.requests, servers
     )
     yield _per_server(
         "sinagot_http_request_errors",
         "Requests that got no answer or an error status (each try counts).",
         counts.request_errors,
+        servers,
     )
     yield _per_server(
-        "sinagot_downloaded_bytes", "Bytes received from each server.", counts.downloaded
+        "sinagot_downloaded_bytes", "Bytes received from each server.", counts.downloaded, servers
     )
-    yield _per_server("sinagot_uploaded_bytes", "Bytes uploaded to each server.", counts.uploaded)
+    yield _per_server(
+        "sinagot_uploaded_bytes", "Bytes uploaded to each server.", counts.uploaded, servers
+    )
 
 
 def _cache_families(counts: CountsSnapshot, caches: dict[Path, _CacheSize]) -> Iterator[Metric]:
