@@ -20,6 +20,7 @@ from daemon_support import DaemonProcess, add_session, daemon_table, wait_for, w
 from foundation_support import config_for, write_project
 from sinagot import Dataset
 from sinagot.daemon._journal import SCHEMA_VERSION
+from terminal_support import run_on_terminal
 
 SINAGOT = str(Path(sys.executable).with_name("sinagot"))
 
@@ -162,14 +163,18 @@ def test_jobs_table_fits_the_terminal_with_long_labels(
     add_session(config, "REC-1")
     daemon = start_daemon([config])
     wait_for(lambda: len(daemon.jobs(state="failed")) == 1, what="the failing job")
-    table = cli("jobs", "--socket", str(daemon.socket), COLUMNS="100")
-    assert table.returncode == 0, table.stderr
-    lines = table.stdout.splitlines()
-    assert max(len(line) for line in lines) <= 100, table.stdout
+    code, screen = run_on_terminal("jobs", "--socket", str(daemon.socket), columns=100)
+    assert code == 0, screen
+    lines = screen.splitlines()
+    assert max(len(line) for line in lines) <= 100, screen
     (failed,) = [line for line in lines if "failed" in line]
     # Names cut in the middle (both ends tell sessions apart), the error at the end.
-    assert re.search(r"REC-200\u2026\S*run-02 ", failed) and "sonetaa\u2026" in failed
+    assert re.search(r" REC-\S*\u2026\S*-02 ", failed)
+    assert re.search(r" sonet\S*\u2026\S*-name ", failed)
     assert failed.rstrip().endswith("xx\u2026")  # the error cut at the end
+    # In a pipe, whole lines (for grep); --json has everything too.
+    piped = cli("jobs", "--socket", str(daemon.socket)).stdout
+    assert long_label in piped and name in piped and "x" * 300 in piped
     whole = json.loads(cli("jobs", "--socket", str(daemon.socket), "--json").stdout)
     assert long_label in {job["session"] for job in whole["jobs"]}
 

@@ -3,18 +3,14 @@ nothing with --quiet."""
 
 from __future__ import annotations
 
-import fcntl
-import os
-import struct
 import subprocess
 import sys
-import termios
-import time
 from pathlib import Path
 
 import pytest
 
 from foundation_support import config_for, write_project
+from terminal_support import run_on_terminal
 
 SINAGOT = str(Path(sys.executable).with_name("sinagot"))
 
@@ -38,35 +34,6 @@ def config(tmp_path: Path) -> Path:
         config=config_for({"clinical": ["slow"]}, {"RS": ["clinical"]}),
         scripts={"clinical/slow.py": SLOW},
     )
-
-
-def run_on_terminal(*args: str, timeout: float = 120.0) -> tuple[int, str]:
-    """``sinagot ARGS`` with a pseudo-terminal (120 x 40) as stdin, stdout and stderr."""
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    try:
-        process = subprocess.Popen(
-            [SINAGOT, *args], stdin=slave, stdout=slave, stderr=slave, close_fds=True
-        )
-    finally:
-        os.close(slave)
-    chunks = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        code = process.wait(timeout=max(deadline - time.monotonic(), 1))
-    finally:
-        os.close(master)
-        if process.poll() is None:
-            process.kill()
-    return code, b"".join(chunks).decode(errors="replace")
 
 
 def test_a_terminal_gets_progress_bars_with_log_lines_above(config: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -109,21 +109,24 @@ def format_status(status: Mapping[str, Any], now: float | None = None) -> str:
 
 
 def format_jobs(jobs: Sequence[Mapping[str, Any]], width: int | None = None) -> str:
-    """The jobs as a table that fits ``width`` columns (default: the terminal's), long
-    names and errors cut with an ellipsis (``sinagot jobs ID`` and ``--json`` show them whole)."""
+    """The jobs as a table, fitted to ``width`` columns when given (a terminal's): long
+    names and errors cut with an ellipsis (``sinagot jobs ID`` and ``--json`` show them
+    whole). Without a width nothing is cut, for grep and friends."""
     if not jobs:
         return "no jobs"
-    width = shutil.get_terminal_size((120, 24)).columns if width is None else width
     header = ["ID", "DATASET", "SESSION", "STATE", "ATTEMPTS", "UPDATED", "LAST ERROR"]
     fixed = [
         [str(job["id"]), job["state"], str(job["attempts"]), _clock(job["updated"])] for job in jobs
     ]
-    # Column widths plus two spaces after each: what the names may take, then the error.
-    others = sum(
-        max(len(h), *(len(row[i]) for row in fixed)) + 2
-        for i, h in enumerate(("ID", "STATE", "ATTEMPTS", "UPDATED"))
-    )
-    names = max(MIN_NAME_WIDTH, min(NAME_WIDTH, (width - others - MIN_ERROR_WIDTH) // 2 - 2))
+    if width is None:
+        width = names = sys.maxsize
+    else:
+        # Column widths plus two spaces after each: what the names may take, then the error.
+        others = sum(
+            max(len(h), *(len(row[i]) for row in fixed)) + 2
+            for i, h in enumerate(("ID", "STATE", "ATTEMPTS", "UPDATED"))
+        )
+        names = max(MIN_NAME_WIDTH, min(NAME_WIDTH, (width - others - MIN_ERROR_WIDTH) // 2 - 2))
     rows = [
         [
             ids[0],
