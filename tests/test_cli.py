@@ -150,7 +150,7 @@ def test_progress_on_stderr_for_longer_runs(tmp_path: Path) -> None:
     )
     result = sinagot("run", str(config), "--json")
     assert result.returncode == 0, result.stderr
-    assert "progress: 2/2 steps (100%)" in result.stderr
+    assert "run: 2/2 steps (100%)" in result.stderr
     assert json.loads(result.stdout)["ran"] == 2
 
 

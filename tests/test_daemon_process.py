@@ -143,7 +143,7 @@ def test_processes_new_and_changed_sessions_once(tmp_path: Path, start_daemon: S
     daemon = start_daemon([config])
     daemon.wait_jobs("done", 2)
     assert sorted(uploads(config)) == ["REC-1", "REC-2"]
-    assert "ignoring session 'junk'" in daemon.log_text()
+    assert "ignoring 1 session(s) that do not match id_pattern" in daemon.log_text()
 
     touch_session(config, "REC-1")
     wait_for(lambda: uploads(config).count("REC-1") == 2, what="REC-1 processed again")

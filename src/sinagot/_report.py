@@ -9,6 +9,9 @@ from typing import Any
 
 __all__ = ["RunReport", "StepKey", "StepResult", "StepStatus"]
 
+# Records named in a grouped error line; ``to_dict()`` lists every step.
+_RECORDS_SHOWN = 10
+
 
 class StepStatus(StrEnum):
     RAN = "ran"
@@ -155,5 +158,27 @@ class RunReport:
         lines.append(summary)
         if self.results and self.ran == 0 and self.ok and self.missing_input == 0:
             lines.append("Everything is up to date: nothing to do.")
-        lines.extend(f"error: {step}: {error}" for step, error in self.errors.items())
+        lines.extend(self._error_lines())
         return "\n".join(lines)
+
+    def _error_lines(self) -> list[str]:
+        """One line per distinct error: a script that cannot load, or input missing everywhere,
+        fails many steps the same way, and one line with their count says it best."""
+        groups: dict[str, list[StepKey]] = {}
+        for result in self.results:
+            if result.error is not None:
+                groups.setdefault(result.error, []).append(result.key)
+        lines = []
+        for error, keys in groups.items():
+            if len(keys) == 1:
+                lines.append(f"error: {keys[0]}: {error}")
+                continue
+            units = ", ".join(dict.fromkeys(key.unit for key in keys))
+            records = list(dict.fromkeys(key.record for key in keys))
+            shown = ", ".join(records[:_RECORDS_SHOWN])
+            if len(records) > _RECORDS_SHOWN:
+                shown += f" and {len(records) - _RECORDS_SHOWN} more"
+            lines.append(
+                f"error: {len(keys)} steps ({units}) of {len(records)} record(s) [{shown}]: {error}"
+            )
+        return lines

@@ -8,12 +8,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ._ids import IdFilter
 from ._report import RunReport
 from .config import Settings, load_settings
 from .connectors import DataTree, Store, open_store
@@ -84,15 +86,23 @@ class _Scope:
         return tuple(listed)
 
     def run(
-        self, force: bool = False, *, mode: str | None = None, progress: Progress | None = None
+        self,
+        force: bool = False,
+        *,
+        mode: str | None = None,
+        progress: Progress | None = None,
+        hooks: RunHooks | None = None,
     ) -> RunReport:
         """Run every script of this scope that is not up to date; ``force`` reruns all.
 
         ``mode`` overrides the config's ``[run] mode`` ("main_process" or "dask");
-        ``progress(done, total)`` is called after each step.
+        ``progress(done, total)`` is called after each step; ``hooks`` hear of each
+        phase of the run (see :class:`sinagot.engine.RunHooks`).
         """
+        if progress is not None:
+            hooks = dataclasses.replace(hooks or RunHooks(), progress=progress)
         return self._dataset._run(
-            self._records, self.task, self.modality, force=force, mode=mode, progress=progress
+            self._records, self.task, self.modality, force=force, mode=mode, hooks=hooks
         )
 
 
@@ -151,7 +161,11 @@ class Dataset(_RecordSource):
         super().__init__(self, None, None)
         self.settings = settings
         self._store = store
-        self._ignored: set[str] = set()
+        self._ids = IdFilter(
+            settings.id_pattern,
+            settings.config_path.stem,
+            "folder" if settings.store.type == "local" else "session",
+        )
         _ensure_log_output(settings.log_level)
 
     @property
@@ -170,13 +184,8 @@ class Dataset(_RecordSource):
         """The records in the store's order, each with its change marker (one listing)."""
         tree = DataTree()
         self.store.populate_tree(tree)
-        listed: dict[str, str | None] = {}
-        for row in tree:
-            if self.settings.id_pattern.fullmatch(row.id):
-                listed[row.id] = row.last_modified
-            elif row.id not in self._ignored:
-                self._ignored.add(row.id)
-                _log.info("ignoring %r: it does not match [records] id_pattern", row.id)
+        listed = {row.id: row.last_modified for row in tree if self._ids.accept(row.id)}
+        self._ids.report(_log)
         return listed
 
     def _run(
@@ -187,7 +196,7 @@ class Dataset(_RecordSource):
         *,
         force: bool,
         mode: str | None,
-        progress: Progress | None,
+        hooks: RunHooks | None,
     ) -> RunReport:
         if mode not in (None, "main_process", "dask"):
             raise ValueError(f"mode {mode!r}: use 'main_process' or 'dask'")
@@ -199,7 +208,7 @@ class Dataset(_RecordSource):
                 Scope(records=records(listed), task=task, modality=modality),
                 runner=runner_for(self.settings, mode),
                 force=force,
-                hooks=RunHooks(progress=progress) if progress is not None else None,
+                hooks=hooks,
                 listed=listed,
             )
         return outcome.report

@@ -67,14 +67,16 @@ class RunHooks:
     """What the caller of a run hears of it, and how it stops it; called in the run's thread.
 
     ``fetching``, ``running`` and ``publishing`` are called as each phase starts
-    (``publishing`` only when publication is deferred); ``progress(done, total)``
-    after each step; once ``cancel`` is set, unfinished steps fail as cancelled.
+    (``publishing`` only when publication is deferred); ``fetched(done, total)`` and
+    ``progress(done, total)`` count the records fetched and the steps run, from 0 as
+    their phase starts; once ``cancel`` is set, unfinished steps fail as cancelled.
     """
 
     fetching: Callable[[], None] = _nothing
     running: Callable[[], None] = _nothing
     publishing: Callable[[], None] = _nothing
     progress: Progress = _no_progress
+    fetched: Progress = _no_progress
     cancel: threading.Event | None = None
 
 
@@ -116,19 +118,22 @@ def _fetch_and_plan(
     *,
     force: bool,
     use_pending: bool,
+    counted: Progress,
 ) -> _Prepared:
     graph = StepGraph(settings)
     pipeline = settings.store.pipeline
     run_id = uuid.uuid4().hex[:12]
     prepared = _Prepared()
     with ChecksumCache(store.local_root) as cache:
-        for record in scope.records:
+        counted(0, len(scope.records))
+        for done, record in enumerate(scope.records, 1):
             plan = prepared.plans[record] = graph.plan(record, scope)
             if not force and up_to_date(store.local_root, plan, listed.get(record), pipeline):
                 prepared.unchanged[record] = [
                     StepResult(step.key, StepStatus.UP_TO_DATE, reason="record unchanged")
                     for step in plan.steps
                 ]
+                counted(done, len(scope.records))
                 continue
             row = prepared.rows[record] = DataRow(id=record)
             store.populate_row(row)
@@ -146,6 +151,7 @@ def _fetch_and_plan(
                 )
                 for step in plan.steps
             )
+            counted(done, len(scope.records))
         if cache.hashed:
             _log.info("hashed %d changed input files", cache.hashed)
     if prepared.unchanged:
@@ -178,7 +184,13 @@ def run_scope(
     begin = time.perf_counter()
     hooks.fetching()
     prepared = _fetch_and_plan(
-        settings, store, scope, listed, force=force, use_pending=defer_publication
+        settings,
+        store,
+        scope,
+        listed,
+        force=force,
+        use_pending=defer_publication,
+        counted=hooks.fetched,
     )
     rows, pipeline = prepared.rows, settings.store.pipeline
 
@@ -186,6 +198,7 @@ def run_scope(
         return commit_result(store, rows, pipeline, result, defer=defer_publication)
 
     hooks.running()
+    hooks.progress(0, len(prepared.specs))
     ran = runner.run(prepared.specs, commit, hooks.progress, Watch(script_timeout, hooks.cancel))
     by_record: dict[str, list[StepResult]] = dict(prepared.unchanged)
     for result in ran:

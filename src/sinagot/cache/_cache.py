@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from .._counters import COUNTERS
 from .._fs import fsync_dir
 from ..config import CacheSettings
 from ..errors import CacheFullError, CacheLockTimeoutError
@@ -305,6 +306,7 @@ class Cache:
         # A hit is one small manifest read and a stat per file (tens of microseconds): cheaper
         # inline than a hop to a thread, and thousands of hits must stay well under a second.
         hit = self.lookup(key, files, last_modified=last_modified)
+        COUNTERS.cache_lookup(hit=hit is not None)
         if hit is not None:
             return hit
         home = self.entry_dir(key)

@@ -21,6 +21,7 @@ from ..daemon import register_commands as register_daemon
 from ..errors import ConfigError, SinagotError
 from ._cache import register as register_cache
 from ._emulator import register as register_emulator
+from ._init import register as register_init
 from ._run import register as register_foundation
 
 __all__ = ["build_parser", "daemon_main", "main"]
@@ -36,6 +37,7 @@ EXIT_INTERRUPTED = 130
 def _registrars() -> list[Registrar]:
     return [
         register_foundation,
+        register_init,
         register_daemon,
         register_emulator,
         register_cache,

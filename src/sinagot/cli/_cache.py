@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..cache import Cache
 
-__all__ = ["parse_size", "register"]
+__all__ = ["human_bytes", "parse_size", "register"]
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
@@ -27,7 +27,7 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
 
 
-def _human(size: float) -> str:
+def human_bytes(size: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
@@ -53,11 +53,13 @@ def _ls(args: argparse.Namespace) -> int:
     cache = _cache(args)
     entries = cache.entries()
     now = time.time()
-    out = [f"cache {cache.root}: {len(entries)} entries, {_human(sum(e.size for e in entries))}"]
+    out = [
+        f"cache {cache.root}: {len(entries)} entries, {human_bytes(sum(e.size for e in entries))}"
+    ]
     for e in entries:
         fetched = "incomplete" if e.fetched is None else f"fetched {_age(now - e.fetched)} ago"
         out.append(
-            f"{e.name}  {e.files} files  {_human(e.size)}  {fetched}, used {_age(now - e.last_used)} ago"
+            f"{e.name}  {e.files} files  {human_bytes(e.size)}  {fetched}, used {_age(now - e.last_used)} ago"
         )
     sys.stdout.write("\n".join(out) + "\n")
     return 0
@@ -81,11 +83,11 @@ def _verify(args: argparse.Namespace) -> int:
 def _gc(args: argparse.Namespace) -> int:
     report = _cache(args).gc(args.max_size)
     out = [
-        f"cache size {_human(report.size_before)} -> {_human(report.size_after)} "
-        f"(limit {_human(args.max_size)}); evicted {len(report.evicted)} entries, "
+        f"cache size {human_bytes(report.size_before)} -> {human_bytes(report.size_after)} "
+        f"(limit {human_bytes(args.max_size)}); evicted {len(report.evicted)} entries, "
         f"removed {report.removed_temporary} temporary folders"
     ]
-    out.extend(f"EVICTED {e.name} ({_human(e.size)})" for e in report.evicted)
+    out.extend(f"EVICTED {e.name} ({human_bytes(e.size)})" for e in report.evicted)
     out.extend(f"KEPT {e.name}: locked or in use" for e in report.busy)
     sys.stdout.write("\n".join(out) + "\n")
     return 0

@@ -6,32 +6,25 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .._report import RunReport
     from ..dataset import Dataset, Record, Subset
+    from ..engine import RunHooks
+    from ._progress import ProgressDisplay
 
-__all__ = ["register"]
+__all__ = ["add_quiet", "register"]
 
 
-class _Progress:
-    """Prints "done/total" to stderr, but only once a run has lasted more than a moment."""
-
-    def __init__(self, delay: float = 1.0, every: float = 2.0) -> None:
-        self._start = time.monotonic()
-        self._delay = delay
-        self._every = every
-        self._last = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - self._start < self._delay or (now - self._last < self._every and done < total):
-            return
-        self._last = now
-        sys.stderr.write(f"progress: {done}/{total} steps ({100 * done // max(total, 1)}%)\n")
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars (on a terminal) or progress lines (elsewhere)",
+    )
 
 
 def _apply_log_level(args: argparse.Namespace, dataset: Dataset) -> None:
@@ -41,6 +34,30 @@ def _apply_log_level(args: argparse.Namespace, dataset: Dataset) -> None:
     if level != "DEBUG":
         # The Dask cluster's own start/stop chatter is noise for a run.
         logging.getLogger("distributed").setLevel(logging.WARNING)
+
+
+def _hooks(display: ProgressDisplay, remote: bool) -> RunHooks:
+    from ..engine import RunHooks
+
+    return RunHooks(
+        fetched=display.counter("fetch", "record", downloads=remote),
+        progress=display.counter("run", "step"),
+    )
+
+
+def _run_with_progress(
+    dataset: Dataset,
+    scope: Dataset | Subset | Record,
+    quiet: bool,
+    *,
+    force: bool = False,
+    mode: str | None = None,
+) -> RunReport:
+    from ._progress import ProgressDisplay
+
+    remote = dataset.settings.store.type != "local"
+    with ProgressDisplay(quiet=quiet) as display, display.logging_above():
+        return scope.run(force=force, mode=mode, hooks=_hooks(display, remote))
 
 
 def _report_out(report: RunReport, as_json: bool) -> int:
@@ -63,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         scope = getattr(scope, args.task)
     if args.modality is not None:
         scope = getattr(scope, args.modality)
-    report = scope.run(force=args.force, progress=_Progress())
+    report = _run_with_progress(dataset, scope, args.quiet, force=args.force)
     return _report_out(report, args.json)
 
 
@@ -81,15 +98,17 @@ def _ids(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     if args.daemon:
         from ..demo import demo_daemon
+        from ._progress import ProgressDisplay
 
-        return demo_daemon(args)
+        with ProgressDisplay(quiet=args.quiet) as display, display.logging_above():
+            return demo_daemon(args, sessions=display.counter("demo", "session"))
     from ..dataset import Dataset
     from ..demo import write_demo
 
     config = write_demo(Path(args.dir).resolve())
     dataset = Dataset(config)
     _apply_log_level(args, dataset)
-    report = dataset.run(mode="dask" if args.dask else None, progress=_Progress())
+    report = _run_with_progress(dataset, dataset, args.quiet, mode="dask" if args.dask else None)
     code = _report_out(report, args.json)
     if not args.json:
         sys.stdout.write(
@@ -111,6 +130,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--modality", metavar="M", help="only this modality")
     run.add_argument("--force", action="store_true", help="rerun even up-to-date scripts")
     run.add_argument("--json", action="store_true", help="print the report as one JSON document")
+    add_quiet(run)
     run.set_defaults(handler=_run)
 
     ids = subparsers.add_parser(
@@ -136,4 +156,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " daemon process it and upload the results",
     )
     demo.add_argument("--json", action="store_true", help="print the report as one JSON document")
+    add_quiet(demo)
     demo.set_defaults(handler=_demo)

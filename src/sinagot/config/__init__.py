@@ -7,7 +7,7 @@ config file, so a config works from any current directory.
 
 from __future__ import annotations
 
-from ._load import load_settings, load_store_settings
+from ._load import load_settings, load_store_settings, name_problem
 from ._settings import (
     JOBQUEUE_CLUSTERS,
     CacheSettings,
@@ -32,4 +32,5 @@ __all__ = [
     "TaskSettings",
     "load_settings",
     "load_store_settings",
+    "name_problem",
 ]

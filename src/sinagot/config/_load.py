@@ -10,19 +10,28 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .._names import shorten
+from .._names import length_problem, shorten
 from ..errors import ConfigError
 from ._reader import KNOWN_TABLES, NAME, Reader, close_names
 from ._services import daemon_settings, dask_settings, store_settings
 from ._settings import SCRIPT_SUFFIX, ModalitySettings, Settings, StoreSettings, TaskSettings
 
-__all__ = ["load_settings", "load_store_settings"]
+__all__ = ["load_settings", "load_store_settings", "name_problem"]
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Scopes are attributes (ds.RS, rec.EEG): these names would hide the API.
 _RESERVED = frozenset(
     {"run", "ids", "get", "first", "task", "modality", "id", "settings", "store", "mro"}
 )
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a task or modality name, or None if it can."""
+    if not NAME.fullmatch(name):
+        return "a task or modality name has only letters, digits and '_', and starts with no digit"
+    if name in _RESERVED:
+        return f"{name!r} is a name of the Python API (ds.{name})"
+    return length_problem(name, "name")
 
 
 def load_settings(path: str | os.PathLike[str]) -> Settings:
@@ -154,7 +163,7 @@ def _modalities(reader: Reader, table: Mapping[str, Any]) -> dict[str, ModalityS
     for name, body in table.items():
         key = f"modalities.{name}"
         reader.check_length(f"modalities.{shorten(name)}", name, "modality name")
-        if not NAME.fullmatch(name) or name in _RESERVED:
+        if name_problem(name):
             raise reader.error(
                 key, "is not a valid modality name", "use letters, digits and '_', not an API name"
             )
@@ -186,7 +195,7 @@ def _tasks(
     for name in table:
         key = f"tasks.{name}"
         reader.check_length(f"tasks.{shorten(name)}", name, "task name")
-        if not NAME.fullmatch(name) or name in _RESERVED:
+        if name_problem(name):
             raise reader.error(
                 key, "is not a valid task name", "use letters, digits and '_', not an API name"
             )

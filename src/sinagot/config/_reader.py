@@ -60,6 +60,8 @@ KNOWN_TABLES: dict[str, tuple[str, ...]] = {
         "socket",
         "state_dir",
         "control_group",
+        "metrics_address",
+        "metrics_allow_remote",
     ),
 }
 

@@ -177,6 +177,37 @@ def _is_loopback_address(address: str) -> bool:
         return False
 
 
+def _metrics_address(reader: Reader, table: Mapping[str, Any]) -> tuple[str, int] | None:
+    """``[daemon] metrics_address``: "PORT" or ":PORT" (loopback), or "HOST:PORT"."""
+    text = reader.typed(table, "daemon", "metrics_address", str, None)
+    allow_remote = reader.typed(table, "daemon", "metrics_allow_remote", bool, False)
+    if text is None:
+        if "metrics_allow_remote" in table:
+            raise reader.error(
+                "daemon.metrics_allow_remote",
+                "only applies to daemon.metrics_address",
+                "remove it, or set metrics_address",
+            )
+        return None
+    host, _, port_text = text.strip().rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise reader.error(
+            "daemon.metrics_address",
+            f"{text!r} is not a port or HOST:PORT",
+            'use "9464" (on 127.0.0.1), "127.0.0.1:9464" or "[::1]:9464"; 0 picks a free port',
+        )
+    if not allow_remote and not _is_loopback_address(f"[{host}]" if ":" in host else host):
+        raise reader.error(
+            "daemon.metrics_address",
+            f"{host!r} is not a loopback address: the metrics endpoint has no authentication"
+            " or TLS, so anyone who reaches it reads the names of datasets and servers",
+            "keep it on 127.0.0.1 and let the Prometheus of this host (or a TLS proxy) scrape"
+            " it, or set metrics_allow_remote = true if the network is trusted",
+        )
+    return host, int(port_text)
+
+
 def daemon_settings(reader: Reader, table: Mapping[str, Any]) -> DaemonSettings:
     return DaemonSettings(
         poll_interval=reader.number(table, "daemon", "poll_interval", 60.0),
@@ -193,4 +224,5 @@ def daemon_settings(reader: Reader, table: Mapping[str, Any]) -> DaemonSettings:
         socket=reader.path(table, "daemon", "socket"),
         state_dir=reader.path(table, "daemon", "state_dir"),
         control_group=reader.text(table, "daemon", "control_group"),
+        metrics_address=_metrics_address(reader, table),
     )

@@ -132,6 +132,8 @@ class DaemonSettings:
     socket: Path | None = None
     state_dir: Path | None = None
     control_group: str | None = None
+    # (host, port) of the Prometheus endpoint /metrics over TCP; None: the socket's only.
+    metrics_address: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

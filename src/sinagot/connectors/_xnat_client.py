@@ -14,6 +14,7 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -26,6 +27,7 @@ import aiohttp
 import tenacity
 from yarl import URL
 
+from .._counters import COUNTERS
 from ..errors import (
     AccessDeniedError,
     AuthenticationError,
@@ -189,7 +191,8 @@ class XnatClient:
     async def _login_once(self) -> str:
         pair = f"{self._credentials.user}:{self._credentials.password}".encode()
         auth = {"Authorization": f"Basic {base64.b64encode(pair).decode()}"}
-        async with self._http().get(self._url(_JSESSION), headers=auth) as response:
+        response = await self._counted(self._http().get(self._url(_JSESSION), headers=auth))
+        async with response:
             body = await response.read()
             self._check_status(response, "GET", _JSESSION, "the login service")
             token = body.decode(errors="replace").strip()
@@ -298,6 +301,16 @@ class XnatClient:
 
     # -- requests ------------------------------------------------------------------------
 
+    async def _counted(self, request: Awaitable[aiohttp.ClientResponse]) -> aiohttp.ClientResponse:
+        """The response to ``request``, counted for the metrics (no answer counts as an error)."""
+        try:
+            response = await request
+        except _TRANSIENT:
+            COUNTERS.request(self.server, failed=True)
+            raise
+        COUNTERS.request(self.server, failed=response.status >= 400)
+        return response
+
     async def _send(
         self,
         method: str,
@@ -314,15 +327,19 @@ class XnatClient:
             token = self._token
             all_headers = {"Cookie": f"JSESSIONID={token}", **(headers or {})}
             handle = None
+            sent = len(body) if isinstance(body, bytes) else 0
             if isinstance(body, Path):
                 handle = await asyncio.to_thread(body.open, "rb")
+                sent = os.fstat(handle.fileno()).st_size
             try:
-                response = await self._http().request(
-                    method,
-                    self._url(path),
-                    params=params,
-                    data=handle if handle is not None else body,
-                    headers=all_headers,
+                response = await self._counted(
+                    self._http().request(
+                        method,
+                        self._url(path),
+                        params=params,
+                        data=handle if handle is not None else body,
+                        headers=all_headers,
+                    )
                 )
             finally:
                 if handle is not None:
@@ -337,6 +354,8 @@ class XnatClient:
             except BaseException:
                 response.release()
                 raise
+            if sent:
+                COUNTERS.uploaded(self.server, sent)
             return response
         raise AssertionError("unreachable: the second try always returns or raises")
 
@@ -349,7 +368,9 @@ class XnatClient:
         body: bytes | Path | None,
     ) -> bytes:
         async with await self._send(method, path, what, params=params, body=body) as response:
-            return await response.read()
+            data = await response.read()
+        COUNTERS.downloaded(self.server, len(data))
+        return data
 
     async def request(
         self,
@@ -406,6 +427,7 @@ class XnatClient:
                             if not chunk:
                                 continue
                         position += len(chunk)
+                        COUNTERS.downloaded(self.server, len(chunk))
                         yield chunk
                 return
             except _TRANSIENT as exc:

@@ -21,7 +21,7 @@ from aiohttp import hdrs, web
 from .._version import __version__
 from ..errors import ConfigError, SinagotError
 from ._gate import ConnectionGate, GatedConnection
-from ._metrics import render_metrics
+from ._metrics import CONTENT_TYPE
 from ._peers import PeerCredentials, may_control, peer_credentials
 from ._states import JobState
 
@@ -146,6 +146,7 @@ class _Api:
                 "stopping": daemon.stopping,
                 "workers": {"max": daemon.settings.max_concurrent_jobs, "busy": daemon.busy_jobs},
                 "queued": daemon.queued_jobs,
+                "metrics_url": daemon.metrics_url,
                 "datasets": [d.to_json() for d in datasets],
             }
         )
@@ -212,9 +213,5 @@ class _Api:
         return web.json_response({"reloaded": True, "datasets": datasets})
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(
-            text=await render_metrics(self.daemon),
-            content_type="text/plain",
-            charset="utf-8",
-            headers={"X-Content-Format": "prometheus-0.0.4"},
-        )
+        body = await self.daemon.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -85,6 +85,8 @@ class AttemptEnd:
     session: str
     # The session's stamp after the job's own uploads (ProcessResult.settled_last_modified).
     settled: str | None = None
+    # (status, seconds) of the scripts the attempt ran (ProcessResult.steps).
+    steps: tuple[tuple[str, float], ...] = ()
 
 
 async def attempt(
@@ -141,7 +143,7 @@ async def attempt(
             job_id, job.last_modified, result.summary(), tuple(job_log.lines), settled
         )
         outcome = Outcome.DONE if state == JobState.DONE else Outcome.CHANGED
-        return AttemptEnd(outcome, job.session, settled)
+        return AttemptEnd(outcome, job.session, settled, result.steps)
     logger.warning("%s: attempt %d failed: %s", where, job.attempts, error)
     failed = await journal.fail(
         job_id,
@@ -150,12 +152,13 @@ async def attempt(
         retry_backoff=settings().retry_backoff,
         log_tail=tuple(job_log.lines),
     )
+    steps = () if result is None else result.steps
     if failed.state != JobState.FAILED:
-        return AttemptEnd(Outcome.RETRY, job.session)
+        return AttemptEnd(Outcome.RETRY, job.session, steps=steps)
     logger.error(
         "%s: failed after %d attempt(s); fix it, then run `sinagot retry %d`",
         where,
         failed.attempts,
         job_id,
     )
-    return AttemptEnd(Outcome.FAILED, job.session)
+    return AttemptEnd(Outcome.FAILED, job.session, steps=steps)

@@ -38,6 +38,9 @@ class ProcessResult:
     then. The job is done for that stamp, so the next poll does not take the
     job's own uploads for a change. None when it could not prove it: the job
     is done for the stamp it started for, as listed.
+
+    ``steps``: (status, seconds) of each script that ran, passed or failed (the
+    daemon's step duration histogram).
     """
 
     ran: int = 0
@@ -46,6 +49,7 @@ class ProcessResult:
     uploaded: int = 0
     errors: tuple[str, ...] = field(default_factory=tuple)
     settled_last_modified: str | None = None
+    steps: tuple[tuple[str, float], ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -62,7 +63,9 @@ def _jobs(args: argparse.Namespace) -> int:
     if args.id is not None:
         return _emit(args, _call(client.job(args.id)), format_job)
     jobs = _call(client.jobs(state=args.state, dataset=args.dataset, limit=args.limit))
-    return _emit(args, {"jobs": jobs}, lambda body: format_jobs(body["jobs"]))
+    # Fitted to a terminal; whole lines for a pipe.
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    return _emit(args, {"jobs": jobs}, lambda body: format_jobs(body["jobs"], width))
 
 
 def _retry(args: argparse.Namespace) -> int:

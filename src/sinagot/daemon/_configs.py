@@ -24,8 +24,8 @@ logger = logging.getLogger(__name__)
 
 SettingsLoader = Callable[[Path], "Settings"]
 
-# What the running daemon has built on (its socket, its journal, its workers).
-_RESTART_ONLY = ("socket", "state_dir", "max_concurrent_jobs")
+# What the running daemon has built on (its socket, its journal, its workers, its metrics port).
+_RESTART_ONLY = ("socket", "state_dir", "max_concurrent_jobs", "metrics_address")
 
 
 def _load_settings(path: Path) -> Settings:

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._ids import IdFilter
 from ..errors import ConfigError
 from ._backend import BackendFactory, DatasetBackend
 from ._one_line import one_line
@@ -56,7 +57,7 @@ class ServedDataset:
         "closed",
         "failures",
         "health",
-        "ignored",
+        "ids",
         "known",
         "last_error",
         "last_poll",
@@ -82,7 +83,7 @@ class ServedDataset:
         self.next_poll: float | None = None
         # The last listing seen, session -> stamp; read from the journal at the first poll.
         self.known: dict[str, str] | None = None
-        self.ignored: set[str] = set()
+        self.ids = IdFilter(settings.id_pattern, self.name)
         self.polls: dict[str, int] = {"ok": 0, "error": 0}
         self.active_jobs = 0
         self.retired = False
@@ -92,9 +93,8 @@ class ServedDataset:
         """Keep what the status shows across a reload of the same dataset."""
         self.health, self.failures, self.last_error = old.health, old.failures, old.last_error
         self.last_poll, self.polls = old.last_poll, old.polls
-        old_pattern, new_pattern = old.settings.id_pattern, self.settings.id_pattern
-        if (old_pattern.pattern, old_pattern.flags) == (new_pattern.pattern, new_pattern.flags):
-            self.ignored = old.ignored
+        if self.ids.same_pattern(old.ids):
+            self.ids = old.ids
 
     def learn(self, session: str, stamp: str) -> None:
         """Take ``stamp`` as the last listing of ``session``: only a later change is new.

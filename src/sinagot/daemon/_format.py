@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -9,6 +10,29 @@ from typing import Any
 from ._states import JobState, shown_status
 
 __all__ = ["format_job", "format_jobs", "format_status"]
+
+ELLIPSIS = "\u2026"
+# Widest a name column gets in a table (dataset names, session labels), and narrowest
+# when the terminal is narrow.
+NAME_WIDTH = 28
+MIN_NAME_WIDTH = 12
+# The narrowest LAST ERROR column kept when the terminal is narrow: a line wraps instead.
+MIN_ERROR_WIDTH = 24
+
+
+def _middle(text: str, width: int = NAME_WIDTH) -> str:
+    """``text`` cut in its middle to ``width`` characters: labels differ at both ends
+    (``SUBJ01_..._run-2``), so both stay visible."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2 + (width - 1) % 2
+    return f"{text[:head]}{ELLIPSIS}{text[len(text) - (width - 1 - head) :]}"
+
+
+def _end(text: str, width: int) -> str:
+    """``text`` on one line, cut at ``width`` characters (a message reads from its start)."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + ELLIPSIS
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -58,7 +82,7 @@ def format_status(status: Mapping[str, Any], now: float | None = None) -> str:
     for dataset in status["datasets"]:
         rows.append(
             [
-                dataset["name"],
+                _middle(dataset["name"]),
                 dataset["health"],
                 _relative(dataset["last_poll"], now),
                 _relative(dataset["next_poll"], now),
@@ -76,28 +100,49 @@ def format_status(status: Mapping[str, Any], now: float | None = None) -> str:
         "SESSIONS",
         *(s.upper() for s in JobState),
     ]
+    if status.get("metrics_url"):
+        head += f"\nmetrics: {status['metrics_url']}"
     parts = [head, "", _table(header, rows) if rows else "no datasets"]
     if notes:
         parts += ["", *notes]
     return "\n".join(parts)
 
 
-def format_jobs(jobs: Sequence[Mapping[str, Any]]) -> str:
+def format_jobs(jobs: Sequence[Mapping[str, Any]], width: int | None = None) -> str:
+    """The jobs as a table, fitted to ``width`` columns when given (a terminal's): long
+    names and errors cut with an ellipsis (``sinagot jobs ID`` and ``--json`` show them
+    whole). Without a width nothing is cut, for grep and friends."""
     if not jobs:
         return "no jobs"
+    header = ["ID", "DATASET", "SESSION", "STATE", "ATTEMPTS", "UPDATED", "LAST ERROR"]
+    fixed = [
+        [str(job["id"]), job["state"], str(job["attempts"]), _clock(job["updated"])] for job in jobs
+    ]
+    if width is None:
+        width = names = sys.maxsize
+    else:
+        # Column widths plus two spaces after each: what the names may take, then the error.
+        others = sum(
+            max(len(h), *(len(row[i]) for row in fixed)) + 2
+            for i, h in enumerate(("ID", "STATE", "ATTEMPTS", "UPDATED"))
+        )
+        names = max(MIN_NAME_WIDTH, min(NAME_WIDTH, (width - others - MIN_ERROR_WIDTH) // 2 - 2))
     rows = [
         [
-            str(job["id"]),
-            job["dataset"],
-            job["session"],
-            job["state"],
-            str(job["attempts"]),
-            _clock(job["updated"]),
-            (job["last_error"] or "")[:80],
+            ids[0],
+            _middle(job["dataset"], names),
+            _middle(job["session"], names),
+            *ids[1:],
+            job["last_error"] or "",
         ]
-        for job in jobs
+        for job, ids in zip(jobs, fixed, strict=True)
     ]
-    return _table(["ID", "DATASET", "SESSION", "STATE", "ATTEMPTS", "UPDATED", "LAST ERROR"], rows)
+    columns = list(zip(header, *rows, strict=True))[:-1]
+    before_error = sum(max(len(cell) for cell in column) + 2 for column in columns)
+    room = max(width - before_error, MIN_ERROR_WIDTH)
+    for row in rows:
+        row[-1] = _end(row[-1], room)
+    return _table(header, rows)
 
 
 def format_job(job: Mapping[str, Any]) -> str:

@@ -31,12 +31,18 @@ from ._states import (
     check_transition,
 )
 
-__all__ = ["JobDetail", "JobRecord", "Journal", "Transition"]
+__all__ = ["SCHEMA_VERSION", "JobDetail", "JobRecord", "Journal", "Transition"]
 
 T = TypeVar("T")
 
 _RUNNABLE = [str(state) for state in sorted(RUNNABLE)]
 _IN_FLIGHT = [str(state) for state in sorted(IN_FLIGHT)]
+
+# The journal's layout, in SQLite's user_version. Version 0 is a journal of Sinagot 0.1 made
+# before the version was recorded: its tables are version 1's, so opening it only records
+# the version. A later layout adds its step to _upgrade; a journal newer than this code is
+# refused (its rows may mean what this code cannot know).
+SCHEMA_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -61,7 +67,7 @@ CREATE TABLE IF NOT EXISTS history (
     state TEXT NOT NULL,
     detail TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX IF NOT EXISTS history_job ON history (job_id);
+CREATE INDEX IF NOT EXISTS history_job ON history (job_id)
 """
 
 _JOB_COLUMNS = (
@@ -172,15 +178,59 @@ class Journal:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
             db = sqlite3.connect(self.path, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA foreign_keys=ON")
-            db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise DaemonError(
                 f"cannot open the job journal {self.path}: {exc}; check [daemon] state_dir"
             ) from exc
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            self._upgrade(db)
+        except BaseException as exc:
+            db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise DaemonError(
+                    f"cannot open the job journal {self.path}: {exc}; check [daemon] state_dir"
+                ) from exc
+            raise
         self._db = db
+
+    def _upgrade(self, db: sqlite3.Connection) -> None:
+        """Bring the journal to :data:`SCHEMA_VERSION` in one transaction, or refuse it."""
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise DaemonError(
+                f"the job journal {self.path} has schema version {version}, newer than this"
+                f" Sinagot's ({SCHEMA_VERSION}): it was written by a later release; install that"
+                " release again, or move the journal aside to start a new one (sessions are then"
+                " checked again; up-to-date derivatives are not recomputed)"
+            )
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";"):
+                db.execute(statement)
+            self._check_rows(db)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _check_rows(self, db: sqlite3.Connection) -> None:
+        """Refuse a journal whose jobs this code cannot read (not one Sinagot wrote)."""
+        columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+        missing = [c.strip() for c in _JOB_COLUMNS.split(",") if c.strip() not in columns]
+        states = {row[0] for row in db.execute("SELECT DISTINCT state FROM jobs")}
+        unknown = sorted(states - {str(state) for state in JobState})
+        if missing or unknown:
+            problem = f"columns {missing} missing" if missing else f"unknown job states {unknown}"
+            raise DaemonError(
+                f"the job journal {self.path} is not one this Sinagot can read ({problem}):"
+                " move it aside to start a new one"
+            )
 
     def _disconnect(self) -> None:
         if self._db is not None:

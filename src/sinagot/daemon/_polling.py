@@ -31,27 +31,18 @@ def listing_changes(
 ) -> list[tuple[str, str]]:
     """The sessions of ``listing`` that are new or changed since ``known``, as (label, stamp).
 
-    A new session whose label does not match the dataset's ``id_pattern`` is ignored,
-    with one log line the first time.
+    A new session whose label does not match the dataset's ``id_pattern`` is ignored;
+    those first ignored by this listing are summed up in one log line.
     """
-    pattern = dataset.settings.id_pattern
+    ids = dataset.ids
     changes: list[tuple[str, str]] = []
     for session in listing:
         seen = known.get(session.label)
-        if seen is None:
-            if session.label in dataset.ignored:
-                continue
-            if not pattern.fullmatch(session.label):
-                dataset.ignored.add(session.label)
-                logger.info(
-                    "%s: ignoring session %r, it does not match id_pattern %r",
-                    dataset.name,
-                    session.label,
-                    pattern.pattern,
-                )
-                continue
+        if seen is None and not ids.accept(session.label):
+            continue
         if seen != session.last_modified:
             changes.append((session.label, session.last_modified))
+    ids.report(logger)
     return changes
 
 

@@ -39,6 +39,7 @@ from ._datasets import (
     close_backend,
 )
 from ._journal import JobDetail, JobRecord, Journal
+from ._metrics import DaemonMetrics
 from ._one_line import one_line
 from ._paths import lock_state_dir, socket_path, state_dir
 from ._polling import Poller
@@ -47,7 +48,8 @@ from ._systemd import Notifier
 from ._workers import JobWorkers
 
 if TYPE_CHECKING:
-    from ..config import DaemonSettings
+    from ..config import DaemonSettings, Settings
+    from ._metrics_server import MetricsServer
 
 __all__ = ["Daemon"]
 
@@ -90,6 +92,8 @@ class Daemon:
         self._serving = asyncio.Event()
         self._pollers: set[asyncio.Task[None]] = set()
         self._reloads: set[asyncio.Task[None]] = set()
+        self.metrics = DaemonMetrics(self)
+        self._metrics_server: MetricsServer | None = None
 
     @property
     def settings(self) -> DaemonSettings:
@@ -148,6 +152,7 @@ class Daemon:
 
     async def _run(self, socket_ready: Callable[[Path], None] | None) -> None:
         from ._control import ControlServer
+        from ._metrics_server import MetricsServer
 
         all_settings = await self._configs.read(self.config_paths)
         self._configs.adopt(all_settings)
@@ -176,10 +181,14 @@ class Daemon:
                 datasets=lambda: self._served.current,
                 stopping=lambda: self.stopping,
                 job_ended=self._job_ended,
+                metrics=self.metrics,
             )
             self._served.current = await build_datasets(all_settings, self._factory)
             control = ControlServer(self, control_path)
             await control.start()
+            if self.settings.metrics_address is not None:
+                self._metrics_server = MetricsServer(self.metrics, *self.settings.metrics_address)
+                await self._metrics_server.start()
             if socket_ready is not None:
                 socket_ready(control.path)
             resumed = await self.journal.resume_in_flight()
@@ -191,6 +200,8 @@ class Daemon:
                 loop.remove_signal_handler(signum)
             if control is not None:
                 await control.stop()
+            if self._metrics_server is not None:
+                await self._metrics_server.stop()
             for dataset in self._served.every():
                 await close_backend(dataset)
             if self._journal is not None:
@@ -317,6 +328,15 @@ class Daemon:
     def completed(self) -> Mapping[tuple[str, Outcome], int]:
         """Job attempts that ended since the start, by dataset and outcome."""
         return {} if self._workers is None else self._workers.completed
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where Prometheus scrapes the metrics over TCP (None: ``metrics_address`` unset)."""
+        return None if self._metrics_server is None else self._metrics_server.url
+
+    def dataset_settings(self) -> list[Settings]:
+        """The configs of the datasets served now."""
+        return [dataset.settings for dataset in self._served.current.values()]
 
     def datasets_polls(self) -> dict[str, dict[str, int]]:
         return self._served.polls()

@@ -20,6 +20,7 @@ from ._journal import JobRecord, Journal
 
 if TYPE_CHECKING:
     from ..config import DaemonSettings
+    from ._metrics import DaemonMetrics
 
 __all__ = ["JobWorkers"]
 
@@ -31,7 +32,7 @@ class JobWorkers:
 
     ``settings`` and ``datasets`` give what is in force (a reload replaces both),
     ``stopping`` whether the daemon stops, and ``job_ended`` is called with the
-    dataset of each job when its attempt is over.
+    dataset of each job when its attempt is over; ``metrics`` observes its duration.
     """
 
     def __init__(
@@ -45,6 +46,7 @@ class JobWorkers:
         datasets: Callable[[], Mapping[str, ServedDataset]],
         stopping: Callable[[], bool],
         job_ended: Callable[[ServedDataset], None],
+        metrics: DaemonMetrics,
     ) -> None:
         self._journal = journal
         self._unpaused = unpaused
@@ -53,6 +55,7 @@ class JobWorkers:
         self._datasets = datasets
         self._stopping = stopping
         self._job_ended = job_ended
+        self._metrics = metrics
         self._queue: asyncio.Queue[JobRecord] = asyncio.Queue(maxsize=size)
         self._claimed: set[int] = set()
         self._busy: dict[asyncio.Task[None], int] = {}
@@ -150,6 +153,7 @@ class JobWorkers:
         job_log = JobLog(job_id)
         self._live_logs[job_id] = job_log
         dataset.active_jobs += 1
+        begin = time.monotonic()
         try:
             with job_log.capture():
                 end = await attempt(
@@ -161,6 +165,7 @@ class JobWorkers:
                     stopping=self._stopping,
                 )
             self._record(dataset.name, end)
+            self._metrics.job_ended(dataset.name, end, time.monotonic() - begin)
         finally:
             dataset.active_jobs -= 1
             del self._live_logs[job_id]

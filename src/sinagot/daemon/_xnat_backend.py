@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .._report import StepStatus
 from ..connectors import LoopPortal, XnatStore
 from ..engine import Publication, RunHooks, RunOutcome, Scope, run_scope, runner_for
 from ._backend import ProcessResult, SessionInfo
@@ -175,4 +176,9 @@ def _result(report: RunReport, publication: Publication) -> ProcessResult:
         failed=report.failed + report.upstream_failed,
         uploaded=len(publication.uploaded),
         errors=tuple(errors),
+        steps=tuple(
+            (str(r.status), r.seconds)
+            for r in report.results
+            if r.status in (StepStatus.RAN, StepStatus.FAILED)
+        ),
     )

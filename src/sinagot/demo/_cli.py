@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,8 +18,11 @@ def _say(line: str) -> None:
     sys.stderr.flush()
 
 
-def demo_daemon(args: argparse.Namespace) -> int:
-    """Run the daemon demo (see :mod:`sinagot.demo._daemon`) and print what it did."""
+def demo_daemon(
+    args: argparse.Namespace, sessions: Callable[[int, int], None] | None = None
+) -> int:
+    """Run the daemon demo (see :mod:`sinagot.demo._daemon`) and print what it did;
+    ``sessions(done, total)`` counts the sessions processed (default: a line each)."""
     from ..daemon import format_jobs, format_status
     from ._daemon import PASSWORD, PROJECT, USER, run_daemon_demo
 
@@ -26,7 +30,7 @@ def demo_daemon(args: argparse.Namespace) -> int:
         # The daemon's one line per event would bury the result: only problems show.
         logging.getLogger().setLevel(logging.WARNING)
     directory = Path(args.dir).resolve()
-    demo = run_daemon_demo(directory, progress=_say)
+    demo = run_daemon_demo(directory, progress=_say, sessions=sessions)
     failed = sum(1 for job in demo.jobs if job["state"] != "done")
     if args.json:
         body = {

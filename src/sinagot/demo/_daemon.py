@@ -89,7 +89,7 @@ def _settled(jobs: list[dict[str, Any]]) -> float | None:
 
 
 async def _watch(
-    socket: Path, running: asyncio.Task[None], progress: Callable[[str], None]
+    socket: Path, running: asyncio.Task[None], sessions: Callable[[int, int], None]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Wait (over the control socket) until every session is finished and stays so."""
     from ..daemon import ControlClient
@@ -109,7 +109,7 @@ async def _watch(
         done = sum(1 for job in jobs if job["state"] in FINISHED)
         if done != reported:
             reported = done
-            progress(f"sessions finished: {done}/{len(DEMO_RECORDS)}")
+            sessions(done, len(DEMO_RECORDS))
         finished = _settled(jobs)
         if finished is None:
             continue
@@ -126,13 +126,22 @@ async def _watch(
 
 
 def run_daemon_demo(
-    directory: Path, *, timeout: float = 300.0, progress: Callable[[str], None] | None = None
+    directory: Path,
+    *,
+    timeout: float = 300.0,
+    progress: Callable[[str], None] | None = None,
+    sessions: Callable[[int, int], None] | None = None,
 ) -> DaemonDemo:
-    """Serve the demo project, run the daemon until it has processed it all, stop both."""
+    """Serve the demo project, run the daemon until it has processed it all, stop both.
+
+    ``progress`` hears what happens, ``sessions(done, total)`` the sessions finished
+    (default: a ``progress`` line each).
+    """
     from ..daemon import Daemon, Notifier, backend_for
     from ..testing import EmulatorServer
 
     report = progress or (lambda line: logger.info("%s", line))
+    finished = sessions or (lambda done, total: report(f"sessions finished: {done}/{total}"))
     begin, started = time.monotonic(), time.time()
     base = directory / "daemon"
     base.mkdir(parents=True, exist_ok=True)
@@ -155,7 +164,7 @@ def run_daemon_demo(
                 running = asyncio.create_task(daemon.run())
                 try:
                     async with asyncio.timeout(timeout):
-                        return await _watch(socket, running, report)
+                        return await _watch(socket, running, finished)
                 except TimeoutError:
                     raise DaemonError(
                         f"the demo did not finish within {timeout:g} s: see the log above"
