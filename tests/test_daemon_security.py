@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -20,7 +19,6 @@ import pytest
 
 from daemon_support import listening, wait_for
 from daemon_xnat_support import (
-    PROJECT,
     SINAGOT,
     XnatDaemon,
     add_session,
@@ -55,20 +53,6 @@ class Script(ScriptTemplate):
         }
         self.path.output.write_text(json.dumps(seen))
 '''
-
-
-@pytest.fixture
-def lab(xnat_server: EmulatorServer) -> EmulatorServer:
-    xnat_server.create_project(PROJECT)
-    return xnat_server
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[XnatDaemon]]:
-    started: list[XnatDaemon] = []
-    yield started
-    for daemon in started:
-        daemon.ensure_stopped()
 
 
 def _config(tmp_path: Path, server: EmulatorServer, cluster: str, password: str = "") -> Path:

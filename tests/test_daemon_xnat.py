@@ -37,12 +37,6 @@ StartDaemon = Callable[[Path], XnatDaemon]
 
 
 @pytest.fixture
-def lab(xnat_server: EmulatorServer) -> EmulatorServer:
-    xnat_server.create_project(PROJECT)
-    return xnat_server
-
-
-@pytest.fixture
 def start_daemon(tmp_path: Path) -> Iterator[StartDaemon]:
     started: list[XnatDaemon] = []
 

@@ -7,7 +7,6 @@ upload), observed through the control socket, and the daemon is killed there.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,14 +35,6 @@ def lab(xnat_server: EmulatorServer) -> EmulatorServer:
     xnat_server.create_project(PROJECT)
     add_session(xnat_server, LABEL)
     return xnat_server
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[list[XnatDaemon]]:
-    started: list[XnatDaemon] = []
-    yield started
-    for daemon in started:
-        daemon.ensure_stopped()
 
 
 def _start(tmp_path: Path, config: Path, daemons: list[XnatDaemon]) -> XnatDaemon:

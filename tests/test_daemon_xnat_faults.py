@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from daemon_support import wait_for
 from daemon_xnat_support import (
@@ -23,14 +21,6 @@ from daemon_xnat_support import (
 from sinagot.testing import EmulatorServer, FaultRule
 
 LABELS = {"REC-200101-A", "REC-200101-B"}
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[XnatDaemon]]:
-    started: list[XnatDaemon] = []
-    yield started
-    for daemon in started:
-        daemon.ensure_stopped()
 
 
 def _dataset_status(daemon: XnatDaemon) -> dict[str, Any]:

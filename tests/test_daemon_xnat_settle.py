@@ -12,12 +12,10 @@ import base64
 import hashlib
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from daemon_support import wait_for
 from daemon_xnat_support import (
@@ -37,20 +35,6 @@ from sinagot.testing.pytest_plugin import XNAT_PASSWORD, XNAT_USER
 
 LABEL = "REC-200101-A"
 LISTING_ROUTE = "GET /data/projects/{project}/experiments"
-
-
-@pytest.fixture
-def lab(xnat_server: EmulatorServer) -> EmulatorServer:
-    xnat_server.create_project(PROJECT)
-    return xnat_server
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[XnatDaemon]]:
-    started: list[XnatDaemon] = []
-    yield started
-    for daemon in started:
-        daemon.ensure_stopped()
 
 
 def _store(server: EmulatorServer, tmp: Path) -> XnatStore:
