@@ -33,7 +33,9 @@ class NoReads:
 
     supports_range = False
 
-    def stream(self, file: RemoteFile, offset: int) -> AsyncIterator[bytes]:
+    def stream(
+        self, file: RemoteFile, offset: int, end: int | None = None
+    ) -> AsyncIterator[bytes]:
         raise AssertionError(f"a cache hit read {file.name} from the source")
 
 

@@ -47,11 +47,13 @@ class CountingSource(LocalFileSource):
         self.corrupt = corrupt
         self.supports_range = supports_range
 
-    async def stream(self, file: RemoteFile, offset: int) -> AsyncIterator[bytes]:
+    async def stream(
+        self, file: RemoteFile, offset: int, end: int | None = None
+    ) -> AsyncIterator[bytes]:
         with self.log.open("a") as handle:
             handle.write(f"{file.name} {offset}\n")
         first = True
-        async for chunk in super().stream(file, offset):
+        async for chunk in super().stream(file, offset, end):
             if first and self.corrupt > 0 and chunk:
                 self.corrupt -= 1
                 chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]

@@ -166,7 +166,7 @@ async def test_colliding_file_lists_are_rejected_before_touching_disk(
     class NeverRead:
         supports_range = False
 
-        def stream(self, file: RemoteFile, offset: int) -> object:
+        def stream(self, file: RemoteFile, offset: int, end: int | None = None) -> object:
             raise AssertionError("must not be read")
 
     with pytest.raises(UnsafeNameError):

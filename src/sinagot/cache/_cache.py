@@ -70,7 +70,7 @@ from ._maintenance import (
 from ._manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
 from ._prune import GENERATION_PREFIX, prune_generations
 from ._sync import sync_tree
-from ._threads import run_to_completion
+from ._threads import first_error, run_to_completion
 from ._types import ArchiveSource, EntryKey, FileSource, ManifestFile, RemoteFile, check_file_set
 
 __all__ = ["Cache", "EntryUse"]
@@ -147,24 +147,6 @@ class EntryUse:
     ) -> None:
         if self._release():
             await run_to_completion(prune_generations, self._home)
-
-
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first real error of a task group (errors beat the cancellations they caused)."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for leaf in leaves:
-        if not isinstance(leaf, asyncio.CancelledError):
-            return leaf
-    return leaves[0]
 
 
 class Cache:
@@ -516,7 +498,7 @@ class Cache:
                 group.create_task(whole.run())
                 group.create_task(fetch_all())
         except BaseExceptionGroup as errors:
-            raise _first_leaf(errors) from None
+            raise first_error(errors) from None
         return md5s
 
     def _commit(

@@ -33,6 +33,7 @@ from typing import Any
 from .._fs import md5_file
 from ..errors import ChecksumMismatchError
 from ._lock import Staging
+from ._ranged import RANGED_MIN, RangeMismatch, receive_ranged
 from ._threads import run_to_completion, settle, start_in_thread
 from ._types import FileSource, RemoteFile
 
@@ -183,7 +184,8 @@ def _resume_point(paths: _Paths, file: RemoteFile) -> tuple[int, Any]:
 
 
 def _open_part(path: Path, offset: int) -> int:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    # Read and write: ranges written out of order are read back to be hashed in order.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         os.ftruncate(fd, offset)
         os.lseek(fd, offset, os.SEEK_SET)
@@ -356,6 +358,10 @@ async def _receive(
         offset, digest = await run_to_completion(_resume_point, paths, file)
     if offset:
         logger.info("resuming %s at byte %d of %d", file.name, offset, file.size)
+    if file.size >= RANGED_MIN and source.supports_range:
+        return await _receive_ranged(
+            paths, file, source, offset, digest, flush_interval, checkpoint
+        )
     # A fresh file's part is opened on its first flush: a small file that arrives at
     # once goes to the whole-file writer instead.
     fd = await run_to_completion(_open_part, paths.part, offset, discard=os.close) if offset else -1
@@ -431,6 +437,40 @@ async def _receive(
                     await settle(job)
         if fd >= 0:
             os.close(fd)
+
+
+async def _receive_ranged(
+    paths: _Paths,
+    file: RemoteFile,
+    source: FileSource,
+    offset: int,
+    digest: Any,
+    flush_interval: float,
+    checkpoint: int,
+) -> str:
+    """Fetch a big ``file`` in parallel ranges (see ``_ranged``); its MD5 once staged."""
+    fd = await run_to_completion(_open_part, paths.part, offset, discard=os.close)
+    try:
+        try:
+            await receive_ranged(
+                fd,
+                file,
+                source,
+                offset,
+                digest,
+                flush_interval=flush_interval,
+                checkpoint=checkpoint,
+                record=lambda hashed, prefix: _checkpoint(fd, paths, file, hashed, prefix),
+            )
+        except RangeMismatch as exc:
+            raise _Mismatch(str(exc)) from None
+        actual: str = digest.hexdigest()
+        if file.digest and actual != file.digest:
+            raise _Mismatch(actual)
+        await run_to_completion(_finish, fd, paths, file, actual)
+        return actual
+    finally:
+        os.close(fd)
 
 
 async def _attempt(

@@ -56,8 +56,8 @@ class _WatchedSource:
         self._source = source
         self._waits = waits
 
-    def stream(self, file: RemoteFile, offset: int) -> AsyncIterator[bytes]:
-        return self._waits.counted(self._source.stream(file, offset))
+    def stream(self, file: RemoteFile, offset: int, end: int | None = None) -> AsyncIterator[bytes]:
+        return self._waits.counted(self._source.stream(file, offset, end))
 
 
 class _WatchedArchiveSource(_WatchedSource):

@@ -20,11 +20,20 @@ class LocalFileSource:
         self.root = root
         self.chunk_size = chunk_size
 
-    async def stream(self, file: RemoteFile, offset: int) -> AsyncIterator[bytes]:
+    async def stream(
+        self, file: RemoteFile, offset: int, end: int | None = None
+    ) -> AsyncIterator[bytes]:
         handle = await asyncio.to_thread((self.root / file.name).open, "rb")
         try:
             handle.seek(offset)
-            while chunk := await asyncio.to_thread(handle.read, self.chunk_size):
+            left = (end if end is not None else file.size) - offset
+            while left > 0 and (
+                chunk := await asyncio.to_thread(handle.read, min(self.chunk_size, left))
+            ):
+                left -= len(chunk)
                 yield chunk
+            # A file longer than listed shows as such (the cache checks the size).
+            if end is None and (rest := await asyncio.to_thread(handle.read, self.chunk_size)):
+                yield rest
         finally:
             handle.close()

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["run_to_completion", "settle", "start_in_thread"]
+__all__ = ["first_error", "run_to_completion", "settle", "start_in_thread"]
 
 T = TypeVar("T")
 
@@ -39,3 +39,21 @@ async def run_to_completion(
 ) -> T:
     """Run ``fn`` in a thread; if the caller is cancelled, still wait for the thread (see :func:`settle`)."""
     return await settle(start_in_thread(fn, *args), discard=discard)
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real error of a task group (errors beat the cancellations they caused)."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for leaf in leaves:
+        if not isinstance(leaf, asyncio.CancelledError):
+            return leaf
+    return leaves[0]

@@ -149,13 +149,16 @@ class EntryKey:
 class FileSource(Protocol):
     """Where the bytes of remote files come from (the XNAT connector, or local files in tests).
 
-    ``stream(file, offset)`` yields the bytes of ``file`` from ``offset`` to its
-    end. The cache asks for ``offset > 0`` only when ``supports_range`` is true.
+    ``stream(file, offset, end)`` yields the bytes of ``file`` from ``offset`` to
+    ``end`` (exclusive; None: its end). The cache asks for ``offset > 0`` or an
+    ``end`` only when ``supports_range`` is true.
     """
 
     supports_range: bool
 
-    def stream(self, file: RemoteFile, offset: int) -> AsyncIterator[bytes]: ...
+    def stream(
+        self, file: RemoteFile, offset: int, end: int | None = None
+    ) -> AsyncIterator[bytes]: ...
 
 
 @runtime_checkable

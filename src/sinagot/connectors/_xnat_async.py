@@ -99,9 +99,11 @@ class _EntrySource:
         self._base = base
         self._what = what
 
-    def stream(self, file: RemoteFile, offset: int) -> AsyncIterator[bytes]:
+    def stream(
+        self, file: RemoteFile, offset: int, end: int | None = None
+    ) -> AsyncIterator[bytes]:
         path = f"{self._base}/files/{quote(file.name, safe='/')}"
-        return self._client.stream(path, offset, f"file {file.name} of {self._what}")
+        return self._client.stream(path, offset, f"file {file.name} of {self._what}", end)
 
     def archive(self) -> AsyncIterator[bytes]:
         # XNAT zips a resource's files on the fly: one request for all of them.

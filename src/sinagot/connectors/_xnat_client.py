@@ -402,12 +402,16 @@ class XnatClient:
     ) -> list[dict[str, str]]:
         return result_rows(await self.get_json(path, what, params), what)
 
-    async def stream(self, path: str, offset: int, what: str) -> AsyncIterator[bytes]:
-        """The bytes of a file from ``offset`` on, resuming with Range after a broken body."""
+    async def stream(
+        self, path: str, offset: int, what: str, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The bytes of a file from ``offset`` on (to ``end``, exclusive, if given),
+        resuming with Range after a broken body."""
         position = offset
         failures = 0
+        last = "" if end is None else str(end - 1)
         while True:
-            headers = {"Range": f"bytes={position}-"} if position else {}
+            headers = {"Range": f"bytes={position}-{last}"} if position or last else {}
             try:
                 response: aiohttp.ClientResponse = await self._retried(
                     self._send, "GET", path, what, headers=headers
@@ -426,9 +430,14 @@ class XnatClient:
                             chunk = chunk[dropped:]
                             if not chunk:
                                 continue
+                        if end is not None:
+                            # ...and past the end asked for: stop there.
+                            chunk = chunk[: end - position]
                         position += len(chunk)
                         COUNTERS.downloaded(self.server, len(chunk))
                         yield chunk
+                        if end is not None and position >= end:
+                            return
                 return
             except _TRANSIENT as exc:
                 failures += 1
