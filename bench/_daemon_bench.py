@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,8 +36,16 @@ class Script(ScriptTemplate):
 """
 
 
-def write_config(base: Path, server: str, daemon: Mapping[str, float | int | str]) -> Path:
-    """A dataset config following ``PROJECT`` on ``server`` with one copying script."""
+def write_config(
+    base: Path,
+    server: str,
+    daemon: Mapping[str, float | int | str],
+    *,
+    project: str = PROJECT,
+    name: str = "bench",
+) -> Path:
+    """A dataset config ``base/<name>.toml`` following ``project`` on ``server`` with one
+    copying script (the daemon names the dataset ``name``)."""
     (base / "scripts" / "EEG").mkdir(parents=True, exist_ok=True)
     (base / "scripts" / "EEG" / "copy.py").write_text(_COPY_SCRIPT)
     lines = [
@@ -53,7 +61,7 @@ def write_config(base: Path, server: str, daemon: Mapping[str, float | int | str
         "[store]",
         'type = "xnat"',
         f'server = "{server}"',
-        f'project = "{PROJECT}"',
+        f'project = "{project}"',
         f'user = "{USER}"',
         f'password = "{PASSWORD}"',
         'cache_dir = "cache"',
@@ -67,7 +75,7 @@ def write_config(base: Path, server: str, daemon: Mapping[str, float | int | str
     ]
     for key, value in daemon.items():
         lines.append(f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}")
-    config = base / "bench.toml"
+    config = base / f"{name}.toml"
     config.write_text("\n".join(lines) + "\n")
     return config
 
@@ -91,12 +99,14 @@ def wait_until(
 
 
 class DaemonChild:
-    """``sinagot daemon CONFIG`` as a child process, with its /proc figures and socket."""
+    """``sinagot daemon CONFIG...`` as a child process, with its /proc figures and socket."""
 
-    def __init__(self, config: Path, socket: Path, log: Path) -> None:
+    def __init__(self, config: Path | Sequence[Path], socket: Path, log: Path) -> None:
+        configs = [config] if isinstance(config, Path) else list(config)
         self._log = log.open("ab")
+        self.started = time.time()
         self.proc = subprocess.Popen(
-            [SINAGOT, "daemon", str(config)],
+            [SINAGOT, "daemon", *map(str, configs)],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,

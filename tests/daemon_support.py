@@ -128,6 +128,16 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+async def wait_for_async(predicate: Callable[[], object], what: str, limit: float = 10.0) -> None:
+    """Poll ``predicate`` on the event loop (bounded in count and time) until it is truthy."""
+    async with asyncio.timeout(limit):
+        for _ in range(int(limit / 0.02) + 1):
+            if predicate():
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError(f"never saw {what}")
+
+
 class DaemonProcess:
     """``sinagot daemon`` with the test backend, as a real child process."""
 

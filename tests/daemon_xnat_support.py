@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -84,9 +85,13 @@ def _toml(value: Any) -> str:
 
 
 def write_project(
-    tmp: Path, server_url: str, daemon: Mapping[str, Any] | None = None
+    tmp: Path,
+    server_url: str,
+    daemon: Mapping[str, Any] | None = None,
+    store: Mapping[str, Any] | None = None,
 ) -> tuple[Path, Path]:
-    """The config (and the scripts' control folder) of a daemon following ``PROJECT``."""
+    """The config (and the scripts' control folder) of a daemon following ``PROJECT``;
+    ``store``: more (or other) [store] settings."""
     base = tmp / "lab"
     control = tmp / "control"
     control.mkdir(parents=True, exist_ok=True)
@@ -95,6 +100,16 @@ def write_project(
     (scripts / "filter.py").write_text(_FILTER.replace("@CONTROL@", repr(str(control))))
     (scripts / "stats.py").write_text(_STATS)
     table = daemon_table(tmp, **{"job_timeout": 60.0, "max_attempts": 1, **(daemon or {})})
+    store_table = {
+        "type": "xnat",
+        "server": server_url,
+        "project": PROJECT,
+        "user": XNAT_USER,
+        "password": XNAT_PASSWORD,
+        "cache_dir": tmp / "cache",
+        "race_condition_delay": 1.0,
+        **(store or {}),
+    }
     lines = [
         "[path]",
         'dataset = "work"',
@@ -106,13 +121,7 @@ def write_project(
         "[modalities.EEG]",
         'scripts = ["filter", "stats"]',
         "[store]",
-        'type = "xnat"',
-        f"server = {_toml(server_url)}",
-        f"project = {_toml(PROJECT)}",
-        f"user = {_toml(XNAT_USER)}",
-        f"password = {_toml(XNAT_PASSWORD)}",
-        f"cache_dir = {_toml(tmp / 'cache')}",
-        "race_condition_delay = 1.0",
+        *(f"{key} = {_toml(value)}" for key, value in store_table.items()),
         "[dask]",
         "n_workers = 1",
         "threads_per_worker = 2",
@@ -123,6 +132,30 @@ def write_project(
     config = base / "lab.toml"
     config.write_text("\n".join(lines) + "\n")
     return config, control
+
+
+def assert_worker_script_uses_tls(script: str, state_dir: Path) -> None:
+    """A batch job's script starts a Dask worker over TLS, with the daemon's certificate
+    from 0600 files in the 0700 folder ``dask`` of its state dir."""
+    assert "distributed.cli.dask_worker" in script
+    assert " tls://127.0.0.1:" in script
+    secrets = state_dir / "dask"
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
+    certificates = list(secrets.iterdir())
+    assert certificates and all(str(path) in script for path in certificates)
+    assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in certificates)
+
+
+# The [dask] table of write_project, and one asking for a SLURM batch job instead.
+LOCAL_CLUSTER = "[dask]\nn_workers = 1\nthreads_per_worker = 2\nprocesses = false\n"
+SLURM_CLUSTER = '[dask]\njobqueue = "slurm"\nn_workers = 1\n'
+
+
+def on_slurm(config: Path) -> None:
+    """Make ``config`` (from write_project) run its scripts in a SLURM job (dask-jobqueue)."""
+    text = config.read_text()
+    assert LOCAL_CLUSTER in text
+    config.write_text(text.replace(LOCAL_CLUSTER, SLURM_CLUSTER))
 
 
 def raw_signal(label: str, lines: int = 50) -> bytes:

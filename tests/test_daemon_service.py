@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from daemon_support import daemon_table, write_config
+from daemon_support import daemon_table, wait_for_async, write_config
 from sinagot.config import Settings, load_settings
 from sinagot.daemon import (
     ControlClient,
@@ -65,12 +65,7 @@ class Running:
     loading: threading.Event
 
     async def wait(self, predicate: Callable[[], Any], what: str, limit: float = 10.0) -> None:
-        async with asyncio.timeout(limit):
-            for _ in range(int(limit / 0.02) + 1):
-                if predicate():
-                    return
-                await asyncio.sleep(0.02)
-        raise AssertionError(f"never saw {what}")
+        await wait_for_async(predicate, what, limit)
 
     async def states(self) -> dict[str, str]:
         return {job["session"]: job["state"] for job in await self.client.jobs()}

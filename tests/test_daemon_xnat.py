@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -22,9 +21,11 @@ from daemon_xnat_support import (
     STEPS,
     XnatDaemon,
     add_session,
+    assert_worker_script_uses_tls,
     complete,
     derivatives,
     file_puts,
+    on_slurm,
     raw_signal,
     write_project,
 )
@@ -146,10 +147,6 @@ def test_up_to_date_session_is_not_rerun_after_restart_and_cache_wipe(
     assert "ran 0, skipped 2, failed 0, uploaded 0" in daemon.log_text()
 
 
-# The [dask] table of write_project, and one asking for a SLURM job instead.
-_LOCAL_CLUSTER = "[dask]\nn_workers = 1\nthreads_per_worker = 2\nprocesses = false\n"
-_SLURM_CLUSTER = '[dask]\njobqueue = "slurm"\nn_workers = 1\n'
-
 # `sinagot daemon` in a process where dask-jobqueue cannot be imported, installed or not.
 _WITHOUT_JOBQUEUE = (
     "import sys; sys.modules['dask_jobqueue'] = None; "
@@ -180,8 +177,8 @@ def test_configs_the_daemon_cannot_follow_are_refused_at_start(
     assert "sinagot run CONFIG" in result.stderr
 
     slurm = config.with_name("slurm.toml")
-    assert _LOCAL_CLUSTER in text
-    slurm.write_text(text.replace(_LOCAL_CLUSTER, _SLURM_CLUSTER))
+    slurm.write_text(text)
+    on_slurm(slurm)
     result = _start_failure(slurm, (sys.executable, "-c", _WITHOUT_JOBQUEUE))
     assert result.returncode == 2
     assert "pip install dask-jobqueue" in result.stderr
@@ -195,7 +192,7 @@ def test_scripts_run_on_a_jobqueue_cluster_whose_jobs_are_cancelled_at_stop(
     slurm = FakeSlurm(tmp_path / "slurm")
     add_session(lab, "REC-200301-A")
     config, _ = write_project(tmp_path, lab.url)
-    config.write_text(config.read_text().replace(_LOCAL_CLUSTER, _SLURM_CLUSTER))
+    on_slurm(config)
     daemon = XnatDaemon(tmp_path, config)
     daemon.extra_env.update(slurm.env())
     try:
@@ -204,15 +201,7 @@ def test_scripts_run_on_a_jobqueue_cluster_whose_jobs_are_cancelled_at_stop(
         daemon.wait_settled({"REC-200301-A"}, timeout=120)
         assert complete(lab, "REC-200301-A")
         (job,) = slurm.submitted()
-        script = slurm.job_script(job)
-        assert "distributed.cli.dask_worker" in script
-        # The batch job's worker talks TLS, with the daemon's certificate from its state dir.
-        assert " tls://127.0.0.1:" in script
-        secrets = tmp_path / "state" / "dask"
-        assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
-        certificates = list(secrets.iterdir())
-        assert certificates and all(str(path) in script for path in certificates)
-        assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in certificates)
+        assert_worker_script_uses_tls(slurm.job_script(job), tmp_path / "state")
         # Nobody else runs code through the daemon's scheduler or the batch job's worker.
         job_pid = int((slurm.spool / f"{job}.pid").read_text())
         ports = {port for _, port in listening(daemon.pid) | listening(job_pid)}

@@ -51,6 +51,7 @@ KNOWN_TABLES: dict[str, tuple[str, ...]] = {
     ),
     "daemon": (
         "poll_interval",
+        "listings_per_server",
         "max_concurrent_jobs",
         "job_timeout",
         "script_timeout",

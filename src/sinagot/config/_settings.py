@@ -122,6 +122,9 @@ class DaemonSettings:
     """Settings of the long-running service; every one has a default."""
 
     poll_interval: float = 60.0
+    # Project listings in flight at once on one server, all configs together: a
+    # whole-project listing is the heaviest query a poll makes of an XNAT.
+    listings_per_server: int = 2
     max_concurrent_jobs: int = 4
     job_timeout: float = 3600.0
     # None: a script may use the whole job_timeout.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -387,8 +388,12 @@ class XnatClient:
         except (*_TRANSIENT, _TransientStatus) as exc:
             raise self._giving_up(exc, method, path) from exc
 
-    async def get_json(self, path: str, what: str, params: Mapping[str, str] | None = None) -> Any:
-        data = await self.request("GET", path, what, params={"format": "json", **(params or {})})
+    async def _get_json_body(
+        self, path: str, what: str, params: Mapping[str, str] | None
+    ) -> bytes:
+        return await self.request("GET", path, what, params={"format": "json", **(params or {})})
+
+    def _decode(self, data: bytes, path: str) -> Any:
         try:
             return json.loads(data)
         except ValueError:
@@ -397,10 +402,25 @@ class XnatClient:
                 " check [store] server"
             ) from None
 
+    async def get_json(self, path: str, what: str, params: Mapping[str, str] | None = None) -> Any:
+        return self._decode(await self._get_json_body(path, what, params), path)
+
     async def list_rows(
         self, path: str, what: str, params: Mapping[str, str] | None = None
     ) -> list[dict[str, str]]:
         return result_rows(await self.get_json(path, what, params), what)
+
+    async def list_rows_if_changed(
+        self, path: str, what: str, params: Mapping[str, str] | None, digest: bytes | None
+    ) -> tuple[bytes, list[dict[str, str]] | None]:
+        """The digest of a listing's body and its rows; None for the rows when the body's
+        digest is still ``digest``. A long listing polled again costs its request then,
+        not the parsing of every row (most of the CPU)."""
+        data = await self._get_json_body(path, what, params)
+        fresh = hashlib.blake2b(data, digest_size=16).digest()
+        if fresh == digest:
+            return fresh, None
+        return fresh, result_rows(self._decode(data, path), what)
 
     async def stream(
         self, path: str, offset: int, what: str, end: int | None = None

@@ -62,14 +62,25 @@ class SessionIndex:
         # whose provenance has the digest of the copy in the work tree needs no request.
         self.markers: dict[str, dict[str, str]] = {}
         self.all_files_listing = True
+        # The last listing and the digest of the answer it was read from.
+        self._listing: list[SessionListing] = []
+        self._listing_digest: bytes | None = None
 
     async def list_sessions(self) -> list[SessionListing]:
-        """Every session of the project with its last modification time, in ONE request."""
-        rows = await self.client.list_rows(
+        """Every session of the project with its last modification time, in ONE request.
+
+        While the server's answer stays the same, the same list is returned (do not
+        modify it): a caller polling a large project can tell an unchanged listing
+        by its identity, and skip comparing it session by session.
+        """
+        digest, rows = await self.client.list_rows_if_changed(
             f"{self.project_path}/experiments",
             f"project {self.project}",
             {"columns": EXPERIMENT_COLUMNS},
+            self._listing_digest,
         )
+        if rows is None:
+            return self._listing
         sessions: list[SessionListing] = []
         # Rebuilt from each listing: sessions deleted on the server are not kept.
         known: dict[str, SessionRecord] = {}
@@ -85,6 +96,7 @@ class SessionIndex:
             sessions.append(SessionListing(label, modified))
         self.sessions = known
         sessions.sort()
+        self._listing, self._listing_digest = sessions, digest
         return sessions
 
     async def scan_files(

@@ -12,7 +12,14 @@ daemon's sub-commands to the ``sinagot`` command.
 
 from __future__ import annotations
 
-from ._backend import BackendFactory, DatasetBackend, ProcessResult, SessionInfo, backend_for
+from ._backend import (
+    BackendFactory,
+    DatasetBackend,
+    ListedSession,
+    ProcessResult,
+    SessionInfo,
+    backend_for,
+)
 from ._cli import register as register_commands
 from ._client import ControlClient
 from ._format import format_job, format_jobs, format_status
@@ -29,6 +36,7 @@ __all__ = [
     "DaemonStatus",
     "DatasetBackend",
     "JobState",
+    "ListedSession",
     "Notifier",
     "ProcessResult",
     "SessionInfo",

@@ -27,7 +27,7 @@ from ._states import IN_FLIGHT, JobState
 if TYPE_CHECKING:
     from ..config import DaemonSettings
 
-__all__ = ["AttemptEnd", "JobLog", "JobLogHandler", "Outcome", "attempt"]
+__all__ = ["JobLog", "JobLogHandler", "Outcome", "attempt"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +82,6 @@ class Outcome(StrEnum):
 @dataclass(frozen=True, slots=True)
 class AttemptEnd:
     outcome: Outcome
-    session: str
-    # The session's stamp after the job's own uploads (ProcessResult.settled_last_modified).
-    settled: str | None = None
     # (status, seconds) of the scripts the attempt ran (ProcessResult.steps).
     steps: tuple[tuple[str, float], ...] = ()
 
@@ -97,7 +94,7 @@ async def attempt(
     *,
     settings: Callable[[], DaemonSettings],
     stopping: Callable[[], bool],
-) -> AttemptEnd:
+) -> Outcome:
     """Run one attempt at a job, journalling each step; errors end up in the journal.
 
     Cancelled (a stop, or a job past its shutdown timeout), it keeps its in-flight
@@ -107,7 +104,7 @@ async def attempt(
     where = job.title
     if job.state == JobState.FAILED:
         logger.error("%s: %s", where, job.last_error)
-        return AttemptEnd(Outcome.FAILED, job.session)
+        return Outcome.FAILED
     resumed = job.state in IN_FLIGHT
     logger.info("%s: %s attempt %d", where, "resuming" if resumed else "starting", job.attempts)
 
@@ -138,12 +135,15 @@ async def attempt(
         error = f"{error} ({result.summary()})"
     if error is None and result is not None:
         logger.info("%s: done, %s", where, result.summary())
-        settled = result.settled_last_modified
         state = await journal.finish(
-            job_id, job.last_modified, result.summary(), tuple(job_log.lines), settled
+            job_id,
+            job.last_modified,
+            result.summary(),
+            tuple(job_log.lines),
+            result.settled_last_modified,
         )
         outcome = Outcome.DONE if state == JobState.DONE else Outcome.CHANGED
-        return AttemptEnd(outcome, job.session, settled, result.steps)
+        return AttemptEnd(outcome, result.steps)
     logger.warning("%s: attempt %d failed: %s", where, job.attempts, error)
     failed = await journal.fail(
         job_id,
@@ -154,11 +154,11 @@ async def attempt(
     )
     steps = () if result is None else result.steps
     if failed.state != JobState.FAILED:
-        return AttemptEnd(Outcome.RETRY, job.session, steps=steps)
+        return AttemptEnd(Outcome.RETRY, steps)
     logger.error(
         "%s: failed after %d attempt(s); fix it, then run `sinagot retry %d`",
         where,
         failed.attempts,
         job_id,
     )
-    return AttemptEnd(Outcome.FAILED, job.session, steps=steps)
+    return AttemptEnd(Outcome.FAILED, steps)

@@ -15,10 +15,22 @@ if TYPE_CHECKING:
 __all__ = [
     "BackendFactory",
     "DatasetBackend",
+    "ListedSession",
     "ProcessResult",
     "SessionInfo",
     "backend_for",
 ]
+
+
+class ListedSession(Protocol):
+    """One session of a listing, as the daemon reads it (a :class:`SessionInfo`, or the
+    store's own record: a listing of a large project is not copied)."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def last_modified(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +82,12 @@ class DatasetBackend(Protocol):
         """Dataset name shown in status, unique among the daemon's datasets."""
         ...
 
-    async def list_sessions(self) -> Sequence[SessionInfo]:
-        """List every session of the project with ONE request; raise StoreError on failure."""
+    async def list_sessions(self) -> Sequence[ListedSession]:
+        """List every session of the project with ONE request; raise StoreError on failure.
+
+        A backend may answer with the very same sequence as last time when the listing
+        did not change: the daemon then skips comparing it (so never modify one).
+        """
         ...
 
     async def process_session(

@@ -60,6 +60,50 @@ TIDY_INTERVAL = 30.0
 MAX_CLUSTER_AGE = 7 * 24 * 3600.0
 
 
+# How often the daemon checks that a batch-job cluster still has all its jobs.
+KEEP_JOBS_INTERVAL = 5.0
+
+
+class _JobKeeper:
+    """Submits again the batch jobs of a dask-jobqueue cluster that ended under it.
+
+    A job the batch system ended (``scancel``, its walltime, a lost node) takes its
+    worker along, and dask-jobqueue does not replace it: the tasks would wait for a
+    worker for good. Once Dask has given the worker up (after
+    ``distributed.deploy.lost-worker-timeout``), scaling the cluster to its own size
+    again submits a new job; the scheduler then runs the lost worker's tasks there.
+    """
+
+    def __init__(self, cluster: Any) -> None:
+        self._cluster = cluster
+        self._jobs = len(cluster.worker_spec)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="sinagot-jobqueue-keeper", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(KEEP_JOBS_INTERVAL):
+            running = len(self._cluster.workers)
+            if running >= self._jobs:
+                continue
+            logger.warning(
+                "%d of the %d batch job(s) of the Dask cluster ended: submitting again",
+                self._jobs - running,
+                self._jobs,
+            )
+            try:
+                self._cluster.scale(jobs=self._jobs)
+            except Exception as exc:
+                # A batch system that refuses now may take the job at the next check.
+                logger.warning("could not submit the batch job(s): %s: %s", type(exc).__name__, exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(KEEP_JOBS_INTERVAL)
+
+
 class _Generation:
     """One started cluster and its client, with the jobs using it now."""
 
@@ -67,6 +111,9 @@ class _Generation:
         self.stack = ExitStack()
         try:
             self.client = _connect(settings, self.stack, secrets_dir)
+            if settings.jobqueue is not None:
+                # Stopped before the cluster closes (the stack unwinds in reverse).
+                self.stack.callback(_JobKeeper(self.client.cluster).stop)
         except BaseException:
             self.stack.close()
             raise

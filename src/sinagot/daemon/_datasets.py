@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._ids import IdFilter
 from ..errors import ConfigError
-from ._backend import BackendFactory, DatasetBackend
+from ._backend import BackendFactory, DatasetBackend, ListedSession
 from ._one_line import one_line
 from ._states import DatasetHealth, JobState
 
@@ -55,10 +55,10 @@ class ServedDataset:
         "active_jobs",
         "backend",
         "closed",
+        "compared",
         "failures",
         "health",
         "ids",
-        "known",
         "last_error",
         "last_poll",
         "name",
@@ -81,8 +81,9 @@ class ServedDataset:
         self.last_error: str | None = None
         self.last_poll: float | None = None
         self.next_poll: float | None = None
-        # The last listing seen, session -> stamp; read from the journal at the first poll.
-        self.known: dict[str, str] | None = None
+        # The last listing compared with the journal (the same object again: an unchanged
+        # listing, see DatasetBackend.list_sessions).
+        self.compared: Sequence[ListedSession] = ()
         self.ids = IdFilter(settings.id_pattern, self.name)
         self.polls: dict[str, int] = {"ok": 0, "error": 0}
         self.active_jobs = 0
@@ -96,14 +97,6 @@ class ServedDataset:
         if self.ids.same_pattern(old.ids):
             self.ids = old.ids
 
-    def learn(self, session: str, stamp: str) -> None:
-        """Take ``stamp`` as the last listing of ``session``: only a later change is new.
-
-        Does nothing before the first poll has read the listing from the journal.
-        """
-        if self.known is not None:
-            self.known[session] = stamp
-
     def status(self, jobs: Mapping[str, int]) -> DatasetStatus:
         return DatasetStatus(
             name=self.name,
@@ -113,7 +106,7 @@ class ServedDataset:
             next_poll=self.next_poll,
             failures=self.failures,
             last_error=self.last_error,
-            sessions=len(self.known or ()),
+            sessions=len(self.compared),
             jobs=dict(jobs),
         )
 

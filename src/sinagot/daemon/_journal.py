@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import DaemonError
+from ._backend import ListedSession
 from ._states import (
     FINISHED,
     IN_FLIGHT,
@@ -293,14 +294,29 @@ class Journal:
 
     # -- async API -----------------------------------------------------------------
 
+    def _known(self, dataset: str) -> dict[str, str]:
+        rows = self._conn.execute(
+            "SELECT session, last_modified FROM jobs WHERE dataset = ?", (dataset,)
+        )
+        return dict(rows.fetchall())
+
     async def known_sessions(self, dataset: str) -> dict[str, str]:
         """The last listing the journal has seen for a dataset: session -> last_modified."""
+        return await self._call(self._known, dataset)
 
-        def run() -> dict[str, str]:
-            rows = self._conn.execute(
-                "SELECT session, last_modified FROM jobs WHERE dataset = ?", (dataset,)
-            )
-            return dict(rows.fetchall())
+    async def compare_listing(
+        self, dataset: str, listing: Sequence[ListedSession]
+    ) -> list[tuple[str, str, bool]]:
+        """The sessions of ``listing`` the journal has no job for at their stamp, in order:
+        (label, stamp, whether it has no job at all). Writes nothing (see apply_listing)."""
+
+        def run() -> list[tuple[str, str, bool]]:
+            known = self._known(dataset)
+            return [
+                (session.label, session.last_modified, stamp is None)
+                for session in listing
+                if (stamp := known.get(session.label)) != session.last_modified
+            ]
 
         return await self._call(run)
 

@@ -1,15 +1,26 @@
-"""Polling a dataset: one listing per interval, its new or changed sessions into the journal."""
+"""Polling a dataset: one listing per interval, its new or changed sessions into the journal.
+
+A daemon may follow many projects on a few servers. So that no server gets
+every listing at once and none waits behind the others:
+
+- each dataset polls at its own phase of the interval (:func:`poll_phases`):
+  the datasets of a server spread evenly over it, the servers interleaved;
+- a server has at most ``[daemon] listings_per_server`` listings in flight
+  (:class:`ServerGates`); the listing's timeout starts once it may go;
+- a listing the store answers with the very object it gave last time (the
+  server's answer did not change) is not compared session by session again.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from ._backend import SessionInfo
 from ._datasets import ServedDataset
 from ._journal import Journal
 from ._one_line import one_line
@@ -18,7 +29,7 @@ from ._states import DatasetHealth
 if TYPE_CHECKING:
     from ..config import DaemonSettings
 
-__all__ = ["Poller", "listing_changes"]
+__all__ = ["Poller", "ServerGates", "poll_phases"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,24 +37,41 @@ BACKOFF_CAP = 600.0
 MIN_LIST_TIMEOUT = 30.0
 
 
-def listing_changes(
-    dataset: ServedDataset, listing: Sequence[SessionInfo], known: dict[str, str]
-) -> list[tuple[str, str]]:
-    """The sessions of ``listing`` that are new or changed since ``known``, as (label, stamp).
+def _server(dataset: ServedDataset) -> str | None:
+    server = dataset.settings.store.server
+    return server.rstrip("/") if server else None
 
-    A new session whose label does not match the dataset's ``id_pattern`` is ignored;
-    those first ignored by this listing are summed up in one log line.
+
+def poll_phases(datasets: Iterable[ServedDataset]) -> dict[str, float]:
+    """Each dataset's phase in the poll interval, in [0, 1), by name.
+
+    The datasets of one server are spread evenly over the interval, and the
+    servers' turns interleaved, so that polls come one at a time, as far apart
+    as they can be, both to each server and to the daemon.
     """
-    ids = dataset.ids
-    changes: list[tuple[str, str]] = []
-    for session in listing:
-        seen = known.get(session.label)
-        if seen is None and not ids.accept(session.label):
-            continue
-        if seen != session.last_modified:
-            changes.append((session.label, session.last_modified))
-    ids.report(logger)
-    return changes
+    by_server: dict[str | None, list[str]] = {}
+    for dataset in sorted(datasets, key=lambda d: d.name):
+        by_server.setdefault(_server(dataset), []).append(dataset.name)
+    turns = sorted(
+        (index / len(names), server, name)
+        for server, names in enumerate(by_server.values())
+        for index, name in enumerate(names)
+    )
+    return {name: rank / len(turns) for rank, (_, _, name) in enumerate(turns)}
+
+
+class ServerGates:
+    """At most ``limit`` listings in flight per server, whatever project they list."""
+
+    def __init__(self) -> None:
+        self._gates: dict[str, tuple[int, asyncio.Semaphore]] = {}
+
+    def gate(self, server: str, limit: int) -> asyncio.Semaphore:
+        gate = self._gates.get(server)
+        if gate is None or gate[0] != limit:
+            # A reload changed the limit: listings in flight end under the old one.
+            gate = self._gates[server] = (limit, asyncio.Semaphore(limit))
+        return gate[1]
 
 
 class Poller:
@@ -52,6 +80,8 @@ class Poller:
     ``settings`` gives the daemon settings in force (a reload replaces them), ``wake``
     tells the dispatcher that jobs became runnable, ``listing_failed`` is called after
     each failed listing (the daemon's status line names the datasets that are down).
+    ``phase`` (in [0, 1)) places the dataset's polls in the interval, ``gates`` bound
+    the listings in flight per server.
     """
 
     def __init__(
@@ -62,38 +92,60 @@ class Poller:
         settings: Callable[[], DaemonSettings],
         wake: asyncio.Event,
         listing_failed: Callable[[], None],
+        phase: float,
+        gates: ServerGates,
     ) -> None:
         self.dataset = dataset
         self._journal = journal
         self._settings = settings
         self._wake = wake
         self._listing_failed = listing_failed
+        self._phase = phase
+        self._gates = gates
 
     async def run(self) -> None:
         dataset = self.dataset
+        loop = asyncio.get_running_loop()
         while True:
             dataset.poll_now.clear()
             await self._poll()
-            delay = self.delay()
+            delay = self.delay(loop.time())
             dataset.next_poll = time.time() + delay
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await dataset.poll_now.wait()
 
-    def delay(self) -> float:
-        """The poll interval, backing off exponentially while the listing keeps failing."""
+    def delay(self, now: float) -> float:
+        """Seconds from the end of a poll, at loop time ``now``, to the next one.
+
+        The first turn of the dataset's phase at least half an interval away: polls
+        keep their place in the interval whatever a listing took, and one that ended
+        late (it waited for its server) skips a turn rather than listing again at
+        once behind the others. While the listing keeps failing: exponential backoff.
+        """
+        if self.dataset.failures:
+            return self._backoff()
         interval = self._settings().poll_interval
-        failures = self.dataset.failures
-        if failures == 0:
-            return interval
+        turns = math.ceil((now + interval / 2) / interval - self._phase)
+        return (turns + self._phase) * interval - now
+
+    def _backoff(self) -> float:
+        interval = self._settings().poll_interval
         cap = max(interval, min(BACKOFF_CAP, 32 * interval))
-        return float(min(interval * 2 ** (failures - 1), cap))
+        return float(min(interval * 2 ** (self.dataset.failures - 1), cap))
 
     async def _poll(self) -> None:
         dataset = self.dataset
-        list_timeout = max(MIN_LIST_TIMEOUT, self._settings().poll_interval)
+        settings = self._settings()
+        list_timeout = max(MIN_LIST_TIMEOUT, settings.poll_interval)
+        server = _server(dataset)
+        gate: contextlib.AbstractAsyncContextManager[object] = (
+            contextlib.nullcontext()
+            if server is None
+            else self._gates.gate(server, settings.listings_per_server)
+        )
         try:
-            async with asyncio.timeout(list_timeout):
+            async with gate, asyncio.timeout(list_timeout):
                 listing = await dataset.backend.list_sessions()
         except TimeoutError:
             self._failed(f"listing timed out after {list_timeout:g} s")
@@ -108,18 +160,21 @@ class Poller:
                 "%s: the server answers again after %d failure(s)", dataset.name, dataset.failures
             )
         dataset.health, dataset.failures, dataset.last_error = DatasetHealth.OK, 0, None
-        if dataset.known is None:
-            dataset.known = await self._journal.known_sessions(dataset.name)
-        known = dataset.known
-        changes = listing_changes(dataset, listing, known)
+        if listing is dataset.compared:
+            return
+        # The journal is the record of what was seen: a finished job has set its
+        # session's stamp after its own uploads there, so those are no change.
+        unknown = await self._journal.compare_listing(dataset.name, listing)
+        # A session new to the journal is taken if it matches the id_pattern; those first
+        # ignored by this listing are summed up in one log line.
+        changes = [
+            (label, stamp) for label, stamp, new in unknown if not new or dataset.ids.accept(label)
+        ]
+        dataset.ids.report(logger)
+        runnable = await self._journal.apply_listing(dataset.name, changes) if changes else []
+        dataset.compared = listing
         if not changes:
             return
-        before = {label: known.get(label) for label, _ in changes}
-        runnable = await self._journal.apply_listing(dataset.name, changes)
-        # A job that finished meanwhile may have set its settled stamp: that one stays.
-        known.update(
-            (label, stamp) for label, stamp in changes if known.get(label) == before[label]
-        )
         logger.info(
             "%s: %d new or changed session(s), %d job(s) queued",
             dataset.name,
@@ -139,7 +194,7 @@ class Poller:
             "%s: listing failed (%d in a row), next try in %g s: %s",
             dataset.name,
             dataset.failures,
-            self.delay(),
+            self._backoff(),
             error,
         )
         self._listing_failed()

@@ -42,7 +42,7 @@ from ._journal import JobDetail, JobRecord, Journal
 from ._metrics import DaemonMetrics
 from ._one_line import one_line
 from ._paths import lock_state_dir, socket_path, state_dir
-from ._polling import Poller
+from ._polling import Poller, ServerGates, poll_phases
 from ._states import DaemonStatus, check_status_transition, shown_status
 from ._systemd import Notifier
 from ._workers import JobWorkers
@@ -91,6 +91,7 @@ class Daemon:
         # Set once the TaskGroup runs: the socket answers earlier, but a reload needs it.
         self._serving = asyncio.Event()
         self._pollers: set[asyncio.Task[None]] = set()
+        self._gates = ServerGates()
         self._reloads: set[asyncio.Task[None]] = set()
         self.metrics = DaemonMetrics(self)
         self._metrics_server: MetricsServer | None = None
@@ -215,8 +216,7 @@ class Daemon:
             self._tg = tg
             self._serving.set()
             count = workers.start(tg)
-            for dataset in self._served.current.values():
-                self._start_poller(dataset)
+            self._start_pollers()
             watchdog = None
             if self.notifier.watchdog_interval is not None:
                 watchdog = tg.create_task(self._watchdog_loop(self.notifier.watchdog_interval))
@@ -257,19 +257,24 @@ class Daemon:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
 
-    def _start_poller(self, dataset: ServedDataset) -> None:
+    def _start_pollers(self) -> None:
+        """A poller per current dataset, each at its own phase of the interval."""
         assert self._tg is not None
-        poller = Poller(
-            dataset,
-            self.journal,
-            settings=lambda: self.settings,
-            wake=self._wake,
-            listing_failed=self._notify_status,
-        )
-        task = self._tg.create_task(poller.run(), name=f"sinagot-poll-{dataset.name}")
-        dataset.poller = task
-        self._pollers.add(task)
-        task.add_done_callback(self._pollers.discard)
+        datasets = self._served.current
+        for name, phase in poll_phases(datasets.values()).items():
+            poller = Poller(
+                datasets[name],
+                self.journal,
+                settings=lambda: self.settings,
+                wake=self._wake,
+                listing_failed=self._notify_status,
+                phase=phase,
+                gates=self._gates,
+            )
+            task = self._tg.create_task(poller.run(), name=f"sinagot-poll-{name}")
+            datasets[name].poller = task
+            self._pollers.add(task)
+            task.add_done_callback(self._pollers.discard)
 
     def _job_ended(self, dataset: ServedDataset) -> None:
         if dataset.retired and dataset.active_jobs == 0 and self._tg is not None:
@@ -401,6 +406,5 @@ class Daemon:
         assert self._tg is not None
         for idle in self._served.replace(datasets):
             self._tg.create_task(close_backend(idle))
-        for dataset in datasets.values():
-            self._start_poller(dataset)
+        self._start_pollers()
         self._wake.set()

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from ._attempt import AttemptEnd, JobLog, Outcome, attempt
+from ._attempt import JobLog, Outcome, attempt
 from ._datasets import ServedDataset
 from ._journal import JobRecord, Journal
 
@@ -164,20 +164,15 @@ class JobWorkers:
                     settings=self._settings,
                     stopping=self._stopping,
                 )
-            self._record(dataset.name, end)
+            self._record(dataset.name, end.outcome)
             self._metrics.job_ended(dataset.name, end, time.monotonic() - begin)
         finally:
             dataset.active_jobs -= 1
             del self._live_logs[job_id]
             self._job_ended(dataset)
 
-    def _record(self, name: str, end: AttemptEnd) -> None:
-        key = (name, end.outcome)
+    def _record(self, name: str, outcome: Outcome) -> None:
+        key = (name, outcome)
         self._completed[key] = self._completed.get(key, 0) + 1
-        if end.settled is not None:
-            # The dataset serving ``name`` now: it may have been reloaded since the job started.
-            current = self._datasets().get(name)
-            if current is not None:
-                current.learn(end.session, end.settled)
-        if end.outcome is Outcome.RETRY:
+        if outcome is Outcome.RETRY:
             self._wake.set()

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._report import StepStatus
 from ..connectors import LoopPortal, XnatStore
 from ..engine import Publication, RunHooks, RunOutcome, Scope, run_scope, runner_for
-from ._backend import ProcessResult, SessionInfo
+from ._backend import ListedSession, ProcessResult
 from ._cluster import ClusterLease, cluster_pool
 from ._states import JobState
 
@@ -91,9 +91,9 @@ class XnatBackend:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._threads, functools.partial(context.run, fn, *args))
 
-    async def list_sessions(self) -> Sequence[SessionInfo]:
-        listing = await self.store.list_sessions()
-        return [SessionInfo(session.label, session.last_modified) for session in listing]
+    async def list_sessions(self) -> Sequence[ListedSession]:
+        # As the store gives it: the same list again while the server's answer is unchanged.
+        return await self.store.list_sessions()
 
     async def process_session(
         self, label: str, enter_phase: Callable[[JobState], Awaitable[None]]
