@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sinagot.daemon._journal import JobRecord, Journal
+from sinagot.daemon._job_records import JobRecord
+from sinagot.daemon._journal import Journal
 from sinagot.daemon._states import (
     FINISHED,
     IN_FLIGHT,

@@ -19,7 +19,7 @@ import pytest
 from daemon_support import DaemonProcess, add_session, daemon_table, wait_for, write_config
 from foundation_support import config_for, write_project
 from sinagot import Dataset
-from sinagot.daemon._journal import SCHEMA_VERSION
+from sinagot.daemon._job_records import SCHEMA_VERSION
 from terminal_support import run_on_terminal
 
 SINAGOT = str(Path(sys.executable).with_name("sinagot"))

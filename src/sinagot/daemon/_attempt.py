@@ -94,7 +94,7 @@ async def attempt(
     *,
     settings: Callable[[], DaemonSettings],
     stopping: Callable[[], bool],
-) -> Outcome:
+) -> AttemptEnd:
     """Run one attempt at a job, journalling each step; errors end up in the journal.
 
     Cancelled (a stop, or a job past its shutdown timeout), it keeps its in-flight
@@ -104,7 +104,7 @@ async def attempt(
     where = job.title
     if job.state == JobState.FAILED:
         logger.error("%s: %s", where, job.last_error)
-        return Outcome.FAILED
+        return AttemptEnd(Outcome.FAILED)
     resumed = job.state in IN_FLIGHT
     logger.info("%s: %s attempt %d", where, "resuming" if resumed else "starting", job.attempts)
 

@@ -16,12 +16,20 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import DaemonError
 from ._backend import ListedSession
+from ._job_records import (
+    JOB_COLUMNS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    JobDetail,
+    JobRecord,
+    Transition,
+    record_of,
+)
 from ._states import (
     FINISHED,
     IN_FLIGHT,
@@ -32,114 +40,12 @@ from ._states import (
     check_transition,
 )
 
-__all__ = ["SCHEMA_VERSION", "JobDetail", "JobRecord", "Journal", "Transition"]
+__all__ = ["Journal"]
 
 T = TypeVar("T")
 
 _RUNNABLE = [str(state) for state in sorted(RUNNABLE)]
 _IN_FLIGHT = [str(state) for state in sorted(IN_FLIGHT)]
-
-# The journal's layout, in SQLite's user_version. Version 0 is a journal of Sinagot 0.1 made
-# before the version was recorded: its tables are version 1's, so opening it only records
-# the version. A later layout adds its step to _upgrade; a journal newer than this code is
-# refused (its rows may mean what this code cannot know).
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    dataset TEXT NOT NULL,
-    session TEXT NOT NULL,
-    last_modified TEXT NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    not_before REAL NOT NULL DEFAULT 0,
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    log_tail TEXT NOT NULL DEFAULT '',
-    UNIQUE (dataset, session)
-);
-CREATE INDEX IF NOT EXISTS jobs_runnable ON jobs (state, not_before);
-CREATE TABLE IF NOT EXISTS history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_id INTEGER NOT NULL REFERENCES jobs (id),
-    at REAL NOT NULL,
-    state TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS history_job ON history (job_id)
-"""
-
-_JOB_COLUMNS = (
-    "id, dataset, session, last_modified, state, attempts, last_error, not_before, created, updated"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class JobRecord:
-    id: int
-    dataset: str
-    session: str
-    last_modified: str
-    state: JobState
-    attempts: int
-    last_error: str | None
-    not_before: float
-    created: float
-    updated: float
-
-    @property
-    def title(self) -> str:
-        """How messages name the job: ``job 7 (lab/REC-1)``."""
-        return f"job {self.id} ({self.dataset}/{self.session})"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "dataset": self.dataset,
-            "session": self.session,
-            "last_modified": self.last_modified,
-            "state": str(self.state),
-            "attempts": self.attempts,
-            "last_error": self.last_error,
-            "not_before": self.not_before,
-            "created": self.created,
-            "updated": self.updated,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    at: float
-    state: JobState
-    detail: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"at": self.at, "state": str(self.state), "detail": self.detail}
-
-
-@dataclass(frozen=True, slots=True)
-class JobDetail:
-    job: JobRecord
-    history: tuple[Transition, ...]
-    log_tail: tuple[str, ...]
-
-
-def _record(row: Sequence[Any]) -> JobRecord:
-    return JobRecord(
-        id=row[0],
-        dataset=row[1],
-        session=row[2],
-        last_modified=row[3],
-        state=JobState(row[4]),
-        attempts=row[5],
-        last_error=row[6],
-        not_before=row[7],
-        created=row[8],
-        updated=row[9],
-    )
-
 
 def _placeholders(values: Sequence[object]) -> str:
     return ",".join("?" * len(values))
@@ -211,7 +117,7 @@ class Journal:
             )
         db.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _SCHEMA.split(";"):
+            for statement in SCHEMA.split(";"):
                 db.execute(statement)
             self._check_rows(db)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -223,7 +129,7 @@ class Journal:
     def _check_rows(self, db: sqlite3.Connection) -> None:
         """Refuse a journal whose jobs this code cannot read (not one Sinagot wrote)."""
         columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-        missing = [c.strip() for c in _JOB_COLUMNS.split(",") if c.strip() not in columns]
+        missing = [c.strip() for c in JOB_COLUMNS.split(",") if c.strip() not in columns]
         states = {row[0] for row in db.execute("SELECT DISTINCT state FROM jobs")}
         unknown = sorted(states - {str(state) for state in JobState})
         if missing or unknown:
@@ -283,8 +189,8 @@ class Journal:
         self._log(db, job.id, now, str(state), detail)
 
     def _job(self, db: sqlite3.Connection, job_id: int) -> JobRecord | None:
-        row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else _record(row)
+        row = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else record_of(row)
 
     def _known_job(self, db: sqlite3.Connection, job_id: int) -> JobRecord:
         job = self._job(db, job_id)
@@ -328,7 +234,7 @@ class Journal:
             runnable: list[int] = []
             for session, last_modified in items:
                 row = db.execute(
-                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE dataset = ? AND session = ?",
+                    f"SELECT {JOB_COLUMNS} FROM jobs WHERE dataset = ? AND session = ?",
                     (dataset, session),
                 ).fetchone()
                 if row is None:
@@ -341,7 +247,7 @@ class Journal:
                     self._log(db, job_id, now, str(INITIAL), "new session")
                     runnable.append(job_id)
                     continue
-                job = _record(row)
+                job = record_of(row)
                 if job.last_modified == last_modified:
                     continue
                 detail = f"changed on the server ({job.last_modified} -> {last_modified})"
@@ -371,10 +277,10 @@ class Journal:
 
         def run(db: sqlite3.Connection, now: float) -> list[int]:
             rows = db.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({_placeholders(_IN_FLIGHT)})",
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({_placeholders(_IN_FLIGHT)})",
                 _IN_FLIGHT,
             ).fetchall()
-            jobs = [_record(row) for row in rows]
+            jobs = [record_of(row) for row in rows]
             for job in jobs:
                 self._set(db, now, job, job.state, "resumed after a daemon restart")
             return [job.id for job in jobs]
@@ -390,7 +296,7 @@ class Journal:
 
         def run() -> list[JobRecord]:
             sql = (
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({_placeholders(_RUNNABLE)})"
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({_placeholders(_RUNNABLE)})"
                 f" AND not_before <= ? AND dataset IN ({_placeholders(datasets)})"
             )
             params: list[object] = [*_RUNNABLE, time.time(), *datasets]
@@ -399,7 +305,7 @@ class Journal:
                 params.extend(exclude)
             sql += " ORDER BY not_before, id LIMIT ?"
             params.append(limit)
-            return [_record(row) for row in self._conn.execute(sql, params)]
+            return [record_of(row) for row in self._conn.execute(sql, params)]
 
         return await self._call(run)
 
@@ -618,9 +524,9 @@ class Journal:
             where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
             params.append(limit)
             rows = self._conn.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs{where} ORDER BY id DESC LIMIT ?", params
+                f"SELECT {JOB_COLUMNS} FROM jobs{where} ORDER BY id DESC LIMIT ?", params
             )
-            return [_record(row) for row in rows]
+            return [record_of(row) for row in rows]
 
         return await self._call(run)
 

@@ -38,7 +38,8 @@ from ._datasets import (
     build_datasets,
     close_backend,
 )
-from ._journal import JobDetail, JobRecord, Journal
+from ._job_records import JobDetail, JobRecord
+from ._journal import Journal
 from ._metrics import DaemonMetrics
 from ._one_line import one_line
 from ._paths import lock_state_dir, socket_path, state_dir

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from ._attempt import JobLog, Outcome, attempt
 from ._datasets import ServedDataset
-from ._journal import JobRecord, Journal
+from ._job_records import JobRecord
+from ._journal import Journal
 
 if TYPE_CHECKING:
     from ..config import DaemonSettings

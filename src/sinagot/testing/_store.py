@@ -19,6 +19,7 @@ from pathlib import Path
 from sinagot._fs import md5_file
 
 from ._disk import FileArea
+from ._index import Transaction, open_index, project_of, resource_of
 from ._records import (
     ConflictError,
     Experiment,
@@ -38,42 +39,6 @@ from ._xsd import SESSION_TYPES
 
 __all__ = ["Store"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS projects (
-    id TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS subjects (
-    id TEXT PRIMARY KEY, project TEXT NOT NULL, label TEXT NOT NULL,
-    insert_ms INTEGER NOT NULL, modified_ms INTEGER NOT NULL, UNIQUE (project, label));
-CREATE TABLE IF NOT EXISTS experiments (
-    id TEXT PRIMARY KEY, project TEXT NOT NULL, subject_id TEXT NOT NULL, label TEXT NOT NULL,
-    xsi_type TEXT NOT NULL, date TEXT NOT NULL,
-    insert_ms INTEGER NOT NULL, modified_ms INTEGER NOT NULL, UNIQUE (project, label));
-CREATE TABLE IF NOT EXISTS scans (
-    experiment_id TEXT NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, xsi_type TEXT NOT NULL,
-    series_description TEXT NOT NULL, quality TEXT NOT NULL, note TEXT NOT NULL,
-    PRIMARY KEY (experiment_id, id));
-CREATE TABLE IF NOT EXISTS fields (
-    experiment_id TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
-    PRIMARY KEY (experiment_id, name));
-CREATE TABLE IF NOT EXISTS resources (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, owner_kind TEXT NOT NULL, owner_key TEXT NOT NULL,
-    label TEXT NOT NULL, format TEXT NOT NULL, content TEXT NOT NULL, tags TEXT NOT NULL,
-    UNIQUE (owner_kind, owner_key, label));
-CREATE TABLE IF NOT EXISTS files (
-    resource_id INTEGER NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
-    digest TEXT NOT NULL, format TEXT NOT NULL, content TEXT NOT NULL, tags TEXT NOT NULL,
-    PRIMARY KEY (resource_id, path));
-"""
-# Columns added after data directories were first written: added where missing, so an
-# older data directory opens with their defaults.
-_ADDED_COLUMNS = (
-    ("projects", "checksums", "INTEGER NOT NULL DEFAULT 1"),
-    ("experiments", "time", "TEXT NOT NULL DEFAULT ''"),
-    ("experiments", "visit_id", "TEXT NOT NULL DEFAULT ''"),
-    ("experiments", "age", "TEXT NOT NULL DEFAULT ''"),
-    ("experiments", "modality", "TEXT NOT NULL DEFAULT ''"),
-)
 # The columns of subjects, experiments (with subject_label from the join) and scans are
 # named as the fields of their records, so a row becomes one with Record(**row).
 
@@ -92,20 +57,10 @@ class Store:
         #: every project (as on an XNAT whose ``checksums`` setting is off).
         self.checksums = checksums
         self._lock = threading.RLock()
-        # Bumped by every write (see _Transaction): what was read at one value is
+        # Bumped by every write (see Transaction): what was read at one value is
         # current while it lasts, so the HTTP layer may keep it.
         self.generation = 0
-        self._db = sqlite3.connect(
-            root / "index.sqlite3", check_same_thread=False, isolation_level=None
-        )
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        for table, column, definition in _ADDED_COLUMNS:
-            present = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
-            if column not in present:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        self._db = open_index(root / "index.sqlite3")
 
     def close(self) -> None:
         with self._lock:
@@ -121,8 +76,11 @@ class Store:
         row = self._db.execute("SELECT value FROM counters WHERE name = ?", (counter,)).fetchone()
         return int(row[0])
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self)
+    def _transaction(self) -> Transaction:
+        return Transaction(self._db, self._lock, self._next_generation)
+
+    def _next_generation(self) -> None:
+        self.generation += 1
 
     def _bump_experiment(self, experiment_id: str) -> None:
         # Strictly increasing even within one millisecond: pollers compare for inequality.
@@ -174,12 +132,12 @@ class Store:
     def projects(self) -> list[Project]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM projects ORDER BY id").fetchall()
-        return [_project(r) for r in rows]
+        return [project_of(r) for r in rows]
 
     def get_project(self, project_id: str) -> Project | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM projects WHERE id = ?", (project_id,)).fetchone()
-        return None if row is None else _project(row)
+        return None if row is None else project_of(row)
 
     # -- subjects ------------------------------------------------------------------------
 
@@ -432,7 +390,7 @@ class Store:
                 "SELECT * FROM resources WHERE owner_kind = ? AND owner_key = ? ORDER BY id",
                 (owner.kind, owner.key),
             ).fetchall()
-        return [_resource(r) for r in rows]
+        return [resource_of(r) for r in rows]
 
     def find_resource(self, owner: Owner, key: str) -> Resource | None:
         """The resource of ``owner`` labelled ``key``, else the one with id ``key``."""
@@ -444,7 +402,7 @@ class Store:
                 " AND (label = ? OR CAST(id AS TEXT) = ?) ORDER BY label = ? DESC LIMIT 1",
                 (owner.kind, owner.key, key, key, key),
             ).fetchone()
-        return None if row is None else _resource(row)
+        return None if row is None else resource_of(row)
 
     def totals(self, resource_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
         """(file count, total bytes) of each resource, for listings."""
@@ -672,47 +630,3 @@ class Store:
             tags=row["tags"],
             disk_path=self.disk.path(row["resource_id"], row["path"]),
         )
-
-
-class _Transaction:
-    """Holds the store lock and wraps nested calls in one SQLite transaction.
-
-    Each outermost one, committed or not (files may have moved), starts a new
-    :attr:`Store.generation`.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._db = store._db
-        self._lock = store._lock
-        self._outermost = False
-
-    def __enter__(self) -> None:
-        self._lock.acquire()
-        self._outermost = not self._db.in_transaction
-        if self._outermost:
-            self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        try:
-            if self._outermost:
-                self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        finally:
-            if self._outermost:
-                self._store.generation += 1
-            self._lock.release()
-
-
-def _project(row: sqlite3.Row) -> Project:
-    return Project(row["id"], row["name"], row["description"], bool(row["checksums"]))
-
-
-def _resource(row: sqlite3.Row) -> Resource:
-    return Resource(
-        id=row["id"],
-        owner=Owner(row["owner_kind"], row["owner_key"]),
-        label=row["label"],
-        format=row["format"],
-        content=row["content"],
-        tags=row["tags"],
-    )
