@@ -565,13 +565,12 @@ class AsyncXnatStore:
 
     async def upload_value(self, value: FieldValue, entry: DataEntry) -> None:
         """Store ``value`` as field ``entry`` (a custom field of the session)."""
-        session = self._index.sessions.get(entry.row_id)
         await upload_value(
             self.client,
             self.session_path(entry.row_id),
             entry,
             value,
-            session.xsi_type if session is not None else "",
+            self._index.xsi_types.get(entry.row_id, ""),
             self.session_xsi_type,
         )
 

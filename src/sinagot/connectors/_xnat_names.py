@@ -11,7 +11,6 @@ import json
 import posixpath
 import re
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote, unquote
 
@@ -28,7 +27,6 @@ __all__ = [
     "PROVENANCE_FILE",
     "PROVENANCE_RESOURCE",
     "SessionListing",
-    "SessionRecord",
     "by_uri",
     "decode_value",
     "file_name",
@@ -90,14 +88,6 @@ class SessionListing(NamedTuple):
     label: str
     last_modified: str
 
-
-@dataclass(frozen=True, slots=True)
-class SessionRecord:
-    """What the project listing says of a session, kept for later requests about it."""
-
-    id: str
-    xsi_type: str
-    last_modified: str
 
 
 def file_name(uri: str, fallback: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Sequence
 from urllib.parse import unquote
 
@@ -24,7 +25,6 @@ from ._xnat_names import (
     FILE_IN_URI,
     PROVENANCE_RESOURCE,
     SessionListing,
-    SessionRecord,
     by_uri,
     file_name,
     project_path,
@@ -57,7 +57,9 @@ class SessionIndex:
         # The session's change marker when its files without digests were listed: the
         # cache matches such files by it (and by size).
         self.stamps: dict[str, str] = {}
-        self.sessions: dict[str, SessionRecord] = {}
+        # The last project listing, by label, and each session's type.
+        self.sessions: dict[str, SessionListing] = {}
+        self.xsi_types: dict[str, str] = {}
         # The provenance files of each populated session with their digests: a derivative
         # whose provenance has the digest of the copy in the work tree needs no request.
         self.markers: dict[str, dict[str, str]] = {}
@@ -82,8 +84,9 @@ class SessionIndex:
         if rows is None:
             return self._listing
         sessions: list[SessionListing] = []
-        # Rebuilt from each listing: sessions deleted on the server are not kept.
-        known: dict[str, SessionRecord] = {}
+        # Rebuilt from each listing: sessions deleted on the server are not kept. The few
+        # session types are shared strings: a project may list hundreds of thousands.
+        xsi_types: dict[str, str] = {}
         for row in rows:
             label = row.get("label", "")
             try:
@@ -92,10 +95,11 @@ class SessionIndex:
                 logger.warning("ignoring a session of project %s: %s", self.project, exc)
                 continue
             modified = row.get("last_modified") or row.get("insert_date", "")
-            known[label] = SessionRecord(row.get("ID", label), row.get("xsiType", ""), modified)
+            xsi_types[label] = sys.intern(row.get("xsiType", ""))
             sessions.append(SessionListing(label, modified))
-        self.sessions = known
         sessions.sort()
+        self.sessions = {session.label: session for session in sessions}
+        self.xsi_types = xsi_types
         self._listing, self._listing_digest = sessions, digest
         return sessions
 
