@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 import posixpath
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -78,6 +78,7 @@ from ._xnat_names import (
     together,
 )
 from ._xnat_sessions import SessionIndex
+from ._xnat_upload import ArchiveBody, FileBody, UploadBody, plan_uploads
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -87,6 +88,8 @@ __all__ = ["DEFAULT_SESSION_TYPE", "AsyncXnatStore"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_SESSION_TYPE = "xnat:mrSessionData"
+# An archive PUT with these is unpacked into the resource, one file per member.
+_EXTRACT_PARAMS = MappingProxyType({**UPLOAD_PARAMS, "extract": "true"})
 
 
 class _EntrySource:
@@ -128,8 +131,41 @@ def _keep_copy(copy: Path, provenance: dict[str, Any]) -> None:
     atomic_write_bytes(copy, (json.dumps(provenance, indent=2, sort_keys=True) + "\n").encode())
 
 
-def _sizes(root: Path, names: Iterable[str]) -> dict[str, int]:
-    return {name: (root / name).stat().st_size for name in names}
+def _output_names(root: Path, names: Sequence[str] | None, what: str) -> tuple[str, ...]:
+    """``names`` (default: every file below ``root``), each checked as an output (blocking)."""
+    if names is None:
+        names = list_files(root)
+    for name in names:
+        validate_relative_path(name, "output")
+        if name == PROVENANCE_FILE:
+            raise StoreError(
+                f"output {name} of {what} clashes with the provenance file: rename the output"
+            )
+    return tuple(names)
+
+
+def _resource_names(names: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """The folder of the outputs ``names`` and each name relative to it, as their resource
+    holds them (:func:`output_prefix`)."""
+    prefix = output_prefix(names)
+    return prefix, {name: posixpath.relpath(name, prefix or ".") for name in names}
+
+
+def _local_files(fileset: FileSet) -> tuple[dict[str, str], dict[str, int]]:
+    """The MD5 and the size of each file of ``fileset`` (blocking)."""
+    sizes = {name: (fileset.root / name).stat().st_size for name in fileset.names}
+    return checksums_of(fileset), sizes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Upload:
+    """The files below ``root`` to upload (MD5s, sizes) and those the server holds."""
+
+    root: Path
+    what: str
+    local: dict[str, str]
+    sizes: dict[str, int]
+    remote: dict[str, RemoteFile]
 
 
 def _check_derivative(entry: DataEntry) -> None:
@@ -395,58 +431,96 @@ class AsyncXnatStore:
     ) -> dict[str, str]:
         """Upload ``names`` (default: every file) below ``input_dir`` as the files of
         derivative ``entry``, skipping those the server already holds; their MD5s."""
+        upload = await self._prepare(Path(input_dir), entry, names, checksums or {})
+        await self._send_changes(entry, upload)
+        return upload.local
+
+    async def _prepare(
+        self,
+        root: Path,
+        entry: DataEntry,
+        names: Sequence[str] | None,
+        checksums: Mapping[str, str],
+    ) -> _Upload:
+        """The local files to upload as ``entry`` (MD5s, sizes) and those the server holds.
+
+        Their resource is created if it does not exist yet.
+        """
         _check_derivative(entry)
         what = f"{entry.path} of session {entry.row_id}"
-        if names is None:
-            names = await asyncio.to_thread(list_files, input_dir)
-        for name in names:
-            validate_relative_path(name, "output")
-            if name == PROVENANCE_FILE:
-                raise StoreError(
-                    f"output {name} of {what} clashes with the provenance file: rename the output"
-                )
-        local = await asyncio.to_thread(
-            checksums_of, FileSet(input_dir, tuple(names), checksums or {})
+        checked = await asyncio.to_thread(_output_names, root, names, what)
+        fileset = FileSet(root, checked, checksums)
+        # Files without a known MD5 are hashed while the request is out.
+        (local, sizes), remote = await asyncio.gather(
+            asyncio.to_thread(_local_files, fileset), self._resource_files(entry, what)
         )
+        return _Upload(root, what, local, sizes, remote)
+
+    async def _resource_files(self, entry: DataEntry, what: str) -> dict[str, RemoteFile]:
         try:
-            remote = await self._list_entry(entry.uri, what)
+            return await self._list_entry(entry.uri, what)
         except RemoteNotFoundError:
             # Created once up front: parallel first uploads could each create one.
             await self.client.request("PUT", entry.uri, f"resource of {what}")
-            remote = {}
+            return {}
+
+    async def _send_changes(self, entry: DataEntry, upload: _Upload) -> None:
+        """PUT the files the server lacks or holds other bytes of; DELETE those it should not.
+
+        Many small files go as a few archives the server unpacks (see :mod:`._xnat_upload`).
+        """
+        local, remote, what = upload.local, upload.remote, upload.what
         files = f"{entry.uri}/files"
         if PROVENANCE_FILE in remote:
             # Un-commit first, so an interrupted re-upload never looks complete.
             await self.client.request("DELETE", f"{files}/{PROVENANCE_FILE}", what)
-        slots = asyncio.Semaphore(self.concurrent_files)
-
-        async def put(name: str) -> None:
-            async with slots:
-                await self.client.request(
-                    "PUT",
-                    f"{files}/{quote(name, safe='/')}",
-                    f"file {name} of {what}",
-                    params=UPLOAD_PARAMS,
-                    body=input_dir / name,
-                )
-
-        async def delete(name: str) -> None:
-            async with slots:
-                await self.client.request(
-                    "DELETE", f"{files}/{quote(name, safe='/')}", f"file {name} of {what}"
-                )
-
         changed = [n for n in local if remote.get(n) is None or remote[n].digest != local[n]]
         stale = [n for n in remote if n not in local and n != PROVENANCE_FILE]
+        alone, batches = plan_uploads(changed, upload.sizes, self.concurrent_files)
+        slots = asyncio.Semaphore(self.concurrent_files)
+
+        async def send(
+            method: str,
+            name: str,
+            about: str,
+            body: UploadBody | None = None,
+            params: Mapping[str, str] | None = None,
+        ) -> None:
+            async with slots:
+                await self.client.request(
+                    method, f"{files}/{name}", about, params=params, body=body
+                )
+
+        async def put_file(name: str) -> None:
+            body = FileBody(upload.root / name, upload.sizes[name])
+            await send("PUT", quote(name, safe="/"), f"file {name} of {what}", body, UPLOAD_PARAMS)
+
+        async def put_archive(index: int, batch: list[str]) -> None:
+            members = [(name, upload.sizes[name]) for name in batch]
+            # Its tar headers take ~50 us each to build: not on the event loop.
+            body = await asyncio.to_thread(ArchiveBody, upload.root, members)
+            about = f"{len(batch)} files of {what} ({batch[0]} to {batch[-1]}, in an archive)"
+            await send("PUT", f"upload-{index}.tar", about, body, _EXTRACT_PARAMS)
+
         logger.info(
-            "uploading %d of %d files of %s (%d stale removed)",
+            "uploading %d of %d files of %s (%d in %d archives; %d stale removed)",
             len(changed),
             len(local),
             what,
+            len(changed) - len(alone),
+            len(batches),
             len(stale),
         )
-        await together([*(put(n) for n in changed), *(delete(n) for n in stale)])
-        return local
+        await together(
+            [
+                *(put_file(name) for name in alone),
+                *(put_archive(index, batch) for index, batch in enumerate(batches, 1)),
+                *(
+                    send("DELETE", quote(name, safe="/"), f"file {name} of {what}")
+                    for name in stale
+                ),
+            ]
+        )
 
     async def get_checksums(self, uri: str) -> dict[str, str]:
         """The server's digests of the files of the entry at ``uri`` (provenance excluded)."""
@@ -461,15 +535,13 @@ class AsyncXnatStore:
         (:func:`output_prefix`), as FrameTree reads a column.
         """
         _check_derivative(entry)
-        prefix = output_prefix(fileset.names)
-        relative = {name: posixpath.relpath(name, prefix or ".") for name in fileset.names}
-        known = {relative[n]: md5 for n, md5 in fileset.checksums.items() if n in relative}
-        await self._uncommit(entry)
-        root = fileset.root / prefix
-        local = await self.upload_files(root, entry, list(relative.values()), known)
-        what = f"{entry.path} of session {entry.row_id}"
-        listed = await self._list_entry(entry.uri, what)
-        sizes = await asyncio.to_thread(_sizes, root, local)
+        # Both before the first PUT, and independent: one round trip for the two requests.
+        (relative, upload), _ = await asyncio.gather(
+            self._prepare_fileset(fileset, entry), self._uncommit(entry)
+        )
+        await self._send_changes(entry, upload)
+        local, sizes = upload.local, upload.sizes
+        listed = await self._list_entry(entry.uri, upload.what)
         # A server without digests (checksums off) lists none: the size must match then.
         remote = {
             name: file.digest or (local.get(name, "") if file.size == sizes.get(name) else "")
@@ -478,6 +550,16 @@ class AsyncXnatStore:
         check_uploaded(self.server, entry.uri, local, remote)
         stored = {name: local[relative[name]] for name in fileset.names}
         return dataclasses.replace(fileset, checksums=MappingProxyType(stored))
+
+    async def _prepare_fileset(
+        self, fileset: FileSet, entry: DataEntry
+    ) -> tuple[dict[str, str], _Upload]:
+        """The upload of ``fileset`` as :meth:`put_fileset` stores it, with each name's
+        name in the resource."""
+        prefix, relative = await asyncio.to_thread(_resource_names, fileset.names)
+        known = {relative[n]: md5 for n, md5 in fileset.checksums.items() if n in relative}
+        upload = await self._prepare(fileset.root / prefix, entry, list(relative.values()), known)
+        return relative, upload
 
     # -- provenance ------------------------------------------------------------------------
 

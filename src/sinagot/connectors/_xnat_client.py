@@ -15,13 +15,11 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -35,8 +33,10 @@ from ..errors import (
     RemoteNotFoundError,
     RequestRefusedError,
     ServerError,
+    SinagotError,
 )
 from ._xnat_credentials import PASSWORD_ENV, Credentials
+from ._xnat_upload import UploadBody
 
 __all__ = ["CHUNK_SIZE", "RetryPolicy", "XnatClient", "result_rows"]
 
@@ -319,7 +319,7 @@ class XnatClient:
         what: str,
         *,
         params: Mapping[str, str] | None = None,
-        body: bytes | Path | None = None,
+        body: bytes | UploadBody | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> aiohttp.ClientResponse:
         """One try: send (re-logging in once on 401), check the status; the caller releases."""
@@ -327,24 +327,27 @@ class XnatClient:
         for relogged in (False, True):
             token = self._token
             all_headers = {"Cookie": f"JSESSIONID={token}", **(headers or {})}
-            handle = None
-            sent = len(body) if isinstance(body, bytes) else 0
-            if isinstance(body, Path):
-                handle = await asyncio.to_thread(body.open, "rb")
-                sent = os.fstat(handle.fileno()).st_size
+            sent = (
+                body.size
+                if isinstance(body, UploadBody)
+                else len(body) if isinstance(body, bytes) else 0
+            )
             try:
                 response = await self._counted(
                     self._http().request(
                         method,
                         self._url(path),
                         params=params,
-                        data=handle if handle is not None else body,
+                        data=body.payload() if isinstance(body, UploadBody) else body,
                         headers=all_headers,
                     )
                 )
-            finally:
-                if handle is not None:
-                    await asyncio.to_thread(handle.close)
+            except aiohttp.ClientConnectionError as exc:
+                # aiohttp wraps whatever stopped the body: ours (a local file) is no network
+                # fault, and the same one at each try.
+                if isinstance(exc.__cause__, SinagotError):
+                    raise exc.__cause__ from None
+                raise
             if response.status == 401 and not relogged:
                 response.release()
                 logger.info("session on %s expired; logging in again", self.server)
@@ -366,7 +369,7 @@ class XnatClient:
         path: str,
         what: str,
         params: Mapping[str, str] | None,
-        body: bytes | Path | None,
+        body: bytes | UploadBody | None,
     ) -> bytes:
         async with await self._send(method, path, what, params=params, body=body) as response:
             data = await response.read()
@@ -380,9 +383,9 @@ class XnatClient:
         what: str,
         *,
         params: Mapping[str, str] | None = None,
-        body: bytes | Path | None = None,
+        body: bytes | UploadBody | None = None,
     ) -> bytes:
-        """The whole (small) body of a request, retried as a unit."""
+        """The whole (small) answer to a request, retried as a unit (a body from its start)."""
         try:
             return await self._retried(self._read, method, path, what, params, body)
         except (*_TRANSIENT, _TransientStatus) as exc:
