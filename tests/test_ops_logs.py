@@ -264,3 +264,32 @@ def test_a_journal_of_a_newer_version_is_refused_with_one_line(
     (error,) = _lines(log, "sinagot: error: ")
     assert f"has schema version {SCHEMA_VERSION + 1}, newer than this Sinagot's" in error
     assert "move the journal aside" in error
+
+
+def test_the_dask_cluster_chatter_stays_below_the_level_chosen(tmp_path: Path) -> None:
+    # In a fresh interpreter: distributed resets its loggers' levels when first imported,
+    # which is after the daemon (or `sinagot run`) chose WARNING for them.
+    program = (
+        "import logging, sys\n"
+        "from contextlib import ExitStack\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
+        "logging.getLogger('distributed').setLevel(logging.WARNING)\n"
+        "from sinagot._dask import open_client\n"
+        "from sinagot.config import DaskSettings\n"
+        "assert 'distributed' not in sys.modules, 'the test needs distributed not yet imported'\n"
+        "with ExitStack() as stack:\n"
+        "    client = open_client(DaskSettings(n_workers=1, processes=False), stack)\n"
+        "    print(client.submit(abs, -3).result())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "3"
+    assert "sinagot._dask" in done.stderr  # INFO records of our own still show
+    assert "distributed." not in done.stderr

@@ -140,7 +140,12 @@ def open_client(
     # Worker processes and batch jobs inherit the environment: not the XNAT password.
     take_environment_password()
     dask = importlib.import_module("dask")
+    chosen_level = logging.getLogger("distributed").level
     distributed = importlib.import_module("distributed")
+    if chosen_level != logging.NOTSET:
+        # Importing distributed sets its loggers' levels from Dask's config (INFO):
+        # keep the one the caller chose to silence the cluster's start/stop chatter.
+        logging.getLogger("distributed").setLevel(chosen_level)
     if settings.address is not None:
         return _external_client(distributed, settings, stack)
     with dask.config.set(HTTP_HEALTH_ONLY):
