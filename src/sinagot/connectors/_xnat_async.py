@@ -24,20 +24,18 @@ import hashlib
 import json
 import logging
 import posixpath
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from .._fs import atomic_write_bytes
-from .._layout import PROVENANCE_DIR, list_files
+from .._layout import PROVENANCE_DIR
 from ..cache import Cache, EntryKey, EntryUse, RemoteFile
 from ..config import CacheSettings
 from ..errors import ConfigError, RemoteNotFoundError, ServerError, StoreError
 from ._remote import (
-    check_uploaded,
-    checksums_of,
     default_work_dir,
     entry_work_dir,
     link_entry,
@@ -51,7 +49,6 @@ from ._values import (
     derivative_path,
     split_derivative_path,
     validate_label,
-    validate_relative_path,
 )
 from ._xnat_client import RetryPolicy, XnatClient
 from ._xnat_credentials import resolve_credentials
@@ -68,17 +65,21 @@ from ._xnat_names import (
     PROVENANCE_FILE,
     PROVENANCE_RESOURCE,
     SessionListing,
-    file_name,
     output_prefix,
     project_path,
     quote_segment,
-    remote_file,
     resource_label,
     session_path,
-    together,
+)
+from ._xnat_resources import (
+    check_derivative,
+    list_resource,
+    prepare_fileset,
+    prepare_upload,
+    send_changes,
+    verify_upload,
 )
 from ._xnat_sessions import SessionIndex
-from ._xnat_upload import ArchiveBody, FileBody, UploadBody, plan_uploads
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -88,8 +89,6 @@ __all__ = ["DEFAULT_SESSION_TYPE", "AsyncXnatStore"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_SESSION_TYPE = "xnat:mrSessionData"
-# An archive PUT with these is unpacked into the resource, one file per member.
-_EXTRACT_PARAMS = MappingProxyType({**UPLOAD_PARAMS, "extract": "true"})
 
 
 class _EntrySource:
@@ -129,51 +128,6 @@ def _read_copy(copy: Path, md5: str) -> dict[str, Any] | None:
 def _keep_copy(copy: Path, provenance: dict[str, Any]) -> None:
     # The bytes put_provenance sends: their digest is what the server lists.
     atomic_write_bytes(copy, (json.dumps(provenance, indent=2, sort_keys=True) + "\n").encode())
-
-
-def _output_names(root: Path, names: Sequence[str] | None, what: str) -> tuple[str, ...]:
-    """``names`` (default: every file below ``root``), each checked as an output (blocking)."""
-    if names is None:
-        names = list_files(root)
-    for name in names:
-        validate_relative_path(name, "output")
-        if name == PROVENANCE_FILE:
-            raise StoreError(
-                f"output {name} of {what} clashes with the provenance file: rename the output"
-            )
-    return tuple(names)
-
-
-def _resource_names(names: Sequence[str]) -> tuple[str, dict[str, str]]:
-    """The folder of the outputs ``names`` and each name relative to it, as their resource
-    holds them (:func:`output_prefix`)."""
-    prefix = output_prefix(names)
-    return prefix, {name: posixpath.relpath(name, prefix or ".") for name in names}
-
-
-def _local_files(fileset: FileSet) -> tuple[dict[str, str], dict[str, int]]:
-    """The MD5 and the size of each file of ``fileset`` (blocking)."""
-    sizes = {name: (fileset.root / name).stat().st_size for name in fileset.names}
-    return checksums_of(fileset), sizes
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Upload:
-    """The files below ``root`` to upload (MD5s, sizes) and those the server holds."""
-
-    root: Path
-    what: str
-    local: dict[str, str]
-    sizes: dict[str, int]
-    remote: dict[str, RemoteFile]
-
-
-def _check_derivative(entry: DataEntry) -> None:
-    if not entry.is_derivative:
-        raise StoreError(
-            f"refusing to upload into acquired data {entry.path} of {entry.row_id}:"
-            " Sinagot only writes derivatives (name@pipeline)"
-        )
 
 
 class AsyncXnatStore:
@@ -372,11 +326,6 @@ class AsyncXnatStore:
 
     # -- files ---------------------------------------------------------------------------
 
-    async def _list_entry(self, uri: str, what: str) -> dict[str, RemoteFile]:
-        rows = await self.client.list_rows(f"{uri}/files", what)
-        files = [remote_file(r, file_name(r.get("URI", ""), r.get("Name", "")), what) for r in rows]
-        return {f.name: f for f in files}
-
     async def download_files(self, entry: DataEntry, download_dir: Path | None = None) -> Path:
         """Fetch the files of ``entry`` verified into the cache (or one at ``download_dir``);
         return the folder holding them."""
@@ -384,7 +333,7 @@ class AsyncXnatStore:
         key = self.entry_key(entry)
         listed = self._index.listings.get(entry.row_id, {}).get(entry.uri)
         if listed is None:
-            listed = tuple((await self._list_entry(entry.uri, what)).values())
+            listed = tuple((await list_resource(self.client, entry.uri, what)).values())
         if entry.is_derivative:
             listed = tuple(f for f in listed if f.name != PROVENANCE_FILE)
         cache = self.cache
@@ -431,100 +380,14 @@ class AsyncXnatStore:
     ) -> dict[str, str]:
         """Upload ``names`` (default: every file) below ``input_dir`` as the files of
         derivative ``entry``, skipping those the server already holds; their MD5s."""
-        upload = await self._prepare(Path(input_dir), entry, names, checksums or {})
-        await self._send_changes(entry, upload)
+        upload = await prepare_upload(self.client, Path(input_dir), entry, names, checksums or {})
+        await send_changes(self.client, entry, upload, self.concurrent_files)
         return upload.local
-
-    async def _prepare(
-        self,
-        root: Path,
-        entry: DataEntry,
-        names: Sequence[str] | None,
-        checksums: Mapping[str, str],
-    ) -> _Upload:
-        """The local files to upload as ``entry`` (MD5s, sizes) and those the server holds.
-
-        Their resource is created if it does not exist yet.
-        """
-        _check_derivative(entry)
-        what = f"{entry.path} of session {entry.row_id}"
-        checked = await asyncio.to_thread(_output_names, root, names, what)
-        fileset = FileSet(root, checked, checksums)
-        # Files without a known MD5 are hashed while the request is out.
-        (local, sizes), remote = await asyncio.gather(
-            asyncio.to_thread(_local_files, fileset), self._resource_files(entry, what)
-        )
-        return _Upload(root, what, local, sizes, remote)
-
-    async def _resource_files(self, entry: DataEntry, what: str) -> dict[str, RemoteFile]:
-        try:
-            return await self._list_entry(entry.uri, what)
-        except RemoteNotFoundError:
-            # Created once up front: parallel first uploads could each create one.
-            await self.client.request("PUT", entry.uri, f"resource of {what}")
-            return {}
-
-    async def _send_changes(self, entry: DataEntry, upload: _Upload) -> None:
-        """PUT the files the server lacks or holds other bytes of; DELETE those it should not.
-
-        Many small files go as a few archives the server unpacks (see :mod:`._xnat_upload`).
-        """
-        local, remote, what = upload.local, upload.remote, upload.what
-        files = f"{entry.uri}/files"
-        if PROVENANCE_FILE in remote:
-            # Un-commit first, so an interrupted re-upload never looks complete.
-            await self.client.request("DELETE", f"{files}/{PROVENANCE_FILE}", what)
-        changed = [n for n in local if remote.get(n) is None or remote[n].digest != local[n]]
-        stale = [n for n in remote if n not in local and n != PROVENANCE_FILE]
-        alone, batches = plan_uploads(changed, upload.sizes, self.concurrent_files)
-        slots = asyncio.Semaphore(self.concurrent_files)
-
-        async def send(
-            method: str,
-            name: str,
-            about: str,
-            body: UploadBody | None = None,
-            params: Mapping[str, str] | None = None,
-        ) -> None:
-            async with slots:
-                await self.client.request(
-                    method, f"{files}/{name}", about, params=params, body=body
-                )
-
-        async def put_file(name: str) -> None:
-            body = FileBody(upload.root / name, upload.sizes[name])
-            await send("PUT", quote(name, safe="/"), f"file {name} of {what}", body, UPLOAD_PARAMS)
-
-        async def put_archive(index: int, batch: list[str]) -> None:
-            members = [(name, upload.sizes[name]) for name in batch]
-            # Its tar headers take ~50 us each to build: not on the event loop.
-            body = await asyncio.to_thread(ArchiveBody, upload.root, members)
-            about = f"{len(batch)} files of {what} ({batch[0]} to {batch[-1]}, in an archive)"
-            await send("PUT", f"upload-{index}.tar", about, body, _EXTRACT_PARAMS)
-
-        logger.info(
-            "uploading %d of %d files of %s (%d in %d archives; %d stale removed)",
-            len(changed),
-            len(local),
-            what,
-            len(changed) - len(alone),
-            len(batches),
-            len(stale),
-        )
-        await together(
-            [
-                *(put_file(name) for name in alone),
-                *(put_archive(index, batch) for index, batch in enumerate(batches, 1)),
-                *(
-                    send("DELETE", quote(name, safe="/"), f"file {name} of {what}")
-                    for name in stale
-                ),
-            ]
-        )
 
     async def get_checksums(self, uri: str) -> dict[str, str]:
         """The server's digests of the files of the entry at ``uri`` (provenance excluded)."""
-        listed = await self._list_entry(uri, f"resource {unquote(uri.rsplit('/', 1)[-1])}")
+        what = f"resource {unquote(uri.rsplit('/', 1)[-1])}"
+        listed = await list_resource(self.client, uri, what)
         return {n: f.digest for n, f in listed.items() if n != PROVENANCE_FILE}
 
     async def put_fileset(self, fileset: FileSet, entry: DataEntry) -> FileSet:
@@ -534,32 +397,15 @@ class AsyncXnatStore:
         never looks complete. Its resource gets the files relative to their folder
         (:func:`output_prefix`), as FrameTree reads a column.
         """
-        _check_derivative(entry)
+        check_derivative(entry)
         # Both before the first PUT, and independent: one round trip for the two requests.
         (relative, upload), _ = await asyncio.gather(
-            self._prepare_fileset(fileset, entry), self._uncommit(entry)
+            prepare_fileset(self.client, fileset, entry), self._uncommit(entry)
         )
-        await self._send_changes(entry, upload)
-        local, sizes = upload.local, upload.sizes
-        listed = await self._list_entry(entry.uri, upload.what)
-        # A server without digests (checksums off) lists none: the size must match then.
-        remote = {
-            name: file.digest or (local.get(name, "") if file.size == sizes.get(name) else "")
-            for name, file in listed.items()
-        }
-        check_uploaded(self.server, entry.uri, local, remote)
-        stored = {name: local[relative[name]] for name in fileset.names}
+        await send_changes(self.client, entry, upload, self.concurrent_files)
+        await verify_upload(self.client, entry, upload)
+        stored = {name: upload.local[relative[name]] for name in fileset.names}
         return dataclasses.replace(fileset, checksums=MappingProxyType(stored))
-
-    async def _prepare_fileset(
-        self, fileset: FileSet, entry: DataEntry
-    ) -> tuple[dict[str, str], _Upload]:
-        """The upload of ``fileset`` as :meth:`put_fileset` stores it, with each name's
-        name in the resource."""
-        prefix, relative = await asyncio.to_thread(_resource_names, fileset.names)
-        known = {relative[n]: md5 for n, md5 in fileset.checksums.items() if n in relative}
-        upload = await self._prepare(fileset.root / prefix, entry, list(relative.values()), known)
-        return relative, upload
 
     # -- provenance ------------------------------------------------------------------------
 
