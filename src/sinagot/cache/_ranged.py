@@ -26,8 +26,8 @@ RANGED_MIN = 128 << 20
 PART = 32 << 20
 PARTS_AT_ONCE = 4
 # Bytes of a range kept in memory before they are written at their offset.
-_WRITE_AT = 4 << 20
-_READ_BACK = 4 << 20
+_WRITE_AT = 1 << 20
+_READ_BACK = 1 << 20
 
 
 class RangeMismatch(Exception):
