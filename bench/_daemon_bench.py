@@ -144,10 +144,19 @@ class DaemonChild:
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS in /proc")
 
+    def rss_parts_kib(self) -> dict[str, int]:
+        """RSS by kind: anonymous (heaps, stacks), file-backed (code, mmapped files), shmem."""
+        parts = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(("RssAnon:", "RssFile:", "RssShmem:")):
+                name, value = line.split(":", 1)
+                parts[name] = int(value.split()[0])
+        return parts
+
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
-    def probe(self, limit: float = 120.0) -> dict[str, Any]:
+    def probe(self, limit: float = 300.0) -> dict[str, Any]:
         """What the probe measures inside the daemon now (see ``bench/_probe.py``)."""
         assert self._probe is not None, "started without a probe"
         ask = Path(f"{self._probe}.ask")

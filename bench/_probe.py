@@ -25,6 +25,7 @@ import ctypes.util
 import gc
 import json
 import os
+import reprlib
 import sys
 import threading
 import time
@@ -48,6 +49,55 @@ def _sqlite_memory() -> dict[str, int]:
         "used_bytes": int(lib.sqlite3_memory_used()),
         "highwater_bytes": int(lib.sqlite3_memory_highwater(0)),
     }
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _malloc() -> dict[str, int]:
+    """glibc's heap: bytes in use by malloc's callers, and free but kept (fragmentation)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallinfo2.restype = _Mallinfo2
+    except (OSError, AttributeError):
+        return {}
+    info = libc.mallinfo2()
+    return {
+        "in_use_bytes": int(info.uordblks + info.hblkhd),
+        "free_kept_bytes": int(info.fordblks),
+        "pymalloc_blocks": sys.getallocatedblocks(),
+    }
+
+
+def _largest(objects: list[Any], count: int = 8) -> list[tuple[str, int]]:
+    """The largest dicts, lists, sets and deques, each named by its type and a sample item."""
+    sized = []
+    for obj in objects:
+        if type(obj) in (dict, list, set, collections.deque, collections.OrderedDict):
+            size = len(obj)
+            if size >= 100:
+                sized.append((size, obj))
+    sized.sort(key=lambda item: -item[0])
+    found = []
+    for size, obj in sized[:count]:
+        sample = next(iter(obj), None)
+        found.append((f"{type(obj).__name__} of {reprlib.repr(sample)}", size))
+    return found
 
 
 def _length(value: Any) -> int | None:
@@ -87,8 +137,10 @@ def _sizes(objects: list[Any]) -> dict[str, Any]:
                 }
             )
         elif name == "sinagot.daemon._datasets.ServedDataset":
+            # Labels not matching id_pattern: on the dataset, or on its id filter.
+            ignored = getattr(getattr(obj, "ids", obj), "ignored", None)
             found.setdefault("served_datasets", []).append(
-                {"known": _length(obj.known), "ignored": _length(obj.ignored)}
+                {"known": _length(obj.known), "ignored": _length(ignored)}
             )
         elif name == "distributed.scheduler.Scheduler":
             found.setdefault("dask_scheduler", []).append(_containers(obj))
@@ -122,6 +174,8 @@ class Probe:
             "gc_objects": len(objects),
             "top_types": by_type.most_common(25),
             "sqlite": _sqlite_memory(),
+            "malloc": _malloc(),
+            "largest": _largest(objects),
             **_sizes(objects),
         }
         del objects
@@ -134,7 +188,7 @@ class Probe:
             if self.first is None:
                 self.first = snapshot
             else:
-                stats = snapshot.compare_to(self.first, "traceback")
+                stats = snapshot.compare_to(self.first, "lineno")
                 document["grown"] = [
                     {
                         "size_diff": s.size_diff,
@@ -164,7 +218,7 @@ class Probe:
 def main() -> None:
     out = Path(sys.argv[1])
     if _TRACE:
-        tracemalloc.start(8)
+        tracemalloc.start(1)
     threading.Thread(target=Probe(out).loop, name="sinagot-bench-probe", daemon=True).start()
     from sinagot.cli import main as sinagot_main
 

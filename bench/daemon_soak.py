@@ -93,6 +93,7 @@ def soak(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         deleted = 0
         samples: list[tuple[float, int, int]] = []
         probes: list[dict[str, Any]] = []
+        parts: list[dict[str, int]] = []
         warmup = min(60.0, seconds / 6)
         # The probe (gc of the whole heap, inside the daemon) after warm-up, at each third,
         # and at the end; not at the RSS samples' moments.
@@ -114,6 +115,7 @@ def soak(args: argparse.Namespace, base: Path) -> dict[str, Any]:
                 daemon.call("metrics")
                 if elapsed >= warmup and (not samples or elapsed - samples[-1][0] >= 10):
                     samples.append((elapsed, daemon.rss_kib(), daemon.open_fds()))
+                    parts.append(daemon.rss_parts_kib())
                 if probe_at and elapsed >= probe_at[0]:
                     probe_at.pop(0)
                     probes.append(_probe(daemon, elapsed))
@@ -124,6 +126,9 @@ def soak(args: argparse.Namespace, base: Path) -> dict[str, Any]:
             samples.append((drained, daemon.rss_kib(), daemon.open_fds()))
             probes.append(_probe(daemon, drained))
             jobs = daemon.call("jobs", limit=JOBS_LIMIT)
+            journal_bytes = sum(
+                f.stat().st_size for f in (base / "state").glob("journal.sqlite3*") if f.is_file()
+            )
         finally:
             code = daemon.stop()
         server.close()
@@ -136,6 +141,14 @@ def soak(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     growth = _slope_fit(third) * (third[-1][0] - third[0][0]) if len(third) > 1 else 0.0
     raw_growth = third[-1][1] - third[0][1] if len(third) > 1 else 0
     fds_third = [s[2] for s in third]
+    # The same growth by kind of RSS (samples taken during the arrivals only).
+    first_third = next(i for i, s in enumerate(samples) if s[0] >= 2 * seconds / 3)
+    last_arrival = min(len(parts), len(arriving)) - 1
+    by_kind = {
+        kind: parts[last_arrival][kind] - parts[first_third][kind]
+        for kind in parts[first_third]
+        if first_third < last_arrival
+    }
     fds_before = [s[2] for s in arriving if s[0] < 2 * seconds / 3]
     # Jobs in flight hold connections and files (a sample can catch a few more): fds are
     # flat when the last third's median is the earlier samples' and the drained daemon
@@ -159,6 +172,10 @@ def soak(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         f" last (target < 1 MiB -> {'OK' if growth < 1024 else 'MISSED'})"
     )
     print(
+        "  by kind, first to last: "
+        + ", ".join(f"{kind} {kib / 1024:+.2f} MiB" for kind, kib in by_kind.items())
+    )
+    print(
         f"daemon open fds: {fd0} after warm-up -> {fd1} drained (ratio {fd1 / fd0:.2f}x); "
         f"{min(fds_before, default=fd0)}..{max(fds_before, default=fd0)} before the last third,"
         f" {min(fds_third)}..{max(fds_third)} in it (target: flat -> {'OK' if fds_flat else 'MISSED'})"
@@ -173,6 +190,10 @@ def soak(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         + ", ".join(f"({t:.0f}, {r / 1024:.1f}, {f})" for t, r, f in samples)
     )
     growing = _show_probes(probes)
+    print(
+        f"journal on disk: {journal_bytes / 1024:.0f} KiB (SQLite caches at most 2,000 KiB of it"
+        " per connection: its memory grows with the file up to that)"
+    )
     last = probes[-1]
     return {
         "bench": "daemon_soak",
@@ -185,12 +206,14 @@ def soak(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         "rss_warm_mib": round(rss0 / 1024, 1),
         "rss_end_mib": round(rss1 / 1024, 1),
         "rss_last_third_mib": round(growth / 1024, 2),
+        "rss_last_third_by_kind_mib": {k: round(v / 1024, 2) for k, v in by_kind.items()},
         "fds_warm": fd0,
         "fds_end": fd1,
         "fds_last_third": [min(fds_third), max(fds_third)],
         "bounded": {k: last.get(k) for k in _STRUCTURES if k not in ("dask_scheduler",)},
         "still_growing": growing,
         "sqlite_bytes": last.get("sqlite", {}).get("used_bytes"),
+        "journal_bytes": journal_bytes,
         "gc_objects": [p.get("gc_objects") for p in probes],
         "ok": growth < 1024 and fds_flat,
     }
@@ -220,6 +243,8 @@ def _flat(document: dict[str, Any]) -> dict[str, float]:
                 flat[name] = item
     for k, v in document.get("sqlite", {}).items():
         flat[f"sqlite.{k}"] = v
+    for k, v in document.get("malloc", {}).items():
+        flat[f"malloc.{k}"] = v
     flat["gc_objects"] = document.get("gc_objects", 0)
     return flat
 

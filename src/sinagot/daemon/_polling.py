@@ -18,7 +18,7 @@ from ._states import DatasetHealth
 if TYPE_CHECKING:
     from ..config import DaemonSettings
 
-__all__ = ["Poller", "listing_changes"]
+__all__ = ["Poller", "forget_absent", "listing_changes"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,21 @@ def listing_changes(
             changes.append((session.label, session.last_modified))
     ids.report(logger)
     return changes
+
+
+def forget_absent(
+    dataset: ServedDataset, known: dict[str, str], listing: Sequence[SessionInfo]
+) -> None:
+    """Forget the sessions (and ignored labels) that ``listing`` no longer shows.
+
+    What the poller keeps stays the size of the project however many sessions come
+    and go (a lab archiving old ones): the journal keeps their jobs, and one that
+    comes back unchanged is found there, done, and not run again.
+    """
+    listed = {session.label for session in listing}
+    for label in [label for label in known if label not in listed]:
+        del known[label]
+    dataset.ids.keep_only(listed)
 
 
 class Poller:
@@ -112,6 +127,7 @@ class Poller:
             dataset.known = await self._journal.known_sessions(dataset.name)
         known = dataset.known
         changes = listing_changes(dataset, listing, known)
+        forget_absent(dataset, known, listing)
         if not changes:
             return
         before = {label: known.get(label) for label, _ in changes}
