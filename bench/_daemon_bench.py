@@ -7,10 +7,12 @@ process, so its CPU time, RSS and open fds are read from ``/proc/<pid>`` alone.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -101,16 +103,31 @@ def wait_until(
 class DaemonChild:
     """``sinagot daemon CONFIG...`` as a child process, with its /proc figures and socket."""
 
-    def __init__(self, config: Path | Sequence[Path], socket: Path, log: Path) -> None:
+    def __init__(
+        self,
+        config: Path | Sequence[Path],
+        socket: Path,
+        log: Path,
+        *,
+        probe: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """``probe``: run the daemon under ``bench/_probe.py``, which writes what it measures
+        inside the daemon to that file when :meth:`probe` asks."""
         configs = [config] if isinstance(config, Path) else list(config)
         self._log = log.open("ab")
+        self._probe = probe
         self.started = time.time()
+        command = [SINAGOT, "daemon", *map(str, configs)]
+        if probe is not None:
+            command = [sys.executable, str(Path(__file__).with_name("_probe.py")), str(probe)]
+            command += ["daemon", *map(str, configs)]
         self.proc = subprocess.Popen(
-            [SINAGOT, "daemon", *map(str, configs)],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,
-            env={k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},
+            env={k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"} | dict(env or {}),
         )
         self.client = ControlClient(socket)
         wait_until(self._answers, 60, "the daemon's socket")
@@ -137,8 +154,26 @@ class DaemonChild:
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS in /proc")
 
+    def rss_parts_kib(self) -> dict[str, int]:
+        """RSS by kind: anonymous (heaps, stacks), file-backed (code, mmapped files), shmem."""
+        parts = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(("RssAnon:", "RssFile:", "RssShmem:")):
+                name, value = line.split(":", 1)
+                parts[name] = int(value.split()[0])
+        return parts
+
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def probe(self, limit: float = 300.0) -> dict[str, Any]:
+        """What the probe measures inside the daemon now (see ``bench/_probe.py``)."""
+        assert self._probe is not None, "started without a probe"
+        ask = Path(f"{self._probe}.ask")
+        ask.touch()
+        wait_until(lambda: not ask.exists(), limit, "the probe's answer", interval=0.05)
+        document: dict[str, Any] = json.loads(self._probe.read_text())
+        return document
 
     def stop(self) -> int:
         self.proc.terminate()
@@ -149,3 +184,70 @@ class DaemonChild:
                 self.proc.kill()
                 self.proc.wait(10)
             self._log.close()
+
+
+class EmulatorChild:
+    """``sinagot emulator`` in a child process (so the benchmark's own process does not share
+    its GIL), read and steered through the admin endpoints."""
+
+    def __init__(self, data: Path, profile: str = "fast", seed: int = 0) -> None:
+        self.proc = subprocess.Popen(
+            [
+                SINAGOT,
+                "emulator",
+                "--data",
+                str(data),
+                "--user",
+                f"{USER}:{PASSWORD}",
+                "--profile",
+                profile,
+                "--seed",
+                str(seed),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("listening on "):
+            self.stop()
+            raise RuntimeError(f"the emulator did not start: {line!r}")
+        self.url = line.split()[-1]
+
+    def _admin(self, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"{self.url}/_emulator/{path}",
+            data=data,
+            method="GET" if data is None else "POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.load(answer)
+
+    def request_counts(self) -> dict[str, int]:
+        """Requests per route template since the last reset."""
+        counts: dict[str, int] = self._admin("counters")["requests"]
+        return counts
+
+    def reset_counters(self) -> None:
+        self._admin("counters/reset", {})
+
+    def set_profile(self, profile: str | Mapping[str, Any]) -> None:
+        self._admin("profile", profile)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def file_downloads(counts: Mapping[str, int]) -> int:
+    """File GETs among ``counts`` (scan files, derivatives, provenance documents)."""
+    return sum(n for route, n in counts.items() if route.startswith("GET ") and "/files/" in route)

@@ -199,3 +199,56 @@ async def test_a_poll_keeps_its_place_in_the_interval(tmp_path: Path) -> None:
         assert poller.delay(152.5) == pytest.approx(40.0)
     finally:
         await journal.aclose()
+
+
+async def test_sessions_gone_from_the_server_are_forgotten_and_not_rerun_when_back(
+    tmp_path: Path,
+) -> None:
+    settings = _settings(write_config(tmp_path, "a1", daemon_table(tmp_path)))
+    backend = SlowListing("a1", InFlight())
+    dataset = ServedDataset(settings, backend)
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    wake = asyncio.Event()
+    poller = Poller(
+        dataset,
+        journal,
+        settings=lambda: settings.daemon,
+        wake=wake,
+        listing_failed=lambda: None,
+        phase=0.0,
+        gates=ServerGates(),
+    )
+
+    def listing(*labels: str, stamp: str = "1") -> tuple[SessionInfo, ...]:
+        return tuple(SessionInfo(label, stamp) for label in labels)
+
+    try:
+        backend.listing = listing("REC-1", "REC-2", "phantom-1")
+        await poller._poll()
+        assert dataset.ids.ignored == {"phantom-1"}
+        first = {job.session: job for job in await journal.jobs()}
+        assert set(first) == {"REC-1", "REC-2"}
+
+        # Archived on the server: the ignored label is forgotten, the journal keeps its job.
+        backend.listing = listing("REC-2")
+        await poller._poll()
+        assert dataset.ids.ignored == set()
+        assert dataset.status({}).sessions == 1
+        assert len(await journal.jobs()) == 2
+
+        # Back unchanged: the journal knows it, nothing is queued again.
+        wake.clear()
+        backend.listing = listing("REC-1", "REC-2")
+        await poller._poll()
+        again = {job.session: job for job in await journal.jobs()}
+        assert again["REC-1"].updated == first["REC-1"].updated
+        assert not wake.is_set()
+
+        # Back changed: the journal's job takes the change.
+        backend.listing = listing("REC-1", stamp="2")
+        await poller._poll()
+        changed = {job.session: job for job in await journal.jobs()}
+        assert changed["REC-1"].last_modified == "2"
+        assert changed["REC-1"].state is JobState.DISCOVERED
+    finally:
+        await journal.aclose()

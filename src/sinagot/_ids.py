@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Set
 
 __all__ = ["IdFilter"]
 
@@ -42,6 +43,11 @@ class IdFilter:
         self.ignored.add(label)
         self._fresh.append(label)
         return False
+
+    def keep_only(self, labels: Set[str]) -> None:
+        """Forget the ignored labels not in ``labels`` (those gone from the server): one
+        that comes back is said again."""
+        self.ignored.intersection_update(labels)
 
     def report(self, logger: logging.Logger) -> None:
         """Log the labels ignored since the last report: one INFO line, the full list at DEBUG."""

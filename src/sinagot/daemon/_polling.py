@@ -171,6 +171,10 @@ class Poller:
             (label, stamp) for label, stamp, new in unknown if not new or dataset.ids.accept(label)
         ]
         dataset.ids.report(logger)
+        # Labels gone from the server are forgotten (the set stays the project's size
+        # however many sessions come and go); one that comes back is reported again.
+        if dataset.ids.ignored:
+            dataset.ids.keep_only({session.label for session in listing})
         runnable = await self._journal.apply_listing(dataset.name, changes) if changes else []
         dataset.compared = listing
         if not changes:
