@@ -32,23 +32,19 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import psutil
 
-from sinagot.connectors import DataRow, RetryPolicy, XnatStore
+from _xnat_bench import PASSWORD, PROJECT, USER, open_store, start_emulator, stop, timed
+from sinagot.connectors import DataRow
 from sinagot.testing import EmulatorServer
 
-PROJECT = "BENCH"
-USER, PASSWORD = "alice", "secret"
 CONCURRENCY = 8
 ROUNDS = 3
 MiB = 1 << 20
@@ -78,33 +74,6 @@ def seed(data_dir: Path, big_size: int, many: int, scratch: Path) -> None:
         server.close()
 
 
-def start_emulator(data_dir: Path, profile: str = "fast") -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from sinagot.cli import main; raise SystemExit(main())",
-            "--log-level",
-            "WARNING",
-            "emulator",
-            "--data",
-            str(data_dir),
-            "--user",
-            f"{USER}:{PASSWORD}",
-            "--profile",
-            profile,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()
-    if not line.startswith("listening on "):
-        process.kill()
-        raise SystemExit(f"the emulator did not start: {line!r}")
-    return process, line.removeprefix("listening on ")
-
-
 class PeakRss:
     """Samples this process's RSS in a thread while the block runs."""
 
@@ -130,12 +99,6 @@ class PeakRss:
     @property
     def growth_mib(self) -> float:
         return (self.peak - self.start) / MiB
-
-
-def timed(fn: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 def md5_rate(total: int) -> float:
@@ -171,18 +134,7 @@ def disk_rate(folder: Path, total: int) -> float:
 
 
 def via_store(url: str, session: str, root: Path, concurrency: int) -> tuple[float, float]:
-    store = XnatStore(
-        url,
-        root / "cache",
-        user=USER,
-        password=PASSWORD,
-        project=PROJECT,
-        local_root=root / "work",
-        concurrent_files=concurrency,
-        max_connections=concurrency,
-        retry=RetryPolicy(attempts=2),
-    )
-    with store:
+    with open_store(url, root, concurrency) as store:
         row = DataRow(session)
         store.populate_row(row)
         entry = row.entries["T/DATA"]
@@ -342,8 +294,7 @@ def main() -> None:
                 size = big_size if measure is large else count
                 figures.update(measure(url, scratch, size, args.rounds, args.concurrency))
             finally:
-                process.terminate()
-                process.wait(30)
+                stop(process)
     print(json.dumps(figures, sort_keys=True))
 
 

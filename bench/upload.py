@@ -36,15 +36,12 @@ import io
 import json
 import os
 import re
-import selectors
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -52,17 +49,15 @@ from typing import Any
 
 import aiohttp
 
-from sinagot.connectors import DataRow, FileSet, RetryPolicy, XnatStore
+from _xnat_bench import PASSWORD, PROJECT, USER, open_store, start_emulator, stop, timed
+from sinagot.connectors import DataRow, FileSet
 from sinagot.testing import EmulatorServer
 
-PROJECT = "BENCH"
 SESSION = "UP"
-USER, PASSWORD = "alice", "secret"
 CONCURRENCY = 8
 ROUNDS = 5
 SMALL_SIZE = 50 * 1024
 MiB = 1 << 20
-START_TIMEOUT = 60.0
 # Generous for 2 shared cores: xnatpy gzips a 1 GiB file at level 9 in each round.
 BUDGET_SECONDS = 3600
 
@@ -109,48 +104,13 @@ def md5s(root: Path, names: tuple[str, ...]) -> dict[str, str]:
     return digests
 
 
-def start_emulator(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
+def seed(data_dir: Path) -> None:
     server = EmulatorServer(data_dir, users={USER: PASSWORD})
     try:
         server.create_project(PROJECT)
         server.create_session(PROJECT, SESSION)
     finally:
         server.close()
-    command = [
-        sys.executable,
-        "-c",
-        "import sys; from sinagot.cli import main; sys.exit(main())",
-        "--log-level",
-        "WARNING",
-        "emulator",
-        "--data",
-        str(data_dir),
-        "--user",
-        f"{USER}:{PASSWORD}",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        ready = selector.select(START_TIMEOUT)
-    line = process.stdout.readline().strip() if ready else ""
-    match = re.fullmatch(r"listening on (http://\S+)", line)
-    if match is None:
-        process.kill()
-        process.wait()
-        raise SystemExit(f"the emulator did not start: {line!r}")
-    return process, match.group(1)
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
 
 
 @contextlib.contextmanager
@@ -175,12 +135,6 @@ def rss_kib(field_name: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def timed(fn: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
-
-
 class Runner:
     """Runs each method once into a fresh resource, and removes it again afterwards."""
 
@@ -190,17 +144,7 @@ class Runner:
         self.url = url
         self.concurrency = concurrency
         self.xnat = xnat.connect(url, user=USER, password=PASSWORD, loglevel="ERROR")
-        self.store = XnatStore(
-            url,
-            scratch / "cache",
-            user=USER,
-            password=PASSWORD,
-            project=PROJECT,
-            local_root=scratch / "work",
-            concurrent_files=concurrency,
-            max_connections=concurrency,
-            retry=RetryPolicy(attempts=2),
-        )
+        self.store = open_store(url, scratch, concurrency)
         self.store.list_sessions()  # logs in: the clocks start with a session open
         self._labels = 0
 
@@ -362,6 +306,7 @@ def main() -> None:
                 "production",
             ),
         }
+        seed(scratch / "xnat")
         process, url = start_emulator(scratch / "xnat")
         runner = None
         try:
