@@ -6,7 +6,7 @@ by writing ``OUT.json`` (atomically) with the sizes of what a long-running daemo
 keeps in memory, then removing the request:
 
 - the XNAT store's session index (listings, stamps, markers, sessions listed);
-- each served dataset's known sessions and ignored labels;
+- each served dataset's last listing and ignored labels;
 - the Dask scheduler's and workers' bounded histories (logs, transitions, events,
   task groups and prefixes, spans, computations), Dask's memo of key names;
 - SQLite's memory (the journal and the checksum cache; the whole process's);
@@ -140,7 +140,7 @@ def _sizes(objects: list[Any]) -> dict[str, Any]:
             # Labels not matching id_pattern: on the dataset, or on its id filter.
             ignored = getattr(getattr(obj, "ids", obj), "ignored", None)
             found.setdefault("served_datasets", []).append(
-                {"known": _length(obj.known), "ignored": _length(ignored)}
+                {"listed": _length(obj.compared), "ignored": _length(ignored)}
             )
         elif name == "distributed.scheduler.Scheduler":
             found.setdefault("dask_scheduler", []).append(_containers(obj))

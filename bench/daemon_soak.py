@@ -13,7 +13,7 @@ session instead.
 RSS and open fds are sampled every 10 s after a warm-up. Targets: RSS growth over the
 last third of the arrivals < 1 MiB (a least-squares fit of its samples), fds flat.
 The probe prints the sizes of the daemon's bounded structures (the XNAT store's
-session index, the known sessions, Dask's histories, SQLite's memory, the largest
+session index, the last listing, Dask's histories, SQLite's memory, the largest
 object counts) after warm-up, at each third and at the end, so one sees that each
 has filled up and stays there; ``--tracemalloc`` adds the allocation sites that grew.
 Status and metrics are read over the control socket throughout, as a monitoring
