@@ -28,6 +28,7 @@ from test_cache_helpers import (
 )
 
 MiB = 1 << 20
+SLOW_STREAM = _ranged.SLOW_STREAM  # the shipped rule, before the fixture changes it
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +36,8 @@ def small_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_download, "RANGED_MIN", 4 * MiB)
     monkeypatch.setattr(_ranged, "PART", MiB)
     monkeypatch.setattr(_ranged, "PARTS_AT_ONCE", 3)
+    # However fast the first part came, the rest comes in ranges.
+    monkeypatch.setattr(_ranged, "SLOW_STREAM", float("inf"))
 
 
 def test_a_big_file_comes_in_ranges_each_byte_once(tmp_path: Path) -> None:
@@ -47,6 +50,41 @@ def test_a_big_file_comes_in_ranges_each_byte_once(tmp_path: Path) -> None:
     starts = sorted(offset for name, offset in reads(log) if name == "big.bin")
     assert starts == [index * MiB for index in range(10)]  # ten ranges, none twice
     assert [offset for name, offset in reads(log) if name == "small.txt"] == [0]
+
+
+def test_a_stream_at_the_hash_rate_is_not_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_ranged, "SLOW_STREAM", 0.0)
+    src = tmp_path / "src"
+    files = make_files(src, {"big.bin": 9 * MiB + 12345})
+    log = tmp_path / "reads.log"
+    folder = asyncio.run(Cache(tmp_path / "cache").fetch(KEY, files, CountingSource(src, log)))
+    assert tree_digests(folder) == expected_digests(files)
+    assert reads(log) == [("big.bin", 0)]
+
+
+class _Capped(CountingSource):
+    """Each stream brings about 50 MiB/s, as behind a proxy that caps connections."""
+
+    async def stream(
+        self, file: RemoteFile, offset: int, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        async for chunk in super().stream(file, offset, end):
+            await asyncio.sleep(len(chunk) / (50 * MiB))
+            yield chunk
+
+
+def test_a_capped_stream_is_split_into_ranges_after_its_first_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_ranged, "SLOW_STREAM", SLOW_STREAM)
+    src = tmp_path / "src"
+    files = make_files(src, {"big.bin": 6 * MiB})
+    log = tmp_path / "reads.log"
+    folder = asyncio.run(Cache(tmp_path / "cache").fetch(KEY, files, _Capped(src, log)))
+    assert tree_digests(folder) == expected_digests(files)
+    assert sorted(offset for _, offset in reads(log)) == [index * MiB for index in range(6)]
 
 
 def test_a_corrupt_range_fails_the_digest_and_the_file_starts_over(tmp_path: Path) -> None:
@@ -94,8 +132,8 @@ def test_a_broken_ranged_download_resumes_from_its_hashed_prefix(tmp_path: Path)
     folder = asyncio.run(cache.fetch(KEY, files, CountingSource(src, log)))
     assert tree_digests(folder) == expected_digests(files)
     resumed = sorted(offset for _, offset in reads(log)[first:])
-    # Started again at a checkpoint of the hashed prefix, not at 0.
-    assert resumed[0] >= 2 * MiB and resumed[0] % (2 * MiB) == 0
+    # Started again at a checkpoint of the hashed prefix (a range's end), not at 0.
+    assert resumed[0] >= 2 * MiB and resumed[0] % MiB == 0
 
 
 def test_a_listed_size_the_ranges_do_not_reach_is_a_mismatch(tmp_path: Path) -> None:

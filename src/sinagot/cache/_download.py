@@ -33,7 +33,7 @@ from typing import Any
 from .._fs import md5_file
 from ..errors import ChecksumMismatchError
 from ._lock import Staging
-from ._ranged import RANGED_MIN, RangeMismatch, receive_ranged
+from ._ranged import RANGED_MIN, RangeMismatch, first_part, one_stream_is_slow, receive_ranged
 from ._threads import run_to_completion, settle, start_in_thread
 from ._types import FileSource, RemoteFile
 
@@ -358,10 +358,14 @@ async def _receive(
         offset, digest = await run_to_completion(_resume_point, paths, file)
     if offset:
         logger.info("resuming %s at byte %d of %d", file.name, offset, file.size)
-    if file.size >= RANGED_MIN and source.supports_range:
+    ranged = file.size >= RANGED_MIN and source.supports_range
+    if ranged and offset:
         return await _receive_ranged(
             paths, file, source, offset, digest, flush_interval, checkpoint
         )
+    # A big file's first part comes as a stream; its rate decides how the rest comes.
+    judge_at = first_part(file.size) if ranged else None
+    split = False
     # A fresh file's part is opened on its first flush: a small file that arrives at
     # once goes to the whole-file writer instead.
     fd = await run_to_completion(_open_part, paths.part, offset, discard=os.close) if offset else -1
@@ -376,6 +380,7 @@ async def _receive(
         pending: list[bytes] = []
         pending_bytes = 0
         flushed_at = time.monotonic()
+        asked_at = time.monotonic()
         chunks = source.stream(file, offset)
         try:
             async for chunk in chunks:
@@ -383,6 +388,12 @@ async def _receive(
                 pending_bytes += len(chunk)
                 if written + pending_bytes > file.size:
                     raise _Mismatch(f"more than the announced {file.size} bytes")
+                if judge_at is not None and written + pending_bytes >= judge_at:
+                    judge_at = None
+                    # From the request on: a server slow to start is slow too.
+                    elapsed = time.monotonic() - asked_at
+                    if split := await one_stream_is_slow(written + pending_bytes, elapsed):
+                        break
                 # Bytes reaching the part file are the progress waiters watch: a slow
                 # link must not keep them in memory long enough to look stalled.
                 full = _WRITE_CHUNK if fd < 0 else _STREAM_CHUNK
@@ -410,10 +421,12 @@ async def _receive(
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
-        if fd < 0:
+        if fd < 0 and not split:
             if pending_bytes != file.size:
                 raise _Mismatch(f"{pending_bytes} bytes instead of {file.size}")
             return b"".join(pending)
+        if fd < 0:
+            fd = await run_to_completion(_open_part, paths.part, offset, discard=os.close)
         for job in (hashing, writing, syncing):
             if job is not None:
                 await settle(job)
@@ -422,6 +435,13 @@ async def _receive(
             await run_to_completion(_hash, digest, pending)
             await run_to_completion(_write_chunks, fd, pending)
             written += pending_bytes
+        if split:
+            os.close(fd)
+            fd = -1
+            logger.debug("%s: one stream is slow; the rest comes in ranges", file.name)
+            return await _receive_ranged(
+                paths, file, source, written, digest, flush_interval, checkpoint
+            )
         actual = digest.hexdigest()
         if written != file.size:
             raise _Mismatch(f"{written} bytes instead of {file.size} (MD5 {actual})")

@@ -3,31 +3,71 @@
 One HTTP stream is often capped well below what the server and the network can
 give (a proxy, a per-connection limit, TCP on a long path); a verified download
 cannot go faster than one core hashes MD5, but it need not go slower either. A
-file of at least :data:`RANGED_MIN` bytes is fetched as :data:`PART`-sized ranges,
-:data:`PARTS_AT_ONCE` at a time, each written at its offset of the part file; one
-task hashes the file from its start as the ranges complete, reading back what was
-written (still in the page cache). The hashed prefix is the resume point: every
+file of at least :data:`RANGED_MIN` bytes starts as one stream; if its first
+:data:`PART` came slower than :data:`SLOW_STREAM` times one core's MD5 rate, the
+rest is fetched as :data:`PART`-sized ranges, :data:`PARTS_AT_ONCE` at a time,
+each written at its offset of the part file; one task hashes the file from its
+start as the ranges complete, reading back what was written (still in the page
+cache). The hashed prefix is the resume point: every
 ``checkpoint`` bytes it is made durable and recorded, as for a streamed file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
 from ._threads import first_error, run_to_completion
 from ._types import FileSource, RemoteFile
 
-__all__ = ["PART", "PARTS_AT_ONCE", "RANGED_MIN", "RangeMismatch", "receive_ranged"]
+__all__ = [
+    "PART",
+    "PARTS_AT_ONCE",
+    "RANGED_MIN",
+    "RangeMismatch",
+    "first_part",
+    "one_stream_is_slow",
+    "receive_ranged",
+]
 
 RANGED_MIN = 128 << 20
 PART = 32 << 20
 PARTS_AT_ONCE = 4
+# One stream that brings a file slower than this fraction of one core's MD5 rate is
+# capped somewhere on its way: the rest of the file comes in parallel ranges. A faster
+# one keeps going alone (on a fast link, ranges cost more than they give: reading
+# every byte back to hash it, several streams sharing the cores).
+SLOW_STREAM = 0.5
+_RATE_SAMPLE = 8 << 20
 # Bytes of a range kept in memory before they are written at their offset.
 _WRITE_AT = 1 << 20
 _READ_BACK = 1 << 20
+
+
+@functools.cache
+def _md5_rate() -> float:
+    """Bytes per second one core hashes with MD5 (measured once, in a thread)."""
+    data = bytes(_RATE_SAMPLE)
+    digest = hashlib.md5(usedforsecurity=False)
+    started = time.perf_counter()
+    digest.update(data)
+    return _RATE_SAMPLE / max(time.perf_counter() - started, 1e-9)
+
+
+def first_part(size: int) -> int:
+    """How much of a big file comes as one stream before its rate is judged."""
+    return min(size, PART)
+
+
+async def one_stream_is_slow(received: int, seconds: float) -> bool:
+    """Whether ``received`` bytes in ``seconds`` on one stream call for ranges."""
+    rate = received / max(seconds, 1e-9)
+    return rate < SLOW_STREAM * await run_to_completion(_md5_rate)
 
 
 class RangeMismatch(Exception):
