@@ -52,6 +52,9 @@ def length_problem(name: str, what: str) -> str | None:
     The text starts with ``what`` and the shortened name, e.g. ``file name 'aaa...a.csv' is 300
     bytes in UTF-8, over the 255-byte limit of a file or folder name``.
     """
+    # At most 4 bytes a character: a short name needs no encoding to be measured.
+    if 4 * len(name) <= NAME_MAX:
+        return None
     size = byte_length(name)
     if size > RELATIVE_PATH_MAX:
         return (

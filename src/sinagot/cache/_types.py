@@ -7,6 +7,7 @@ object is built, before anything touches the disk: an unsafe name raises
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -82,6 +83,27 @@ class RemoteFile:
         object.__setattr__(self, "digest", digest)
 
 
+# A process talks to a few servers, and every key names one: parse each URL once.
+@functools.lru_cache(maxsize=64)
+def _server_dirname(server: str) -> str:
+    try:
+        parts = urlsplit(server)
+        port = parts.port
+    except ValueError as exc:
+        raise UnsafeNameError(f"server URL {server!r} is invalid: {exc}") from None
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if scheme not in _DEFAULT_PORTS or not host:
+        raise UnsafeNameError(
+            f"server URL {server!r} is not an http(s)://host[:port] URL: fix [store] server"
+        )
+    port = port if port is not None else _DEFAULT_PORTS[scheme]
+    name = f"{scheme}-{quote(host, safe='')}-{port}"
+    # One server, however its URL spells the path: %41 is A, a trailing / changes nothing.
+    path = unquote(parts.path).strip("/")
+    return f"{name}+{quote(path, safe='')}" if path else name
+
+
 @dataclass(frozen=True, slots=True)
 class EntryKey:
     """Where an entry comes from: server base URL, project, session and entry path.
@@ -120,22 +142,7 @@ class EntryKey:
         occurs in an encoded host or path, so no path can make one server look like
         another. A server without a path keeps the name it had before paths counted.
         """
-        try:
-            parts = urlsplit(self.server)
-            port = parts.port
-        except ValueError as exc:
-            raise UnsafeNameError(f"server URL {self.server!r} is invalid: {exc}") from None
-        scheme = parts.scheme.lower()
-        host = (parts.hostname or "").lower()
-        if scheme not in _DEFAULT_PORTS or not host:
-            raise UnsafeNameError(
-                f"server URL {self.server!r} is not an http(s)://host[:port] URL: fix [store] server"
-            )
-        port = port if port is not None else _DEFAULT_PORTS[scheme]
-        name = f"{scheme}-{quote(host, safe='')}-{port}"
-        # One server, however its URL spells the path: %41 is A, a trailing / changes nothing.
-        path = unquote(parts.path).strip("/")
-        return f"{name}+{quote(path, safe='')}" if path else name
+        return _server_dirname(self.server)
 
     def relative_dir(self) -> tuple[str, str, str, str]:
         """The four directory names of the entry below the cache root.
