@@ -13,12 +13,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sinagot.daemon import ControlClient
 from sinagot.errors import DaemonError
+from sinagot.testing import EmulatorServer
 
 T = TypeVar("T")
 
@@ -84,6 +85,21 @@ def write_config(
 
 def label(n: int) -> str:
     return f"REC-{n:06d}-A"
+
+
+def seed_project(
+    data: Path, labels: Iterable[str], fill: Callable[[EmulatorServer, str], None] | None = None
+) -> None:
+    """An emulator data folder: project PROJECT with a session per label, each ``fill``ed."""
+    server = EmulatorServer(data, users={USER: PASSWORD})
+    try:
+        server.create_project(PROJECT)
+        for session in labels:
+            server.create_session(PROJECT, session)
+            if fill is not None:
+                fill(server, session)
+    finally:
+        server.close()
 
 
 def wait_until(

@@ -33,9 +33,7 @@ class NoReads:
 
     supports_range = False
 
-    def stream(
-        self, file: RemoteFile, offset: int, end: int | None = None
-    ) -> AsyncIterator[bytes]:
+    def stream(self, file: RemoteFile, offset: int, end: int | None = None) -> AsyncIterator[bytes]:
         raise AssertionError(f"a cache hit read {file.name} from the source")
 
 

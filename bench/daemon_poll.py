@@ -31,22 +31,12 @@ from _daemon_bench import (
     USER,
     DaemonChild,
     label,
+    seed_project,
     wait_until,
     write_config,
 )
 from sinagot.connectors import XnatStore
 from sinagot.daemon._journal import Journal
-from sinagot.testing import EmulatorServer
-
-
-def _seed(data: Path, sessions: int) -> None:
-    server = EmulatorServer(data, users={USER: PASSWORD})
-    try:
-        server.create_project(PROJECT)
-        for n in range(sessions):
-            server.create_session(PROJECT, label(n))
-    finally:
-        server.close()
 
 
 def _requests(url: str) -> int:
@@ -64,7 +54,7 @@ async def _journal_knows(state: Path, listing: list[tuple[str, str]]) -> None:
 
 
 def bench(sessions: int, cycles: int, base: Path) -> None:
-    _seed(base / "xnat", sessions)
+    seed_project(base / "xnat", map(label, range(sessions)))
     emulator = subprocess.Popen(
         [SINAGOT, "emulator", "--data", str(base / "xnat"), "--user", f"{USER}:{PASSWORD}"],
         stdout=subprocess.PIPE,

@@ -35,7 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _daemon_bench import PASSWORD, PROJECT, USER, EmulatorChild, file_downloads
+from _daemon_bench import PASSWORD, PROJECT, USER, EmulatorChild, file_downloads, seed_project
+from rerun_unchanged import SCRIPT
 from sinagot import Dataset
 from sinagot.connectors import XnatStore
 from sinagot.testing import EmulatorServer
@@ -45,17 +46,6 @@ SCAN_FILE_GET = (
     "GET /data/projects/{project}/experiments/{experiment}/scans/{scan}/resources/{resource}"
     "/files/{path}"
 )
-
-SCRIPT = """
-from sinagot import ScriptTemplate
-
-class Script(ScriptTemplate):
-    PATH_IN = {path_in}
-    PATH_OUT = ("{{id}}", "derivatives", "{{task}}", "{name}.txt")
-
-    def run(self):
-        self.path.output.write_text(str(len(self.path.input.read_bytes())))
-"""
 
 INPUTS = {
     "copy": '("{id}", "{task}", "clinical", "answers.json")',
@@ -68,23 +58,12 @@ def label(n: int) -> str:
     return f"REC-{200000 + n:06d}-A"
 
 
-def _seed(data: Path, sessions: int) -> None:
-    server = EmulatorServer(data, users={USER: PASSWORD})
-    try:
-        server.create_project(PROJECT)
-        for n in range(sessions):
-            server.create_session(PROJECT, label(n))
-            answers = f'{{"record": "{label(n)}", "score": {n % 10}}}\n'.encode() + b"x" * 512
-            server.add_scan_file(
-                PROJECT,
-                label(n),
-                scan_type="RS",
-                resource="clinical",
-                name="answers.json",
-                data=answers,
-            )
-    finally:
-        server.close()
+def _answers(server: EmulatorServer, session: str) -> None:
+    score = int(session[4:10]) % 10
+    answers = f'{{"record": "{session}", "score": {score}}}\n'.encode() + b"x" * 512
+    server.add_scan_file(
+        PROJECT, session, scan_type="RS", resource="clinical", name="answers.json", data=answers
+    )
 
 
 def _config(base: Path, url: str, work: str) -> Path:
@@ -160,7 +139,7 @@ class Rerun:
 def bench(sessions: int, repeats: int, base: Path) -> dict[str, object]:
     steps = 3 * sessions
     start = time.perf_counter()
-    _seed(base / "xnat", sessions)
+    seed_project(base / "xnat", map(label, range(sessions)), _answers)
     seed_seconds = time.perf_counter() - start
     emulator = EmulatorChild(base / "xnat")
     try:
