@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine import check_available, open_client
 from ..errors import ConfigError, DaemonError, SinagotError
+from ._memory import trim_free_memory
 
 if TYPE_CHECKING:
     from ..config import DaskSettings
@@ -140,16 +141,20 @@ class _Shared:
         self.last_tidy = time.monotonic()
 
     def tidy(self) -> None:
-        """Make the cluster forget finished work, if it is the daemon's own."""
+        """Make the cluster forget finished work, if it is the daemon's own, then give
+        the memory freed back to the system."""
         with self.lock:
             generation = self.current
             now = time.monotonic()
-            if generation is None or self.settings.address is not None:
-                return
             if now - self.last_tidy < TIDY_INTERVAL:
                 return
             self.last_tidy = now
-        client = generation.client
+        if generation is not None and self.settings.address is None:
+            self._forget_finished(generation.client)
+        trim_free_memory()
+
+    @staticmethod
+    def _forget_finished(client: Any) -> None:
         try:
             forgotten = client.run_on_scheduler(forget_finished_spans, SPAN_RETENTION)
             dropped = client.run(forget_span_metrics)
