@@ -108,14 +108,11 @@ class _Scope:
         valid = self._valid_scopes()
         if name not in valid:
             settings = self._dataset.settings
-            if name in settings.tasks or name in settings.modalities:
-                choices = ", ".join(valid) if valid else "none (task and modality are both set)"
-                raise ScopeError(f"{self!r} has no scope {name!r}; valid scopes: {choices}")
-            scopes = ", ".join(valid) if valid else "none"
-            raise ScopeError(
-                f"{type(self).__name__} has no attribute {name!r}: it is neither a task or"
-                f" modality scope (here: {scopes}) nor a method ({', '.join(self._api())})"
-            )
+            choices = ", ".join(valid) if valid else "none (task and modality are both set)"
+            neither = ""
+            if name not in settings.tasks and name not in settings.modalities:
+                neither = f"; nor is it a method (methods: {', '.join(self._api())})"
+            raise ScopeError(f"{self!r} has no scope {name!r}; valid scopes: {choices}{neither}")
         if name in self._dataset.settings.tasks:
             return self._scoped(name, self.modality)
         return self._scoped(self.task, name)

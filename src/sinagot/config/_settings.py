@@ -174,8 +174,11 @@ class Settings:
     log_format: str | None = None
     # One line per Sinagot 0.1 key read under our name (see config._v01).
     notes: tuple[str, ...] = ()
-    # The TOML document as written (Sinagot 0.1's ``Dataset.config``).
-    document: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # The TOML document as written (Sinagot 0.1's ``Dataset.config``); never in the repr:
+    # it may hold a password.
+    document: Mapping[str, Any] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False, compare=False
+    )
 
     def script_file(self, modality: str, script: str) -> Path:
         return self.scripts_dir / modality / f"{script}{SCRIPT_SUFFIX}"
