@@ -23,7 +23,7 @@ from ._steps import StepSpec
 from ._worktree import WorkTree
 from .config import Settings
 from .errors import ScriptError
-from .scripts import LoadedScript, format_paths, load_script
+from .scripts import LoadedScript, format_paths, load_script, spec_parts
 
 __all__ = [
     "FetchedRecord",
@@ -180,9 +180,13 @@ class StepGraph:
                         f" {clash}, acquired data that no other step writes: Sinagot never"
                         " writes over acquired data; change PATH_OUT"
                     )
+                    assert step.script is not None  # steps with outputs have a script
+                    written = spec_parts(step.script.path_out)[step.outputs.index(output)]
+                    read = spec_parts(step.script.path_in)[step.inputs.index(clash)]
                     step.log_once = (
-                        f"{self.settings.script_file(step.key.modality, step.key.script)}:"
-                        f" {step.error.replace(step.key.record, '{id}')}"
+                        f"{step.script.file}: PATH_OUT {'/'.join(written)} would write over"
+                        f" its PATH_IN {'/'.join(read)}, acquired data that no other step"
+                        " writes: Sinagot never writes over acquired data; change PATH_OUT"
                     )
                     break
 

@@ -191,9 +191,10 @@ def _collect_outputs(spec: StepSpec, staging: Path) -> tuple[dict[str, Path], di
         files = _output_files(staging, name)
         if not files and spec.freeform:
             # A 0.1 script writes in place or not at all: what it did not rewrite stays.
-            files = _output_files(spec.local_root, local_path)
-            kept.update(files)
-            continue
+            existing = _output_files(spec.local_root, local_path)
+            if existing:
+                kept.update(existing)
+                continue
         if not files:
             raise ScriptError(f"{spec.script_file}: run() did not write the output {local_path}")
         staged.update(files)

@@ -342,6 +342,8 @@ class Dataset(_RecordSource):
         for note in settings.notes:
             _log.info("note: %s", note)
         self._freeform, why = detect_layout(settings)
+        # A local 0.1 dataset is its own work tree, unless a store was given.
+        self._in_place = self._freeform and settings.store.type == "local" and store is None
         if self._freeform:
             _log.info(
                 "%s: Sinagot 0.1's free-form layout (%s): outputs go where PATH_OUT says",
@@ -352,8 +354,8 @@ class Dataset(_RecordSource):
     @property
     def store(self) -> Store:
         if self._store is None:
-            if self._freeform and self.settings.store.type == "local":
-                root = in_place_store_root(self.data_path)
+            if self._in_place:
+                root = in_place_store_root(self._tree.root)
                 self._store = LocalStore(root, name=self.settings.config_path.stem)
             else:
                 self._store = open_store(self.settings)
@@ -362,8 +364,9 @@ class Dataset(_RecordSource):
     @cached_property
     def _tree(self) -> WorkTree:
         """Where the scripts read and write, and in which layout."""
-        if self.settings.store.type == "local" and self.settings.dataset_dir is not None:
-            return WorkTree(self.settings.dataset_dir, self._freeform, self._freeform)
+        if self._in_place:
+            assert self.settings.dataset_dir is not None  # a local store's config has one
+            return WorkTree(self.settings.dataset_dir, freeform=True, in_place=True)
         return WorkTree(self.store.local_root, self._freeform)
 
     @property
