@@ -115,14 +115,17 @@ def _store_derivative(
 
 def commit_result(
     store: Store,
-    tree: WorkTree,
     rows: Mapping[str, DataRow],
     pipeline: str,
     result: StepResult,
     *,
     defer: bool,
+    tree: WorkTree | None = None,
 ) -> StepResult:
-    """Store a finished (or adopted) step, or (``defer``) record it as pending publication."""
+    """Store a finished (or adopted) step, or (``defer``) record it as pending publication.
+
+    ``tree``: the run's work tree (default: the records layout in the store's tree)."""
+    tree = tree or WorkTree(store.local_root)
     if result.status not in (StepStatus.RAN, StepStatus.UP_TO_DATE) or result.provenance is None:
         return result
     row = rows[result.key.record]
@@ -184,7 +187,7 @@ def _pending_files(root: Path, record: str) -> Iterable[Path]:
     return sorted(folder.glob("*.json")) if folder.is_dir() else ()
 
 
-def publish_pending(store: Store, tree: WorkTree, row: DataRow) -> Publication:
+def publish_pending(store: Store, row: DataRow, *, tree: WorkTree | None = None) -> Publication:
     """Upload the pending results of ``row`` (see the module docstring), provenance last.
 
     ``row`` must be populated from the store. A pending result whose outputs no
@@ -192,6 +195,7 @@ def publish_pending(store: Store, tree: WorkTree, row: DataRow) -> Publication:
     reported in ``errors``, as are failed uploads (kept pending, to try again);
     a result the store already holds is not uploaded again.
     """
+    tree = tree or WorkTree(store.local_root)
     uploaded: list[str] = []
     already: list[str] = []
     errors: list[str] = []

@@ -35,7 +35,7 @@ from ._publish import Publication, commit_result, publish_pending
 from ._report import RunReport, StepResult, StepStatus
 from ._runners import DaskRunner, Progress, Runner, SerialRunner, Watch
 from ._steps import StepSpec
-from ._worktree import WorkTree
+from ._worktree import WorkTree, detect_layout
 from .config import Settings
 from .connectors import DataRow, Store
 from .errors import SinagotError
@@ -49,6 +49,7 @@ __all__ = [
     "Scope",
     "WorkTree",
     "check_available",
+    "detect_layout",
     "open_client",
     "run_scope",
     "runner_for",
@@ -212,7 +213,7 @@ def run_scope(
     rows, pipeline = prepared.rows, settings.store.pipeline
 
     def commit(result: StepResult) -> StepResult:
-        return commit_result(store, tree, rows, pipeline, result, defer=defer_publication)
+        return commit_result(store, rows, pipeline, result, defer=defer_publication, tree=tree)
 
     hooks.running()
     hooks.progress(0, len(prepared.specs))
@@ -226,7 +227,7 @@ def run_scope(
     publications: dict[str, Publication] = {}
     if defer_publication:
         hooks.publishing()
-        publications = {record: publish_pending(store, tree, row) for record, row in rows.items()}
+        publications = {record: publish_pending(store, row, tree=tree) for record, row in rows.items()}
         stored = {record for record, done in publications.items() if done.uploaded}
         failed = {record for record, done in publications.items() if done.errors}
     else:
