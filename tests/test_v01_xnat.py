@@ -15,22 +15,14 @@ from pathlib import Path
 import pytest
 
 from daemon_support import daemon_table
-from daemon_xnat_support import XnatDaemon, provenances
+from daemon_xnat_support import XnatDaemon, _toml, provenances
 from daemon_xnat_support import derivatives as server_derivatives
 from sinagot import Dataset
 from sinagot.testing import EmulatorServer
 from sinagot.testing.pytest_plugin import XNAT_PASSWORD, XNAT_USER
-from v01_support import A, B, CONFIG, write_v01_dataset
+from v01_support import CONFIG, A, B, write_v01_dataset
 
 PROJECT = "LAB"
-
-
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _xnat_config(tmp: Path, url: str, daemon: bool = False) -> Path:

@@ -25,7 +25,7 @@ from ._report import StepKey, StepResult, StepStatus
 from ._status_log import LegacyStatus, write_status
 from ._worktree import output_folder
 from .errors import ScriptError
-from .provenance import STATUS_ADOPTED, build_provenance, stale_reason, utc_now
+from .provenance import STATUS_ADOPTED, STATUS_SUCCESS, build_provenance, stale_reason, utc_now
 from .scripts import LoadedScript, PathSpec, ScriptPaths, load_script, shape_paths
 
 __all__ = [
@@ -257,19 +257,7 @@ def _run_script(spec: StepSpec, inputs: dict[str, str], started: str) -> StepRes
         handler.close()
         logger.removeHandler(handler)
         shutil.rmtree(staging, ignore_errors=True)
-    provenance = build_provenance(
-        record=spec.key.record,
-        task=spec.key.task,
-        modality=spec.key.modality,
-        script=spec.key.script,
-        source_md5=spec.source_md5,
-        parameters=spec.parameters,
-        inputs=inputs,
-        outputs=checksums,
-        started=started,
-        finished=utc_now(),
-        folder=_folder(spec),
-    )
+    provenance = _provenance(spec, inputs, checksums, started, utc_now())
     write_status(spec.status_log, spec.key, LegacyStatus.DONE, "Run finished")
     return StepResult(
         spec.key,
@@ -300,9 +288,30 @@ def _decide(spec: StepSpec, upstream: Mapping[StepKey, StepResult]) -> StepResul
     return inputs
 
 
-def _folder(spec: StepSpec) -> str | None:
-    """The folder a free-form step's derivative holds its outputs relative to."""
-    return output_folder(spec.outputs) if spec.freeform else None
+def _provenance(
+    spec: StepSpec,
+    inputs: Mapping[str, str],
+    outputs: Mapping[str, str],
+    started: str,
+    finished: str,
+    status: str = STATUS_SUCCESS,
+) -> dict[str, Any]:
+    """The provenance of ``spec``'s outputs; a free-form step's names the folder its
+    derivative holds them relative to."""
+    return build_provenance(
+        record=spec.key.record,
+        task=spec.key.task,
+        modality=spec.key.modality,
+        script=spec.key.script,
+        source_md5=spec.source_md5,
+        parameters=spec.parameters,
+        inputs=inputs,
+        outputs=outputs,
+        started=started,
+        finished=finished,
+        status=status,
+        folder=output_folder(spec.outputs) if spec.freeform else None,
+    )
 
 
 def _existing_outputs(spec: StepSpec) -> dict[str, str] | None:
@@ -326,20 +335,9 @@ def _adopt(spec: StepSpec, upstream: Mapping[StepKey, StepResult]) -> StepResult
         return None
     inputs = _inputs(spec, upstream)[0] if spec.missing is None else None
     now = utc_now()
-    provenance = build_provenance(
-        record=spec.key.record,
-        task=spec.key.task,
-        modality=spec.key.modality,
-        script=spec.key.script,
-        source_md5=spec.source_md5,
-        parameters=spec.parameters,
-        inputs=inputs if inputs is not None else dict(spec.static_checksums),
-        outputs=outputs,
-        started=now,
-        finished=now,
-        status=STATUS_ADOPTED,
-        folder=_folder(spec),
-    )
+    if inputs is None:
+        inputs = dict(spec.static_checksums)
+    provenance = _provenance(spec, inputs, outputs, now, now, STATUS_ADOPTED)
     _log.info("Step %s: kept its existing output, not written by Sinagot (adopted)", spec.key)
     write_status(spec.status_log, spec.key, LegacyStatus.DONE, "Run already processed")
     return StepResult(

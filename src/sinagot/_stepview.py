@@ -190,7 +190,7 @@ class StepCollection:
         """One row per step and record: ``record_id``, ``task``, ``modality``,
         ``step_index`` (from 1 in its unit), ``step_label`` and ``step_status``."""
         pandas = _pandas()
-        records = [self.model] if hasattr(self.model, "id") else list(self.model.all())  # type: ignore[attr-defined]
+        records = self.model._scope_records()
         rows = [row for record in records for row in _record_status_rows(record)]
         return pandas.DataFrame(rows, columns=list(_STATUS_COLUMNS))
 
@@ -268,7 +268,7 @@ def count_detail(
 def record_logs(dataset: Dataset, records: list[Record]) -> pandas.DataFrame:
     """The status log lines of ``records`` (of their task and modality), newest first."""
     pandas = _pandas()
-    lines = []
+    lines: list[dict[str, Any]] = []
     for record in records:
         log = dataset._tree.status_log(dataset.store.local_root, record.id)
         lines.extend(

@@ -44,19 +44,7 @@ _log = logging.getLogger(__name__)
 
 _S = TypeVar("_S", bound="_Scope")
 # What a scope offers besides its task and modality scopes (said when a name is neither).
-_API = (
-    "ids",
-    "get",
-    "first",
-    "all",
-    "has",
-    "count",
-    "count_detail",
-    "tasks",
-    "modalities",
-    "steps",
-    "run",
-)
+_API = ["ids", "get", "first", "all", "has", "count", "count_detail", "tasks", "modalities", "steps", "run"]
 
 
 def _ensure_log_output(level: str, log_format: str | None) -> None:
@@ -117,8 +105,8 @@ class _Scope:
             return self._scoped(name, self.modality)
         return self._scoped(self.task, name)
 
-    def _api(self) -> tuple[str, ...]:
-        return tuple(name for name in _API if hasattr(type(self), name))
+    def _api(self) -> list[str]:
+        return [name for name in _API if hasattr(type(self), name)]
 
     def __dir__(self) -> list[str]:
         return sorted({*super().__dir__(), *self._valid_scopes()})
@@ -166,6 +154,10 @@ class _Scope:
         """The scope of each (task, modality) pair of this one."""
         for task, modality in self._units():
             yield self._scoped(task, modality)
+
+    def _scope_records(self) -> list[Record]:
+        """The records of this scope (a record: itself)."""
+        raise NotImplementedError
 
     @property
     def steps(self) -> StepCollection:
@@ -268,6 +260,9 @@ class _RecordSource(_Scope):
         record_class = self._record_class()
         for id in self.ids():
             yield record_class(self._dataset, id, self.task, self.modality)
+
+    def _scope_records(self) -> list[Record]:
+        return list(self.all())
 
     def has(self, id: str) -> bool:
         """Whether record ``id`` is in this scope."""
@@ -487,6 +482,9 @@ class Record(_Scope):
     def _scoped(self, task: str | None, modality: str | None) -> Record:
         cls = Record if modality is None else self._dataset._model_class("record", modality, Record)
         return cls(self._dataset, self.id, task, modality)
+
+    def _scope_records(self) -> list[Record]:
+        return [self]
 
     def _records(self, listed: Mapping[str, str | None]) -> tuple[str, ...]:
         if self.id not in listed and not self._dataset._tree.in_place:
