@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -214,3 +218,41 @@ def test_the_records_layout_keeps_working_beside(tmp_path: Path) -> None:
     assert ds.run().ok
     assert (tmp_path / "data" / TWO_RECORDS[0] / "derivatives").is_dir()
     assert not (tmp_path / "data" / "LOG").exists()
+
+
+def test_sigkill_mid_step_leaves_the_01_output_as_it_was(tmp_path: Path) -> None:
+    # A 0.1 script writing beside the raw data is killed half-way: the file at its
+    # PATH_OUT keeps what it held (staged outputs only replace it whole), and a rerun
+    # finishes the step.
+    root = write_v01_dataset(tmp_path)
+    marker = tmp_path / "started"
+    score = root / "scripts" / "survey" / "score.py"
+    source = score.read_text()
+    assert "        answers = self.path.input.read_text().split()\n" in source
+    score.write_text(
+        source.replace(
+            "        answers = self.path.input.read_text().split()\n",
+            "        answers = self.path.input.read_text().split()\n"
+            "        self.path.output.write_text('half-')\n"
+            f"        __import__('pathlib').Path({str(marker)!r}).write_text('x')\n"
+            "        __import__('time').sleep(60)\n",
+        )
+    )
+    out = root / "data" / "OUT" / B / "survey-score.txt"
+    code = f"from sinagot import Dataset; Dataset({str(root)!r}).get({B!r}).run(force=True)"
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.05)
+        assert marker.exists(), "the child never started its step"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    assert out.read_text() == "by hand\n"
+    assert (root / "data" / "SURVEY" / B / "answers.txt").read_text() == "4 5\n"
+    score.write_text(score.read_text().replace("        __import__('time').sleep(60)\n", ""))
+    report = Dataset(root).get(B).run(force=True)
+    assert report.ok and out.read_text() == "9"
+    staging = root / "data" / ".sinagot" / "records" / B / "derivatives" / ".staging"
+    assert not [p for p in staging.iterdir() if p.is_dir()]
