@@ -76,7 +76,11 @@ def test_edited_script_is_reimported(tmp_path: Path) -> None:
     ("source", "expected"),
     [
         (GOOD.replace("{task}", "{subject}", 1), "only {id} and {task} exist"),
-        (GOOD.replace('"EEG", "raw.csv"', '"..", "raw.csv"'), "give one plain name per part"),
+        (
+            GOOD.replace('"EEG", "raw.csv"', '"..", "raw.csv"'),
+            "give one plain name per part (paths are relative to the dataset, with {id} and"
+            " {task} anywhere)",
+        ),
         (GOOD.replace("def run(self):", "def run(self) :::"), "importing failed with SyntaxError"),
         ("import does_not_exist_anywhere\n", "importing failed with ModuleNotFoundError"),
         ("x = 1\n", "defines no 'class Script(ScriptTemplate)'"),

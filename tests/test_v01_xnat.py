@@ -8,16 +8,18 @@ resources holding the last component of each PATH_OUT, provenance in PROVENANCE.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import xnat
 
 from daemon_support import daemon_table
 from daemon_xnat_support import XnatDaemon, _toml, provenances
 from daemon_xnat_support import derivatives as server_derivatives
-from sinagot import Dataset
+from sinagot import Dataset, StepStatus
 from sinagot.testing import EmulatorServer
 from sinagot.testing.pytest_plugin import XNAT_PASSWORD, XNAT_USER
 from v01_support import CONFIG, A, B, write_v01_dataset
@@ -171,3 +173,29 @@ def test_the_daemon_runs_a_01_dataset_against_xnat(
         )
         assert set(provenances(xnat_server, record)) == set(_expected_derivatives(record))
     process.stop()
+
+
+def test_a_provenance_folder_from_the_server_never_leaves_the_work_tree(
+    tmp_path: Path, xnat_server: EmulatorServer
+) -> None:
+    # The server (or whoever can write to it) names where a derivative's files go back:
+    # a folder climbing out of the work tree is refused, and the step runs again instead.
+    _seed(xnat_server)
+    root = _xnat_config(tmp_path, xnat_server.url)
+    assert Dataset(root).get(A).RS.run().ok
+    label = "RS_EEG_clean___at___sinagot"
+    document = provenances(xnat_server, A)[label]
+    document["folder"] = "../../../../escape"
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(document))
+    with xnat.connect(
+        xnat_server.url, user=XNAT_USER, password=XNAT_PASSWORD, loglevel="ERROR"
+    ) as session:
+        resource = session.projects[PROJECT].experiments[A].resources["PROVENANCE"]
+        resource.upload(str(tampered), f"{label}.json", overwrite=True)
+    shutil.rmtree(root / "work")
+    report = Dataset(root).get(A).RS.run()
+    assert report.ok, report.errors
+    assert {r.key.script: r.status for r in report.results}["clean"] == StepStatus.RAN
+    assert not list(tmp_path.glob("**/escape*"))
+    assert provenances(xnat_server, A)[label]["folder"] == "CLEAN"

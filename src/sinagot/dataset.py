@@ -487,7 +487,7 @@ class Record(_Scope):
         return [self]
 
     def _records(self, listed: Mapping[str, str | None]) -> tuple[str, ...]:
-        if self.id not in listed and not self._dataset._tree.in_place:
+        if self.id not in listed:
             raise RecordNotFoundError(
                 f"no record {self.id!r} in {self._dataset.settings.config_path} any more:"
                 " use one of ds.ids() (`sinagot ids CONFIG`)"
