@@ -228,3 +228,16 @@ def test_a_broken_model_file_is_a_clear_error(tmp_path: Path) -> None:
     )
     with pytest.raises(sinagot.ScriptError, match="defines no 'class SurveySubset"):
         Dataset(root).survey  # noqa: B018
+
+
+def test_record_subset_exists_and_status_json(ds: Dataset) -> None:
+    assert ds.get(B).MMN.subset == ds.MMN
+    assert ds.get(A).MMN.exists() and not ds.get(B).MMN.exists()
+    assert json.loads(ds.get(B).Q.status_json()) == {
+        "Q": {
+            "survey": [
+                {"step_index": 1, "step_label": "score", "step_status": 30},
+                {"step_index": 2, "step_label": "norm", "step_status": 10},
+            ]
+        }
+    }

@@ -15,6 +15,7 @@ are pandas DataFrames, as in 0.1: pandas is imported when one is asked for.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -42,6 +43,7 @@ __all__ = [
     "count_detail",
     "record_count_detail",
     "record_logs",
+    "record_status_json",
 ]
 
 _STATUS_COLUMNS = ("record_id", "task", "modality", "step_index", LOG_STEP_LABEL, LOG_STEP_STATUS)
@@ -219,6 +221,16 @@ def _record_status_rows(record: Record) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def record_status_json(record: Record) -> str:
+    """The record's step statuses as JSON: ``{task: {modality: [{step_index, step_label,
+    step_status}, ...]}}`` (Sinagot 0.1's ``Record.status_json()``, for web pages)."""
+    tree: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for row in _record_status_rows(record):
+        steps = tree.setdefault(row["task"], {}).setdefault(row["modality"], [])
+        steps.append({key: row[key] for key in ("step_index", LOG_STEP_LABEL, LOG_STEP_STATUS)})
+    return json.dumps(tree)
 
 
 def _has_data(record: Record, task: str, modality: str) -> int:

@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._freeform import units_ids
 from ._ids import IdFilter
 from ._report import RunReport
-from ._stepview import StepCollection, count_detail, record_count_detail, record_logs
+from ._stepview import (
+    StepCollection,
+    count_detail,
+    record_count_detail,
+    record_logs,
+    record_status_json,
+)
 from ._worktree import WorkTree, detect_layout, in_place_store_root
 from .config import Settings, load_settings
 from .connectors import DataTree, LocalStore, Store, open_store
@@ -505,9 +511,18 @@ class Record(_Scope):
         """The record's status log lines (of this task and modality), newest first."""
         return record_logs(self._dataset, [self])
 
+    @property
+    def subset(self) -> RecordCollection:
+        """The records of the same task and modality as this one (Sinagot 0.1.3's)."""
+        return RecordCollection._in(self._dataset, self.task, self.modality)
+
     def exists(self) -> bool:
         """Whether the record has data in this scope."""
-        return self._dataset._scoped(self.task, self.modality).has(self.id)
+        return self.subset.has(self.id)
+
+    def status_json(self) -> str:
+        """The status of each step as JSON, by task and modality (for web pages)."""
+        return record_status_json(self)
 
     def __repr__(self) -> str:
         kind = self._kind if type(self) is Record else type(self).__name__
