@@ -69,11 +69,8 @@ def _ensure_outputs(
     entry = row.entry(path)
     if entry is not None and not tree.in_place:
         try:
-            fileset = store.get_fileset(entry)
-            if fileset.root != outputs:
-                # Free-form: the store's copy goes where the step wrote its outputs.
-                for name in fileset.names:
-                    link_or_copy(fileset.root / name, outputs / name)
+            # Free-form: from the store's copy to where the step wrote its outputs.
+            _materialize(store.get_fileset(entry), outputs)
         except StoreError as exc:
             _log.warning("cannot fetch the outputs of %s: %s", key, exc)
     if all((outputs / name).is_file() for name in names):
@@ -136,7 +133,8 @@ def fetch_record(
                     if entry_path not in filesets:
                         filesets[entry_path] = store.get_fileset(entry)
                     placed = _place(filesets[entry_path], entry, root, local_path)
-                    fetched.primary[entry_path] = {**(fetched.primary.get(entry_path) or {}), **placed}
+                    known = fetched.primary.get(entry_path) or {}
+                    fetched.primary[entry_path] = {**known, **placed}
                     continue
                 _materialize(store.get_fileset(entry), root / row.id / entry_path)
             except (SinagotError, OSError) as exc:

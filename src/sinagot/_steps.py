@@ -280,7 +280,10 @@ def _decide(spec: StepSpec, upstream: Mapping[StepKey, StepResult]) -> StepResul
         if status is StepStatus.MISSING_INPUT:
             return StepResult(key, StepStatus.MISSING_INPUT, reason=f"{producer}: missing input")
     if spec.missing is not None:
-        write_status(spec.status_log, key, LegacyStatus.DATA_NOT_AVAILABLE, spec.missing)
+        if spec.freeform:
+            # As Sinagot 0.1 logged it (its own layout does not: a log per missing step
+            # and run would only grow).
+            write_status(spec.status_log, key, LegacyStatus.DATA_NOT_AVAILABLE, spec.missing)
         return StepResult(key, StepStatus.MISSING_INPUT, reason=spec.missing)
     inputs, why = _inputs(spec, upstream)
     if inputs is None:
@@ -316,6 +319,8 @@ def _provenance(
 
 def _existing_outputs(spec: StepSpec) -> dict[str, str] | None:
     """MD5 of every file of the step's outputs in the work tree, or None unless all exist."""
+    if not spec.outputs:
+        return None
     checksums: dict[str, str] = {}
     for local_path in spec.outputs:
         files = _output_files(spec.local_root, local_path)
@@ -328,7 +333,13 @@ def _existing_outputs(spec: StepSpec) -> dict[str, str] | None:
 def _adopt(spec: StepSpec, upstream: Mapping[StepKey, StepResult]) -> StepResult | None:
     """Sinagot 0.1's DONE: outputs that exist but that Sinagot did not write (no provenance)
     are kept as done, with a provenance saying so (from then on it decides reruns)."""
-    if not spec.freeform or spec.force or spec.stored_provenance is not None or spec.stale:
+    if (
+        not spec.freeform
+        or spec.error is not None
+        or spec.force
+        or spec.stored_provenance is not None
+        or spec.stale
+    ):
         return None
     outputs = _existing_outputs(spec)
     if outputs is None:
@@ -357,7 +368,7 @@ def _pinned(spec: StepSpec, upstream: Mapping[StepKey, StepResult]) -> StepResul
     if spec.error is None and spec.stored_provenance is not None and spec.stale is None:
         outputs = spec.stored_provenance.get("outputs", {})
         return StepResult(spec.key, StepStatus.UP_TO_DATE, outputs=dict(outputs))
-    outputs = None if spec.error is not None else _existing_outputs(spec)
+    outputs = _existing_outputs(spec)
     if outputs is None:
         return StepResult(
             spec.key, StepStatus.MISSING_INPUT, reason="not run: outside the named step"
@@ -376,10 +387,9 @@ def execute_step(spec: StepSpec, *upstream_results: StepResult) -> StepResult:
     upstream = {result.key: result for result in upstream_results}
     if spec.pinned:
         return _pinned(spec, upstream)
-    if spec.error is None:
-        adopted = _adopt(spec, upstream)
-        if adopted is not None:
-            return adopted
+    adopted = _adopt(spec, upstream)
+    if adopted is not None:
+        return adopted
     decision = _decide(spec, upstream)
     if isinstance(decision, StepResult):
         return decision
