@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
+from foundation_support import kill_when_started
 from sinagot import Dataset, StepStatus
 from v01_support import A, B, write_v01_dataset
 
@@ -240,15 +239,8 @@ def test_sigkill_mid_step_leaves_the_01_output_as_it_was(tmp_path: Path) -> None
     )
     out = root / "data" / "OUT" / B / "survey-score.txt"
     code = f"from sinagot import Dataset; Dataset({str(root)!r}).get({B!r}).run(force=True)"
-    child = subprocess.Popen([sys.executable, "-c", code])
-    try:
-        deadline = time.monotonic() + 60
-        while not marker.exists() and time.monotonic() < deadline and child.poll() is None:
-            time.sleep(0.05)
-        assert marker.exists(), "the child never started its step"
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
+    child = kill_when_started([sys.executable, "-c", code], marker)
+    assert child.returncode == -signal.SIGKILL
     assert out.read_text() == "by hand\n"
     assert (root / "data" / "SURVEY" / B / "answers.txt").read_text() == "4 5\n"
     score.write_text(score.read_text().replace("        __import__('time').sleep(60)\n", ""))
