@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import textwrap
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -42,3 +45,19 @@ def config_for(
     for modality, names in scripts.items():
         lines.append(f"[modalities.{modality}]\nscripts = {names!r}\n".replace("'", '"'))
     return "\n".join(lines) + extra
+
+
+def kill_when_started(
+    command: list[str], marker: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Run ``command``, SIGKILL it once it wrote ``marker`` (within 60 s), and reap it."""
+    child = subprocess.Popen(command, env=None if env is None else dict(env))
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.05)
+        assert marker.exists(), "the child never started its step"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    return child

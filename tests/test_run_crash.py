@@ -7,10 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from foundation_support import TWO_RECORDS, config_for, write_project
+from foundation_support import TWO_RECORDS, config_for, kill_when_started, write_project
 from sinagot import Dataset, StepStatus
 
 SLOW = """
@@ -40,18 +39,11 @@ def test_sigkill_mid_step_then_rerun(tmp_path: Path) -> None:
         scripts={"clinical/copy.py": SLOW},
     )
     marker = tmp_path / "started"
-    child = subprocess.Popen(
+    child = kill_when_started(
         [sys.executable, "-c", f"from sinagot import Dataset; Dataset({str(config)!r}).run()"],
+        marker,
         env={**os.environ, "CRASH_MARKER": str(marker)},
     )
-    try:
-        deadline = time.monotonic() + 60
-        while not marker.exists() and time.monotonic() < deadline and child.poll() is None:
-            time.sleep(0.05)
-        assert marker.exists(), "the child never started its step"
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL
     derivatives = tmp_path / "data" / TWO_RECORDS[0] / "derivatives"
     assert not (derivatives / "RS").exists()

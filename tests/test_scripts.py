@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from sinagot.errors import ScriptError
-from sinagot.scripts import ScriptPaths, ScriptTemplate, format_paths, load_script, shape_paths
+from sinagot.scripts import (
+    ScriptPaths,
+    ScriptTemplate,
+    format_paths,
+    load_script,
+    records_layout_problem,
+    shape_paths,
+)
 
 GOOD = """
 from sinagot import ScriptTemplate
@@ -68,27 +75,18 @@ def test_edited_script_is_reimported(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
-        (
-            GOOD.replace(
-                '("{id}", "derivatives", "{task}", "EEG", "out.csv")',
-                '("{id}", "{task}", "EEG", "raw.csv")',
-            ),
-            "must start with ('{id}', 'derivatives', ...)",
-        ),
         (GOOD.replace("{task}", "{subject}", 1), "only {id} and {task} exist"),
         (
-            GOOD.replace('"{id}", "{task}", "EEG", "raw.csv"', '"data", "EEG"'),
-            "must start with '{id}'",
+            GOOD.replace('"EEG", "raw.csv"', '"..", "raw.csv"'),
+            "give one plain name per part (paths are relative to the dataset, with {id} and"
+            " {task} anywhere)",
         ),
-        (GOOD.replace('"EEG", "raw.csv"', '"..", "raw.csv"'), "give one plain name per part"),
         (GOOD.replace("def run(self):", "def run(self) :::"), "importing failed with SyntaxError"),
         ("import does_not_exist_anywhere\n", "importing failed with ModuleNotFoundError"),
         ("x = 1\n", "defines no 'class Script(ScriptTemplate)'"),
         (
-            GOOD.replace(
-                "    def run(self):\n        self.path.output.write_text(self.id + self.task)\n", ""
-            ),
-            "does not implement run()",
+            GOOD.replace('"derivatives", "{task}"', '"derivatives", ".hidden"'),
+            "must not use a hidden name",
         ),
         (
             GOOD.replace('"bands": (1, 4)', '"bands": object()'),
@@ -106,3 +104,38 @@ def test_broken_scripts_raise_script_error_naming_the_file(
     assert str(path) in str(info.value)
     assert expected in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("replace", "problem"),
+    [
+        (("", ""), None),
+        (('"{id}", "{task}", "EEG", "raw.csv"', '"MFF", "{id}-{task}.mff"'), "PATH_IN"),
+        (('("{id}", "derivatives", "{task}", "EEG", "out.csv")', '("OUT", "{id}.csv")'), "PATH_OUT"),
+    ],
+)
+def test_paths_are_free_and_the_records_layout_is_told_apart(
+    tmp_path: Path, replace: tuple[str, str], problem: str | None
+) -> None:
+    # Paths are relative to the dataset with {id} and {task} anywhere (Sinagot 0.1's
+    # layout); those that do not fit the records layout say which.
+    loaded = load_script(_write(tmp_path, GOOD.replace(*replace)), "EEG", "script")
+    found = records_layout_problem(loaded)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and found.startswith(problem)
+
+
+def test_a_script_without_run_keeps_sinagot_01s_template(tmp_path: Path) -> None:
+    source = GOOD.replace(
+        "    def run(self):\n        self.path.output.write_text(self.id + self.task)\n", ""
+    )
+    loaded = load_script(_write(tmp_path, source), "EEG", "script")
+    assert not loaded.implements_run
+    script = loaded.cls(
+        id="R", task="RS", path=ScriptPaths(input=tmp_path, output=tmp_path / "o"),
+        logger=logging.getLogger("t"),
+    )
+    script.run()  # 0.1's template: says "Running ..." and writes nothing
+    assert not (tmp_path / "o").exists()

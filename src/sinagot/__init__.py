@@ -5,9 +5,10 @@ from __future__ import annotations
 from ._report import RunReport, StepResult, StepStatus
 from ._version import __version__
 from .config import Settings, load_settings
-from .dataset import Dataset, Record, Subset
+from .dataset import Dataset, Record, RecordCollection, Subset
 from .errors import (
     AccessDeniedError,
+    ArgumentError,
     AuthenticationError,
     CacheError,
     CacheFullError,
@@ -17,6 +18,9 @@ from .errors import (
     DaemonError,
     DaemonNotRunningError,
     InvalidTransitionError,
+    NoModalityError,
+    NotFoundError,
+    NotUnitError,
     RecordNotFoundError,
     RemoteNotFoundError,
     RequestRefusedError,
@@ -31,6 +35,7 @@ from .scripts import ScriptTemplate
 
 __all__ = [
     "AccessDeniedError",
+    "ArgumentError",
     "AuthenticationError",
     "CacheError",
     "CacheFullError",
@@ -41,7 +46,11 @@ __all__ = [
     "DaemonNotRunningError",
     "Dataset",
     "InvalidTransitionError",
+    "NoModalityError",
+    "NotFoundError",
+    "NotUnitError",
     "Record",
+    "RecordCollection",
     "RecordNotFoundError",
     "RemoteNotFoundError",
     "RequestRefusedError",

@@ -17,11 +17,12 @@ from typing import Any
 
 from ._fs import link_or_copy
 from ._layout import derivatives_dir
-from ._plan import FetchedRecord, RecordPlan, primary_entry
+from ._plan import FetchedRecord, RecordPlan
 from ._publish import read_pending_provenance
 from ._report import StepKey
 from ._steps import remove_dead_staging
-from .connectors import DataRow, FileSet, Store, derivative_path
+from ._worktree import WorkTree
+from .connectors import DataEntry, DataRow, FileSet, Store, derivative_path
 from .errors import SinagotError, StoreError
 
 __all__ = ["fetch_record"]
@@ -53,42 +54,74 @@ def _stored_provenance(
 
 
 def _ensure_outputs(
-    store: Store, row: DataRow, key: StepKey, path: str, provenance: dict[str, Any]
+    store: Store,
+    tree: WorkTree,
+    row: DataRow,
+    key: StepKey,
+    path: str,
+    provenance: dict[str, Any],
 ) -> str | None:
     """Bring a finished step's outputs into the work tree; why it is stale, if so."""
-    derivatives = derivatives_dir(store.local_root, row.id)
+    outputs = tree.root / tree.output_prefix(row.id)
     names = list(provenance.get("outputs", {}))
-    if all((derivatives / name).is_file() for name in names):
+    if all((outputs / name).is_file() for name in names):
         return None
     entry = row.entry(path)
-    if entry is not None:
+    if entry is not None and not tree.in_place:
         try:
-            _materialize(store.get_fileset(entry), derivatives)
+            # Free-form: from the store's copy to where the step wrote its outputs.
+            _materialize(store.get_fileset(entry), outputs)
         except StoreError as exc:
             _log.warning("cannot fetch the outputs of %s: %s", key, exc)
-    if all((derivatives / name).is_file() for name in names):
+    if all((outputs / name).is_file() for name in names):
         return None
     return "outputs missing"
 
 
+def _place(
+    fileset: FileSet, entry: DataEntry, root: Path, local_path: str
+) -> dict[str, str]:
+    """Link the last component of ``local_path`` (a file or a folder) from ``fileset`` to
+    ``local_path`` in the work tree at ``root``, where a free-form PATH_IN says. The
+    server's digests of what was placed, by local path."""
+    item = local_path.rpartition("/")[2]
+    placed: dict[str, str] = {}
+    for name in fileset.names:
+        if name != item and not name.startswith(f"{item}/"):
+            continue
+        target = local_path + name[len(item) :]
+        if fileset.root / name != root / target:
+            link_or_copy(fileset.root / name, root / target)
+        if name in entry.checksums:
+            placed[target] = entry.checksums[name]
+    return placed
+
+
 def fetch_record(
-    store: Store, row: DataRow, plan: RecordPlan, *, pipeline: str, use_pending: bool
+    store: Store,
+    tree: WorkTree,
+    row: DataRow,
+    plan: RecordPlan,
+    *,
+    pipeline: str,
+    use_pending: bool,
 ) -> FetchedRecord:
     """Fetch what the steps of ``plan`` need; failures are kept for the steps they concern."""
     fetched = FetchedRecord()
-    root = store.local_root
-    remove_dead_staging(derivatives_dir(root, row.id))
+    root = tree.root
+    remove_dead_staging(derivatives_dir(store.local_root, row.id))
+    filesets: dict[str, FileSet] = {}
     for step in plan.steps:
         if step.error is not None or step.script is None:
             continue
         produced = step.produced_inputs(plan.by_key)
         for local_path in step.inputs:
-            entry_path = primary_entry(row.id, local_path)
+            entry_path = tree.primary_entry(step.key, local_path)
             if (
                 local_path in produced
                 or entry_path is None
-                or entry_path in fetched.primary
                 or entry_path in fetched.entry_errors
+                or (entry_path in fetched.primary and not tree.freeform)
             ):
                 continue
             entry = row.entry(entry_path)
@@ -96,6 +129,13 @@ def fetch_record(
                 fetched.primary[entry_path] = None
                 continue
             try:
+                if tree.freeform:
+                    if entry_path not in filesets:
+                        filesets[entry_path] = store.get_fileset(entry)
+                    placed = _place(filesets[entry_path], entry, root, local_path)
+                    known = fetched.primary.get(entry_path) or {}
+                    fetched.primary[entry_path] = {**known, **placed}
+                    continue
                 _materialize(store.get_fileset(entry), root / row.id / entry_path)
             except (SinagotError, OSError) as exc:
                 fetched.entry_errors[entry_path] = str(exc)
@@ -107,7 +147,7 @@ def fetch_record(
             stored = _stored_provenance(store, row, path, use_pending=use_pending)
             fetched.provenance[step.key] = stored
             if stored is not None and step.key in plan.has_dependents:
-                stale = _ensure_outputs(store, row, step.key, path, stored)
+                stale = _ensure_outputs(store, tree, row, step.key, path, stored)
                 if stale is not None:
                     fetched.stale[step.key] = stale
         except (SinagotError, OSError) as exc:

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from ._checksums import ChecksumCache
-from ._layout import DERIVATIVES_DIR, list_files
+from ._layout import derivatives_dir, list_files
 from ._report import StepKey
 from ._steps import StepSpec
+from ._worktree import WorkTree
 from .config import Settings
 from .errors import ScriptError
-from .scripts import LoadedScript, format_paths, load_script
+from .scripts import LoadedScript, format_paths, load_script, spec_parts
 
 __all__ = [
     "FetchedRecord",
@@ -30,7 +31,6 @@ __all__ = [
     "RecordPlan",
     "Scope",
     "StepGraph",
-    "primary_entry",
     "step_spec",
 ]
 
@@ -39,11 +39,16 @@ _log = logging.getLogger("sinagot.run")
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """Which steps to run: optional filters on record, task and modality."""
+    """Which steps to run: optional filters on record, task, modality and script.
+
+    With ``script`` (Sinagot 0.1's ``run(step_label)``) only the steps of that script
+    run: the steps they read from are checked, never run.
+    """
 
     records: tuple[str, ...]
     task: str | None = None
     modality: str | None = None
+    script: str | None = None
 
 
 @dataclass(slots=True)
@@ -56,6 +61,8 @@ class PlannedStep:
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     upstream: list[StepKey] = field(default_factory=list)
+    # A problem of its script, said once in the log when a run plans the step.
+    log_once: str | None = None
 
     def produced_inputs(self, by_key: dict[StepKey, PlannedStep]) -> dict[str, StepKey]:
         """Its input paths that upstream steps write -> the step writing each."""
@@ -75,26 +82,35 @@ class RecordPlan:
     steps: tuple[PlannedStep, ...]
     # Steps whose outputs a selected step reads: their outputs must be in the work tree.
     has_dependents: frozenset[StepKey]
+    # Upstream steps of a script-filtered scope: checked, never run, not reported.
+    pinned: frozenset[StepKey] = frozenset()
 
     @property
     def by_key(self) -> dict[StepKey, PlannedStep]:
         return {step.key: step for step in self.steps}
 
 
-def primary_entry(record: str, local_path: str) -> str | None:
-    """The acquired-data entry ("task/modality") holding ``local_path``, if it is one."""
-    parts = local_path.split("/")
-    if len(parts) < 3 or parts[1] == DERIVATIVES_DIR:
-        return None
-    return f"{parts[1]}/{parts[2]}"
+def _overlaps(path: str, other: str) -> bool:
+    return path == other or path.startswith(f"{other}/") or other.startswith(f"{path}/")
 
 
 class StepGraph:
-    """The steps of any record of ``settings``: scripts loaded once, errors logged once."""
+    """The steps of any record of ``settings``: scripts loaded once, errors logged once.
 
-    def __init__(self, settings: Settings) -> None:
+    ``freeform``: the dataset is in Sinagot 0.1's layout (see ``_worktree``), where a
+    script may keep 0.1's template ``run()``.
+    """
+
+    def __init__(self, settings: Settings, *, freeform: bool = False) -> None:
         self.settings = settings
+        self.freeform = freeform
         self._scripts: dict[tuple[str, str], LoadedScript | ScriptError] = {}
+        self._said: set[str] = set()
+
+    def _say_once(self, message: str) -> None:
+        if message not in self._said:
+            self._said.add(message)
+            _log.error("%s", message)
 
     def _script(self, modality: str, name: str) -> LoadedScript | ScriptError:
         cache_key = (modality, name)
@@ -104,7 +120,8 @@ class StepGraph:
                     self.settings.script_file(modality, name), modality, name
                 )
             except ScriptError as exc:
-                _log.error("%s", exc)
+                # Logged when a step of it is planned: a run of one scope says nothing
+                # of the scripts of others.
                 self._scripts[cache_key] = exc
         return self._scripts[cache_key]
 
@@ -117,11 +134,15 @@ class StepGraph:
                     step = PlannedStep(StepKey(record, task.name, modality, name))
                     loaded = self._script(modality, name)
                     if isinstance(loaded, ScriptError):
-                        step.error = str(loaded)
+                        step.error = step.log_once = str(loaded)
                     else:
                         step.script = loaded
                         step.inputs = format_paths(loaded.path_in, record, task.name)
                         step.outputs = format_paths(loaded.path_out, record, task.name)
+                        if not (loaded.implements_run or self.freeform):
+                            step.error = step.log_once = (
+                                f"{loaded.file}: Script does not implement run(): add it"
+                            )
                     planned.append(step)
         producers: dict[str, PlannedStep] = {}
         for step in planned:
@@ -129,12 +150,45 @@ class StepGraph:
                 other = producers.setdefault(output, step)
                 if other is not step and step.error is None:
                     step.error = f"{step.key.unit} writes {output}, already written by {other.key.unit}: rename one output"
+        self._protect_acquired(planned)
         for step in planned:
             for path in step.inputs:
                 producer = producers.get(path)
-                if producer is not None and producer.key not in step.upstream:
+                if producer is not None and producer is not step and producer.key not in step.upstream:
                     step.upstream.append(producer.key)
         return _toposort(planned)
+
+    def _protect_acquired(self, planned: list[PlannedStep]) -> None:
+        """Fail the steps whose outputs would write over (or into) acquired data: one of
+        their own inputs that no other step writes (a script editing its input in place)."""
+        for step in planned:
+            if step.error is not None:
+                continue
+            others = [o for other in planned if other is not step for o in other.outputs]
+            for output in step.outputs:
+                clash = next(
+                    (
+                        path
+                        for path in step.inputs
+                        if _overlaps(output, path) and not any(_overlaps(o, path) for o in others)
+                    ),
+                    None,
+                )
+                if clash is not None:
+                    step.error = (
+                        f"PATH_OUT {output} of {step.key.unit} would write over its input"
+                        f" {clash}, acquired data that no other step writes: Sinagot never"
+                        " writes over acquired data; change PATH_OUT"
+                    )
+                    assert step.script is not None  # steps with outputs have a script
+                    written = spec_parts(step.script.path_out)[step.outputs.index(output)]
+                    read = spec_parts(step.script.path_in)[step.inputs.index(clash)]
+                    step.log_once = (
+                        f"{step.script.file}: PATH_OUT {'/'.join(written)} would write over"
+                        f" its PATH_IN {'/'.join(read)}, acquired data that no other step"
+                        " writes: Sinagot never writes over acquired data; change PATH_OUT"
+                    )
+                    break
 
     def plan(self, record: str, scope: Scope) -> RecordPlan:
         """The steps of ``record`` in ``scope``, with the upstream steps they need."""
@@ -142,8 +196,11 @@ class StepGraph:
         wanted = {
             step.key
             for step in steps
-            if scope.task in (None, step.key.task) and scope.modality in (None, step.key.modality)
+            if scope.task in (None, step.key.task)
+            and scope.modality in (None, step.key.modality)
+            and scope.script in (None, step.key.script)
         }
+        named = frozenset(wanted)
         by_key = {step.key: step for step in steps}
         # Upstream steps outside the scope still run (or are checked) first.
         pending = list(wanted)
@@ -153,8 +210,12 @@ class StepGraph:
                     wanted.add(upstream)
                     pending.append(upstream)
         selected = tuple(step for step in steps if step.key in wanted)
+        for step in selected:
+            if step.log_once is not None:
+                self._say_once(step.log_once)
         has_dependents = frozenset(key for step in selected for key in step.upstream)
-        return RecordPlan(record, selected, has_dependents)
+        pinned = frozenset(wanted - named) if scope.script is not None else frozenset()
+        return RecordPlan(record, selected, has_dependents, pinned)
 
 
 def _toposort(steps: list[PlannedStep]) -> list[PlannedStep]:
@@ -218,20 +279,27 @@ def step_spec(
     step: PlannedStep,
     fetched: FetchedRecord,
     *,
-    root: Path,
+    tree: WorkTree,
+    store_root: Path,
     run_id: str,
     force: bool,
     settings: Settings,
     cache: ChecksumCache,
 ) -> StepSpec:
     """The spec a runner executes for ``step``: checksums of its inputs, its stored provenance."""
+    root = tree.root
     base = StepSpec(
         key=step.key,
         local_root=root,
+        book_dir=derivatives_dir(store_root, plan.record),
+        output_prefix=tree.output_prefix(plan.record),
+        status_log=tree.status_log(store_root, plan.record),
+        freeform=tree.freeform,
+        pinned=step.key in plan.pinned,
         run_id=run_id,
         script_file=settings.script_file(step.key.modality, step.key.script),
         upstream=tuple(step.upstream),
-        force=force,
+        force=force and step.key not in plan.pinned,
     )
     if step.error is not None or step.script is None:
         return replace(base, error=step.error or "script not loaded")
@@ -243,7 +311,7 @@ def step_spec(
             if path in produced:
                 continue
             known: dict[str, str] = {}
-            entry_path = primary_entry(plan.record, path)
+            entry_path = tree.primary_entry(step.key, path)
             if entry_path is not None:
                 if entry_path in fetched.entry_errors:
                     raise _Unprepared(fetched.entry_errors[entry_path])

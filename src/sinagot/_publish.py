@@ -23,6 +23,7 @@ from typing import Any
 from ._fs import atomic_write_bytes, fsync_dir, md5_file
 from ._layout import PENDING_DIR, derivatives_dir, pending_file
 from ._report import StepResult, StepStatus
+from ._worktree import WorkTree
 from .connectors import DataRow, FileSet, Store, derivative_path
 from .errors import SinagotError
 
@@ -81,36 +82,58 @@ def _stat(path: Path) -> list[int]:
     return [info.st_size, info.st_mtime_ns]
 
 
+def _outputs_root(tree: WorkTree, record: str) -> Path:
+    """The folder a record's derivative output names are relative to, in the work tree."""
+    return tree.root / tree.output_prefix(record)
+
+
 def _store_derivative(
     store: Store,
+    tree: WorkTree,
     row: DataRow,
     path: str,
     outputs: Mapping[str, str],
     provenance: dict[str, Any],
 ) -> None:
-    """Upload a derivative's outputs (their MD5s known) then, last, its provenance."""
+    """Upload a derivative's outputs (their MD5s known) then, last, its provenance.
+
+    A local 0.1 dataset's outputs are where its scripts wrote them: only the provenance
+    is stored.
+    """
     entry = row.entry(path) or store.create_fileset_entry(path, row)
-    fileset = FileSet(
-        root=derivatives_dir(store.local_root, row.id),
-        names=tuple(sorted(outputs)),
-        checksums=MappingProxyType(dict(outputs)),
-    )
-    store.put_fileset(fileset, entry)
+    if not tree.in_place:
+        folder = provenance.get("folder")
+        fileset = FileSet(
+            root=_outputs_root(tree, row.id),
+            names=tuple(sorted(outputs)),
+            checksums=MappingProxyType(dict(outputs)),
+            folder=folder if isinstance(folder, str) else None,
+        )
+        store.put_fileset(fileset, entry)
     store.put_fileset_provenance(provenance, entry)
 
 
 def commit_result(
-    store: Store, rows: Mapping[str, DataRow], pipeline: str, result: StepResult, *, defer: bool
+    store: Store,
+    rows: Mapping[str, DataRow],
+    pipeline: str,
+    result: StepResult,
+    *,
+    defer: bool,
+    tree: WorkTree | None = None,
 ) -> StepResult:
-    """Store a finished step, or (``defer``) record it as pending publication."""
-    if result.status is not StepStatus.RAN or result.provenance is None:
+    """Store a finished (or adopted) step, or (``defer``) record it as pending publication.
+
+    ``tree``: the run's work tree (default: the records layout in the store's tree)."""
+    tree = tree or WorkTree(store.local_root)
+    if result.status not in (StepStatus.RAN, StepStatus.UP_TO_DATE) or result.provenance is None:
         return result
     row = rows[result.key.record]
     path = derivative_path(result.key.name, pipeline)
     pending = pending_file(store.local_root, row.id, path)
     try:
         if defer:
-            root = derivatives_dir(store.local_root, row.id)
+            root = _outputs_root(tree, row.id)
             document = {
                 "path": path,
                 "provenance": result.provenance,
@@ -118,7 +141,7 @@ def commit_result(
             }
             atomic_write_bytes(pending, json.dumps(document, sort_keys=True).encode())
         else:
-            _store_derivative(store, row, path, result.outputs, result.provenance)
+            _store_derivative(store, tree, row, path, result.outputs, result.provenance)
             # An older pending result of this step is superseded by what was just stored.
             _drop_pending(pending)
     except (SinagotError, OSError) as exc:
@@ -164,7 +187,7 @@ def _pending_files(root: Path, record: str) -> Iterable[Path]:
     return sorted(folder.glob("*.json")) if folder.is_dir() else ()
 
 
-def publish_pending(store: Store, row: DataRow) -> Publication:
+def publish_pending(store: Store, row: DataRow, *, tree: WorkTree | None = None) -> Publication:
     """Upload the pending results of ``row`` (see the module docstring), provenance last.
 
     ``row`` must be populated from the store. A pending result whose outputs no
@@ -172,10 +195,11 @@ def publish_pending(store: Store, row: DataRow) -> Publication:
     reported in ``errors``, as are failed uploads (kept pending, to try again);
     a result the store already holds is not uploaded again.
     """
+    tree = tree or WorkTree(store.local_root)
     uploaded: list[str] = []
     already: list[str] = []
     errors: list[str] = []
-    root = derivatives_dir(store.local_root, row.id)
+    root = _outputs_root(tree, row.id)
     for file in _pending_files(store.local_root, row.id):
         checked = _check_pending(root, file)
         if isinstance(checked, str):
@@ -189,7 +213,7 @@ def publish_pending(store: Store, row: DataRow) -> Publication:
                 # Uploaded before a crash that came before the pending file was removed.
                 already.append(path)
             else:
-                _store_derivative(store, row, path, provenance["outputs"], provenance)
+                _store_derivative(store, tree, row, path, provenance["outputs"], provenance)
                 uploaded.append(path)
         except (SinagotError, OSError) as exc:
             errors.append(f"uploading {path} of {row.id} failed: {exc}")

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from ._fs import fsync_dir, md5_file
-from ._layout import DERIVATIVES_DIR, STAGING_DIR, list_files, log_file
+from ._layout import LOGS_DIR, STAGING_DIR, list_files
 from ._report import StepKey, StepResult, StepStatus
+from ._status_log import LegacyStatus, write_status
+from ._worktree import output_folder
 from .errors import ScriptError
-from .provenance import build_provenance, stale_reason, utc_now
+from .provenance import STATUS_ADOPTED, STATUS_SUCCESS, build_provenance, stale_reason, utc_now
 from .scripts import LoadedScript, PathSpec, ScriptPaths, load_script, shape_paths
 
 __all__ = [
@@ -50,9 +52,21 @@ class StepSpec:
     """Everything needed to decide on and run one step, picklable for Dask."""
 
     key: StepKey
+    # Where the script's paths are (the work tree), and where the record's bookkeeping is
+    # (staging, logs: ``<store root>/<id>/derivatives``).
     local_root: Path
+    book_dir: Path
     run_id: str
     script_file: Path
+    # What an output's work-tree path starts with before its derivative name ("" in a
+    # free-form dataset, where outputs are where PATH_OUT says).
+    output_prefix: str = ""
+    # The record's status log (JSON lines; Sinagot 0.1's LOG/<id>.log in a 0.1 dataset).
+    status_log: Path | None = None
+    # Sinagot 0.1's layout: outputs that exist without provenance are adopted as done.
+    freeform: bool = False
+    # Checked only: an upstream step of a script-filtered run (never run).
+    pinned: bool = False
     source_md5: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
     path_in: PathSpec = ()
@@ -69,9 +83,13 @@ class StepSpec:
     stored_provenance: dict[str, Any] | None = None
     force: bool = False
 
-    @property
-    def derivatives_dir(self) -> Path:
-        return self.local_root / self.key.record / DERIVATIVES_DIR
+    def output_file(self, name: str) -> Path:
+        """Where output ``name`` (a derivative name, see ``output_prefix``) is in the work tree."""
+        return self.local_root / f"{self.output_prefix}{name}"
+
+    def log_file(self) -> Path:
+        """The file that receives the script's logs and traceback."""
+        return self.book_dir / LOGS_DIR / f"{self.key.name}.log"
 
 
 def _process_alive(pid: int) -> bool:
@@ -99,7 +117,7 @@ def remove_dead_staging(derivatives_dir: Path) -> None:
 
 
 def _derivative_name(spec: StepSpec, local_path: str) -> str:
-    return local_path.removeprefix(f"{spec.key.record}/{DERIVATIVES_DIR}/")
+    return local_path.removeprefix(spec.output_prefix)
 
 
 def _inputs(
@@ -114,13 +132,13 @@ def _inputs(
         if not found:
             return None, f"{producer} did not produce {local_path}"
         for output, md5 in found.items():
-            inputs[f"{spec.key.record}/{DERIVATIVES_DIR}/{output}"] = md5
+            inputs[f"{spec.output_prefix}{output}"] = md5
     return inputs, ""
 
 
 def attempt_marker(spec: StepSpec) -> Path:
     """A file that counts the attempts at ``spec`` in this run, across worker deaths."""
-    return spec.derivatives_dir / STAGING_DIR / f"{spec.key.name}-{spec.run_id}.attempts"
+    return spec.book_dir / STAGING_DIR / f"{spec.key.name}-{spec.run_id}.attempts"
 
 
 def _count_attempt(spec: StepSpec) -> tuple[Path, int]:
@@ -146,7 +164,7 @@ def _script(spec: StepSpec) -> LoadedScript:
 
 
 def _step_logger(spec: StepSpec) -> tuple[logging.Logger, logging.FileHandler]:
-    path = log_file(spec.local_root, spec.key.record, spec.key.name)
+    path = spec.log_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, mode="w", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -157,19 +175,30 @@ def _step_logger(spec: StepSpec) -> tuple[logging.Logger, logging.FileHandler]:
     return logger, handler
 
 
-def _collect_outputs(spec: StepSpec, staging: Path) -> dict[str, Path]:
-    """Staged output files by final name; raise ScriptError if a declared output is missing."""
-    files: dict[str, Path] = {}
+def _output_files(root: Path, name: str) -> dict[str, Path]:
+    """The files of output ``name`` below ``root`` (a file, or a folder's visible files)."""
+    found = list_files(root / name) if (root / name).exists() else ()
+    return {(f"{name}/{relative}" if relative else name): root / name / relative for relative in found}
+
+
+def _collect_outputs(spec: StepSpec, staging: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Staged output files by final name, and (Sinagot 0.1's scripts) existing outputs that
+    the script left as they were; raise ScriptError if a declared output is missing."""
+    staged: dict[str, Path] = {}
+    kept: dict[str, Path] = {}
     for local_path in spec.outputs:
         name = _derivative_name(spec, local_path)
-        staged = staging / name
-        found = list_files(staged) if staged.exists() else ()
-        if not found:
+        files = _output_files(staging, name)
+        if not files and spec.freeform:
+            # A 0.1 script writes in place or not at all: what it did not rewrite stays.
+            existing = _output_files(spec.local_root, local_path)
+            if existing:
+                kept.update(existing)
+                continue
+        if not files:
             raise ScriptError(f"{spec.script_file}: run() did not write the output {local_path}")
-        for relative in found:
-            full_name = f"{name}/{relative}" if relative else name
-            files[full_name] = staging / full_name
-    return files
+        staged.update(files)
+    return staged, kept
 
 
 def _publish(spec: StepSpec, staging: Path, files: Mapping[str, Path]) -> dict[str, str]:
@@ -181,7 +210,9 @@ def _publish(spec: StepSpec, staging: Path, files: Mapping[str, Path]) -> dict[s
             os.fsync(handle.fileno())
     for local_path in spec.outputs:
         name = _derivative_name(spec, local_path)
-        destination = spec.derivatives_dir / name
+        if not (staging / name).exists():
+            continue
+        destination = spec.output_file(name)
         destination.parent.mkdir(parents=True, exist_ok=True)
         if destination.is_dir() and not destination.is_symlink():
             # A directory output is replaced whole so no stale file survives in it.
@@ -194,12 +225,14 @@ def _publish(spec: StepSpec, staging: Path, files: Mapping[str, Path]) -> dict[s
 def _run_script(spec: StepSpec, inputs: dict[str, str], started: str) -> StepResult:
     begin = time.perf_counter()
     owner = f"{_HOST}{_SEPARATOR}{os.getpid()}"
-    staging = spec.derivatives_dir / STAGING_DIR / f"{owner}{_SEPARATOR}{uuid.uuid4().hex}"
+    staging = spec.book_dir / STAGING_DIR / f"{owner}{_SEPARATOR}{uuid.uuid4().hex}"
     logger, handler = _step_logger(spec)
+    write_status(spec.status_log, spec.key, LegacyStatus.PROCESSING, "Processing run")
     try:
         loaded = _script(spec)
         staging.mkdir(parents=True)
-        output = shape_paths(spec.path_out, spec.key.record, spec.key.task, staging, skip=2)
+        skip = spec.output_prefix.count("/")
+        output = shape_paths(spec.path_out, spec.key.record, spec.key.task, staging, skip=skip)
         for path in output.values() if isinstance(output, dict) else [output]:
             path.parent.mkdir(parents=True, exist_ok=True)
         paths = ScriptPaths(
@@ -208,13 +241,15 @@ def _run_script(spec: StepSpec, inputs: dict[str, str], started: str) -> StepRes
         )
         script = loaded.cls(id=spec.key.record, task=spec.key.task, path=paths, logger=logger)
         script.run()
-        checksums = _publish(spec, staging, _collect_outputs(spec, staging))
+        staged, kept = _collect_outputs(spec, staging)
+        checksums = _publish(spec, staging, staged)
+        checksums.update({name: md5_file(path) for name, path in kept.items()})
     except Exception as exc:
         logger.propagate = False  # the traceback goes to the step's log file only
         logger.error("step %s failed\n%s", spec.key, traceback.format_exc().rstrip())
-        log = log_file(spec.local_root, spec.key.record, spec.key.name)
-        error = f"{type(exc).__name__}: {exc} (log: {log})"
+        error = f"{type(exc).__name__}: {exc} (log: {spec.log_file()})"
         _log.error("Step run failed %s: %s", spec.key, error)
+        write_status(spec.status_log, spec.key, LegacyStatus.ERROR, error)
         return StepResult(
             spec.key, StepStatus.FAILED, error=error, seconds=time.perf_counter() - begin
         )
@@ -222,18 +257,8 @@ def _run_script(spec: StepSpec, inputs: dict[str, str], started: str) -> StepRes
         handler.close()
         logger.removeHandler(handler)
         shutil.rmtree(staging, ignore_errors=True)
-    provenance = build_provenance(
-        record=spec.key.record,
-        task=spec.key.task,
-        modality=spec.key.modality,
-        script=spec.key.script,
-        source_md5=spec.source_md5,
-        parameters=spec.parameters,
-        inputs=inputs,
-        outputs=checksums,
-        started=started,
-        finished=utc_now(),
-    )
+    provenance = _provenance(spec, inputs, checksums, started, utc_now())
+    write_status(spec.status_log, spec.key, LegacyStatus.DONE, "Run finished")
     return StepResult(
         spec.key,
         StepStatus.RAN,
@@ -255,11 +280,102 @@ def _decide(spec: StepSpec, upstream: Mapping[StepKey, StepResult]) -> StepResul
         if status is StepStatus.MISSING_INPUT:
             return StepResult(key, StepStatus.MISSING_INPUT, reason=f"{producer}: missing input")
     if spec.missing is not None:
+        if spec.freeform:
+            # As Sinagot 0.1 logged it (its own layout does not: a log per missing step
+            # and run would only grow).
+            write_status(spec.status_log, key, LegacyStatus.DATA_NOT_AVAILABLE, spec.missing)
         return StepResult(key, StepStatus.MISSING_INPUT, reason=spec.missing)
     inputs, why = _inputs(spec, upstream)
     if inputs is None:
         return StepResult(key, StepStatus.MISSING_INPUT, reason=why)
     return inputs
+
+
+def _provenance(
+    spec: StepSpec,
+    inputs: Mapping[str, str],
+    outputs: Mapping[str, str],
+    started: str,
+    finished: str,
+    status: str = STATUS_SUCCESS,
+) -> dict[str, Any]:
+    """The provenance of ``spec``'s outputs; a free-form step's names the folder its
+    derivative holds them relative to."""
+    return build_provenance(
+        record=spec.key.record,
+        task=spec.key.task,
+        modality=spec.key.modality,
+        script=spec.key.script,
+        source_md5=spec.source_md5,
+        parameters=spec.parameters,
+        inputs=inputs,
+        outputs=outputs,
+        started=started,
+        finished=finished,
+        status=status,
+        folder=output_folder(spec.outputs) if spec.freeform else None,
+    )
+
+
+def _existing_outputs(spec: StepSpec) -> dict[str, str] | None:
+    """MD5 of every file of the step's outputs in the work tree, or None unless all exist."""
+    if not spec.outputs:
+        return None
+    checksums: dict[str, str] = {}
+    for local_path in spec.outputs:
+        files = _output_files(spec.local_root, local_path)
+        if not files:
+            return None
+        checksums.update({_derivative_name(spec, n): md5_file(p) for n, p in files.items()})
+    return checksums
+
+
+def _adopt(spec: StepSpec, upstream: Mapping[StepKey, StepResult]) -> StepResult | None:
+    """Sinagot 0.1's DONE: outputs that exist but that Sinagot did not write (no provenance)
+    are kept as done, with a provenance saying so (from then on it decides reruns)."""
+    if (
+        not spec.freeform
+        or spec.error is not None
+        or spec.force
+        or spec.stored_provenance is not None
+        or spec.stale
+    ):
+        return None
+    outputs = _existing_outputs(spec)
+    if outputs is None:
+        return None
+    inputs = _inputs(spec, upstream)[0] if spec.missing is None else None
+    now = utc_now()
+    if inputs is None:
+        inputs = dict(spec.static_checksums)
+    provenance = _provenance(spec, inputs, outputs, now, now, STATUS_ADOPTED)
+    _log.info("Step %s: kept its existing output, not written by Sinagot (adopted)", spec.key)
+    write_status(spec.status_log, spec.key, LegacyStatus.DONE, "Run already processed")
+    return StepResult(
+        spec.key,
+        StepStatus.UP_TO_DATE,
+        reason="adopted: existing output kept",
+        outputs=outputs,
+        provenance=provenance,
+    )
+
+
+def _pinned(spec: StepSpec, upstream: Mapping[StepKey, StepResult]) -> StepResult:
+    """An upstream step of a script-filtered run: never run, its outputs taken as they are."""
+    adopted = _adopt(spec, upstream)
+    if adopted is not None:
+        return adopted
+    if spec.error is None and spec.stored_provenance is not None and spec.stale is None:
+        outputs = spec.stored_provenance.get("outputs", {})
+        return StepResult(spec.key, StepStatus.UP_TO_DATE, outputs=dict(outputs))
+    outputs = _existing_outputs(spec)
+    if outputs is None:
+        return StepResult(
+            spec.key, StepStatus.MISSING_INPUT, reason="not run: outside the named step"
+        )
+    return StepResult(
+        spec.key, StepStatus.UP_TO_DATE, reason="outside the named step", outputs=outputs
+    )
 
 
 def execute_step(spec: StepSpec, *upstream_results: StepResult) -> StepResult:
@@ -269,6 +385,11 @@ def execute_step(spec: StepSpec, *upstream_results: StepResult) -> StepResult:
     (Dask passes them from the upstream futures).
     """
     upstream = {result.key: result for result in upstream_results}
+    if spec.pinned:
+        return _pinned(spec, upstream)
+    adopted = _adopt(spec, upstream)
+    if adopted is not None:
+        return adopted
     decision = _decide(spec, upstream)
     if isinstance(decision, StepResult):
         return decision

@@ -35,17 +35,21 @@ from ._publish import Publication, commit_result, publish_pending
 from ._report import RunReport, StepResult, StepStatus
 from ._runners import DaskRunner, Progress, Runner, SerialRunner, Watch
 from ._steps import StepSpec
+from ._worktree import WorkTree, detect_layout
 from .config import Settings
 from .connectors import DataRow, Store
 from .errors import SinagotError
 
 __all__ = [
+    "DaskRunner",
     "Progress",
     "Publication",
     "RunHooks",
     "RunOutcome",
     "Scope",
+    "WorkTree",
     "check_available",
+    "detect_layout",
     "open_client",
     "run_scope",
     "runner_for",
@@ -113,6 +117,7 @@ class _Prepared:
 def _fetch_and_plan(
     settings: Settings,
     store: Store,
+    tree: WorkTree,
     scope: Scope,
     listed: Mapping[str, str | None],
     *,
@@ -120,7 +125,7 @@ def _fetch_and_plan(
     use_pending: bool,
     counted: Progress,
 ) -> _Prepared:
-    graph = StepGraph(settings)
+    graph = StepGraph(settings, freeform=tree.freeform)
     pipeline = settings.store.pipeline
     run_id = uuid.uuid4().hex[:12]
     prepared = _Prepared()
@@ -128,7 +133,11 @@ def _fetch_and_plan(
         counted(0, len(scope.records))
         for done, record in enumerate(scope.records, 1):
             plan = prepared.plans[record] = graph.plan(record, scope)
-            if not force and up_to_date(store.local_root, plan, listed.get(record), pipeline):
+            if (
+                not force
+                and not plan.pinned
+                and up_to_date(store.local_root, plan, listed.get(record), pipeline)
+            ):
                 prepared.unchanged[record] = [
                     StepResult(step.key, StepStatus.UP_TO_DATE, reason="record unchanged")
                     for step in plan.steps
@@ -137,13 +146,16 @@ def _fetch_and_plan(
                 continue
             row = prepared.rows[record] = DataRow(id=record)
             store.populate_row(row)
-            fetched = fetch_record(store, row, plan, pipeline=pipeline, use_pending=use_pending)
+            fetched = fetch_record(
+                store, tree, row, plan, pipeline=pipeline, use_pending=use_pending
+            )
             prepared.specs.extend(
                 step_spec(
                     plan,
                     step,
                     fetched,
-                    root=store.local_root,
+                    tree=tree,
+                    store_root=store.local_root,
                     run_id=run_id,
                     force=force,
                     settings=settings,
@@ -170,8 +182,12 @@ def run_scope(
     script_timeout: float | None = None,
     hooks: RunHooks | None = None,
     listed: Mapping[str, str | None] | None = None,
+    tree: WorkTree | None = None,
 ) -> RunOutcome:
     """Run every step of ``scope`` that is not up to date, through the phases above.
+
+    ``tree``: where the scripts read and write, and in which layout (default: the
+    records layout in the store's local tree).
 
     ``defer_publication``: leave finished steps pending, take earlier pending
     results as stored, and publish them all in a last phase. ``script_timeout``
@@ -181,11 +197,13 @@ def run_scope(
     """
     hooks = hooks or RunHooks()
     listed = listed or {}
+    tree = tree or WorkTree(store.local_root)
     begin = time.perf_counter()
     hooks.fetching()
     prepared = _fetch_and_plan(
         settings,
         store,
+        tree,
         scope,
         listed,
         force=force,
@@ -195,31 +213,35 @@ def run_scope(
     rows, pipeline = prepared.rows, settings.store.pipeline
 
     def commit(result: StepResult) -> StepResult:
-        return commit_result(store, rows, pipeline, result, defer=defer_publication)
+        return commit_result(store, rows, pipeline, result, defer=defer_publication, tree=tree)
 
     hooks.running()
     hooks.progress(0, len(prepared.specs))
     ran = runner.run(prepared.specs, commit, hooks.progress, Watch(script_timeout, hooks.cancel))
     by_record: dict[str, list[StepResult]] = dict(prepared.unchanged)
     for result in ran:
-        by_record.setdefault(result.key.record, []).append(result)
+        if result.key not in prepared.plans[result.key.record].pinned:
+            by_record.setdefault(result.key.record, []).append(result)
     results = [result for record in scope.records for result in by_record.get(record, [])]
     report = RunReport(tuple(results), seconds=time.perf_counter() - begin, mode=runner.mode)
     publications: dict[str, Publication] = {}
     if defer_publication:
         hooks.publishing()
-        publications = {record: publish_pending(store, row) for record, row in rows.items()}
+        publications = {record: publish_pending(store, row, tree=tree) for record, row in rows.items()}
         stored = {record for record, done in publications.items() if done.uploaded}
         failed = {record for record, done in publications.items() if done.errors}
     else:
-        stored = {r.key.record for r in ran if r.status is StepStatus.RAN}
+        stored = {
+            r.key.record for r in ran if r.provenance is not None and r.status is not StepStatus.FAILED
+        }
         failed = set()
     settled = {record: _settle(store, rows[record]) for record in sorted(stored)}
     for record in rows:
         stamp = settled[record] if record in stored else listed.get(record)
-        if record not in failed:
+        # A script-filtered run checks steps it does not run: it proves nothing of them.
+        if record not in failed and scope.script is None:
             record_ledger(
-                store.local_root, prepared.plans[record], by_record[record], stamp, pipeline
+                store.local_root, prepared.plans[record], by_record.get(record, []), stamp, pipeline
             )
     return RunOutcome(report, rows, publications, settled)
 

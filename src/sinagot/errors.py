@@ -11,6 +11,10 @@ on one line, and never contains a password or a session token.
     ├── ScriptError               a script file cannot be loaded or is malformed
     ├── RecordNotFoundError       an id that is not in the dataset (also a KeyError)
     ├── ScopeError                no such task or modality scope (also an AttributeError)
+    ├── NotFoundError             no such step in a scope (also a LookupError)
+    ├── NoModalityError           a step asked of a scope without a modality (also a ValueError)
+    ├── NotUnitError              a record's step status asked without one task (also a ValueError)
+    ├── ArgumentError             an API call with an argument it does not take (also a TypeError)
     ├── StoreError                talking to a store failed
     │   ├── AuthenticationError   the server refused the credentials (401)
     │   ├── AccessDeniedError     the user has no access to a project (403)
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 __all__ = [
     "AccessDeniedError",
+    "ArgumentError",
     "AuthenticationError",
     "CacheError",
     "CacheFullError",
@@ -42,6 +47,9 @@ __all__ = [
     "DaemonNotRunningError",
     "EmulatorError",
     "InvalidTransitionError",
+    "NoModalityError",
+    "NotFoundError",
+    "NotUnitError",
     "RecordNotFoundError",
     "RemoteNotFoundError",
     "RequestRefusedError",
@@ -76,6 +84,22 @@ class RecordNotFoundError(SinagotError, KeyError):
 
 class ScopeError(SinagotError, AttributeError):
     """A task or modality scope (``ds.RS``, ``rec.EEG``) that the config does not define."""
+
+
+class NotFoundError(SinagotError, LookupError):
+    """A step (a script) that the scope does not have (Sinagot 0.1's name)."""
+
+
+class NoModalityError(SinagotError, ValueError):
+    """A step asked of a scope that has no modality: steps are scripts of one modality."""
+
+
+class NotUnitError(SinagotError, ValueError):
+    """A step's status asked of a scope without one record, task and modality."""
+
+
+class ArgumentError(SinagotError, TypeError):
+    """A call of the Python API with an argument it does not take."""
 
 
 class StoreError(SinagotError):

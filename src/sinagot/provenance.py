@@ -3,6 +3,17 @@
 A derivative is up to date only when its stored provenance says it succeeded
 with the same input checksums, script source hash, parameters and Sinagot
 version as the step would use now; the existence of output files decides nothing.
+
+Two kinds of provenance say a derivative is complete (``status``):
+
+- ``"success"``: Sinagot ran the script and wrote the outputs;
+- ``"adopted"``: in a Sinagot 0.1 dataset, the outputs existed and Sinagot did not
+  write them (0.1's DONE): it kept them, and recorded the inputs, script and outputs
+  as they were then. From then on it decides reruns like any other.
+
+In a Sinagot 0.1 (free-form) dataset, ``outputs`` are named by their paths in the
+dataset and ``folder`` is the folder that holds them all: a remote store holds them
+relative to it.
 """
 
 from __future__ import annotations
@@ -15,9 +26,19 @@ from typing import Any
 
 from ._version import __version__
 
-__all__ = ["STATUS_SUCCESS", "build_provenance", "is_up_to_date", "stale_reason", "utc_now"]
+__all__ = [
+    "COMPLETE_STATUSES",
+    "STATUS_ADOPTED",
+    "STATUS_SUCCESS",
+    "build_provenance",
+    "is_up_to_date",
+    "stale_reason",
+    "utc_now",
+]
 
 STATUS_SUCCESS = "success"
+STATUS_ADOPTED = "adopted"
+COMPLETE_STATUSES = frozenset({STATUS_SUCCESS, STATUS_ADOPTED})
 
 
 def utc_now() -> str:
@@ -42,9 +63,10 @@ def build_provenance(
     started: str,
     finished: str,
     status: str = STATUS_SUCCESS,
+    folder: str | None = None,
 ) -> dict[str, Any]:
     """The provenance document stored with a derivative (JSON-compatible)."""
-    return {
+    document = {
         "record": record,
         "task": task,
         "modality": modality,
@@ -58,6 +80,9 @@ def build_provenance(
         "host": socket.gethostname(),
         "status": status,
     }
+    if folder is not None:
+        document["folder"] = folder
+    return document
 
 
 def stale_reason(
@@ -70,7 +95,7 @@ def stale_reason(
     """Why the derivative must be recomputed, or None if ``stored`` is still valid."""
     if stored is None:
         return "never ran"
-    if stored.get("status") != STATUS_SUCCESS:
+    if stored.get("status") not in COMPLETE_STATUSES:
         return "last run did not succeed"
     script = stored.get("script")
     if not isinstance(script, Mapping) or script.get("source_md5") != source_md5:

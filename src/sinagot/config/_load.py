@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -14,15 +15,54 @@ from .._names import length_problem, shorten
 from ..errors import ConfigError
 from ._reader import KNOWN_TABLES, NAME, Reader, close_names
 from ._services import daemon_settings, dask_settings, store_settings
-from ._settings import SCRIPT_SUFFIX, ModalitySettings, Settings, StoreSettings, TaskSettings
+from ._settings import (
+    SCRIPT_SUFFIX,
+    FileMatch,
+    ModalitySettings,
+    Settings,
+    StoreSettings,
+    TaskSettings,
+)
+from ._v01 import translate_v01
 
 __all__ = ["load_settings", "load_store_settings", "name_problem"]
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-# Scopes are attributes (ds.RS, rec.EEG): these names would hide the API.
+# Scopes are attributes (ds.RS, rec.EEG): these names would hide the API (Sinagot 0.1's
+# included).
 _RESERVED = frozenset(
-    {"run", "ids", "get", "first", "task", "modality", "id", "settings", "store", "mro"}
+    {
+        "run",
+        "ids",
+        "get",
+        "first",
+        "task",
+        "modality",
+        "id",
+        "settings",
+        "store",
+        "mro",
+        "all",
+        "has",
+        "count",
+        "count_detail",
+        "tasks",
+        "modalities",
+        "steps",
+        "records",
+        "config",
+        "logs",
+        "status",
+        "units",
+        "data_path",
+        "scripts_path",
+        "logger",
+        "dataset",
+    }
 )
+# A folder given as the config: Sinagot 0.1's name of the file it holds.
+CONFIG_IN_FOLDER = "dataset.toml"
+_MODEL_KINDS = ("subset", "record")
 
 
 def name_problem(name: str) -> str | None:
@@ -34,10 +74,23 @@ def name_problem(name: str) -> str | None:
     return length_problem(name, "name")
 
 
-def load_settings(path: str | os.PathLike[str]) -> Settings:
-    """Parse and validate the config file at ``path``."""
-    reader, document = _read(path)
-    return _validate(reader, document)
+def load_settings(
+    path: str | os.PathLike[str], *, dataset_dir: str | os.PathLike[str] | None = None
+) -> Settings:
+    """Parse and validate the config file at ``path`` (or the ``dataset.toml`` of a folder).
+
+    ``dataset_dir`` replaces ``[path] dataset`` (Sinagot 0.1's ``data_path=``).
+    """
+    reader, written = _read(path)
+    document, notes = translate_v01(reader, written)
+    if dataset_dir is not None:
+        path_table = dict(reader.table(document, "path", "path"))
+        path_table["dataset"] = str(Path(dataset_dir).expanduser().resolve())
+        document["path"] = path_table
+    settings = _validate(reader, document)
+    return dataclasses.replace(
+        settings, notes=tuple(notes), document=MappingProxyType(dict(written))
+    )
 
 
 def load_store_settings(path: str | os.PathLike[str]) -> StoreSettings:
@@ -52,6 +105,13 @@ def load_store_settings(path: str | os.PathLike[str]) -> StoreSettings:
 
 def _read(path: str | os.PathLike[str]) -> tuple[Reader, Mapping[str, Any]]:
     config_path = Path(path).expanduser().resolve()
+    if config_path.is_dir():
+        config_path = config_path / CONFIG_IN_FOLDER
+        if not config_path.exists():
+            raise ConfigError(
+                f"{config_path.parent}: a folder without {CONFIG_IN_FOLDER}; pass the path of"
+                f" the config file, or add {CONFIG_IN_FOLDER} to the folder"
+            )
     try:
         raw = config_path.read_bytes()
     except FileNotFoundError:
@@ -121,6 +181,7 @@ def _validate(reader: Reader, document: Mapping[str, Any]) -> Settings:
     _check_task_overrides(reader, tasks, modalities)
     _check_script_files(reader, scripts_dir, tasks, modalities)
 
+    file_match = _file_match(reader, tables["records"], "records")
     mode = reader.typed(
         tables["run"],
         "run",
@@ -151,7 +212,40 @@ def _validate(reader: Reader, document: Mapping[str, Any]) -> Settings:
         log_level=level,
         store=store,
         daemon=daemon_settings(reader, tables["daemon"]),
+        file_match=file_match,
+        log_format=reader.text(tables["log"], "log", "format"),
     )
+
+
+def _file_match(reader: Reader, table: Mapping[str, Any], key: str) -> FileMatch | None:
+    """Sinagot 0.1's ``file_match = [whole pattern, files]`` (see sinagot._freeform)."""
+    if "file_match" not in table:
+        return None
+    value = table["file_match"]
+    if not (isinstance(value, list) and len(value) == 2 and all(type(v) is bool for v in value)):
+        raise reader.error(
+            f"{key}.file_match",
+            f"got {value!r}",
+            "use [true, true]: match the whole PATH_IN pattern (false: its parent folder),"
+            " then files (false: folders)",
+        )
+    return (value[0], value[1])
+
+
+def _models(reader: Reader, body: Mapping[str, Any], key: str) -> dict[str, str]:
+    """Sinagot 0.1's ``models.subset`` / ``models.record``: class names of custom models."""
+    table = reader.table(body, f"{key}.models", "models")
+    reader.check_keys(f"{key}.models", table, _MODEL_KINDS)
+    models: dict[str, str] = {}
+    for kind in _MODEL_KINDS:
+        name = reader.text(table, f"{key}.models", kind)
+        if name is not None:
+            if not NAME.fullmatch(name):
+                raise reader.error(
+                    f"{key}.models.{kind}", f"{name!r} is not a class name", "fix the name"
+                )
+            models[kind] = name
+    return models
 
 
 def _modalities(reader: Reader, table: Mapping[str, Any]) -> dict[str, ModalitySettings]:
@@ -168,7 +262,7 @@ def _modalities(reader: Reader, table: Mapping[str, Any]) -> dict[str, ModalityS
                 key, "is not a valid modality name", "use letters, digits and '_', not an API name"
             )
         body = reader.table(table, key, name)
-        reader.check_keys(key, body, ("scripts", "tasks"))
+        reader.check_keys(key, body, ("scripts", "tasks", "file_match", "models"))
         per_task: dict[str, tuple[str, ...]] = {}
         overrides = reader.table(body, f"{key}.tasks", "tasks")
         for task, override in overrides.items():
@@ -178,8 +272,11 @@ def _modalities(reader: Reader, table: Mapping[str, Any]) -> dict[str, ModalityS
             per_task[task] = reader.names(override, task_key, "scripts", SCRIPT_SUFFIX)
         result[name] = ModalitySettings(
             name=name,
-            scripts=reader.names(body, key, "scripts", SCRIPT_SUFFIX),
+            # A modality without scripts holds data that no script reads (yet).
+            scripts=reader.names(body, key, "scripts", SCRIPT_SUFFIX) if "scripts" in body else (),
             task_scripts=MappingProxyType(per_task),
+            file_match=_file_match(reader, body, key),
+            models=MappingProxyType(_models(reader, body, key)),
         )
     return result
 
@@ -246,6 +343,14 @@ def _check_script_files(
         lists = {f"modalities.{modality.name}.scripts": modality.scripts}
         for task, names in modality.task_scripts.items():
             lists[f"modalities.{modality.name}.tasks.{task}.scripts"] = names
+        for kind, class_name in modality.models.items():
+            file = scripts_dir / modality.name / "models" / f"{kind}{SCRIPT_SUFFIX}"
+            if not file.is_file():
+                raise reader.error(
+                    f"modalities.{modality.name}.models.{kind}",
+                    f"class {class_name!r} has no file {file}",
+                    "create it or fix the name",
+                )
         for key, names in lists.items():
             for script in names:
                 file = scripts_dir / modality.name / f"{script}{SCRIPT_SUFFIX}"

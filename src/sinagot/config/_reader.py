@@ -20,7 +20,7 @@ _T = TypeVar("_T")
 
 KNOWN_TABLES: dict[str, tuple[str, ...]] = {
     "path": ("dataset", "scripts"),
-    "records": ("id_pattern",),
+    "records": ("id_pattern", "file_match"),
     "tasks": (),
     "modalities": (),
     "run": ("mode",),
@@ -35,7 +35,7 @@ KNOWN_TABLES: dict[str, tuple[str, ...]] = {
         "tls_key",
         "allow_plaintext",
     ),
-    "log": ("level",),
+    "log": ("level", "name", "format"),
     "store": (
         "type",
         "server",

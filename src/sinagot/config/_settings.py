@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "JOBQUEUE_CLUSTERS",
@@ -15,6 +15,7 @@ __all__ = [
     "CacheSettings",
     "DaemonSettings",
     "DaskSettings",
+    "FileMatch",
     "ModalitySettings",
     "RunMode",
     "Settings",
@@ -45,15 +46,27 @@ class TaskSettings:
     modalities: tuple[str, ...]
 
 
+# Sinagot 0.1's [records] / [modalities.M] file_match: (match the whole PATH_IN pattern,
+# match files rather than folders).
+FileMatch = tuple[bool, bool]
+
+
 @dataclass(frozen=True, slots=True)
 class ModalitySettings:
-    """A modality's ordered scripts, with optional per-task replacements."""
+    """A modality's ordered scripts, with optional per-task replacements.
+
+    ``file_match`` (Sinagot 0.1) overrides ``[records] file_match`` for this modality;
+    ``models`` names its custom classes (``{"subset": "BehaviorSubset", "record": ...}``,
+    in ``<scripts>/<modality>/models/<kind>.py``).
+    """
 
     name: str
     scripts: tuple[str, ...]
     task_scripts: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    file_match: FileMatch | None = None
+    models: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def scripts_for(self, task: str) -> tuple[str, ...]:
         """The scripts that run for this modality within ``task``."""
@@ -154,6 +167,18 @@ class Settings:
     log_level: str = "INFO"
     store: StoreSettings = StoreSettings()
     daemon: DaemonSettings = DaemonSettings()
+    # How Sinagot 0.1 layouts find record ids in file names (None: the whole pattern, files
+    # or folders; see sinagot._freeform).
+    file_match: FileMatch | None = None
+    # [log] format of the console lines (None: Sinagot's own).
+    log_format: str | None = None
+    # One line per Sinagot 0.1 key read under our name (see config._v01).
+    notes: tuple[str, ...] = ()
+    # The TOML document as written (Sinagot 0.1's ``Dataset.config``); never in the repr:
+    # it may hold a password.
+    document: Mapping[str, Any] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False, compare=False
+    )
 
     def script_file(self, modality: str, script: str) -> Path:
         return self.scripts_dir / modality / f"{script}{SCRIPT_SUFFIX}"

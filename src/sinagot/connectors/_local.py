@@ -91,7 +91,12 @@ class LocalStore(Store):
 
     def populate_row(self, row: DataRow) -> None:
         row_dir = self._row_dir(row.id)
-        for task in sorted(os.scandir(row_dir), key=lambda e: e.name):
+        try:
+            tasks = sorted(os.scandir(row_dir), key=lambda e: e.name)
+        except FileNotFoundError:
+            # A record without a folder yet (a Sinagot 0.1 dataset's bookkeeping store).
+            tasks = []
+        for task in tasks:
             if not task.is_dir() or task.name.startswith(".") or task.name == DERIVATIVES_DIR:
                 continue
             for modality in sorted(os.scandir(task.path), key=lambda e: e.name):

@@ -152,11 +152,14 @@ class FileSet:
 
     ``checksums``: their MD5s when the caller already knows them (a step hashed
     its outputs as it wrote them), so that storing them does not read them again.
+    ``folder``: the folder (below ``root``) that a remote store holds the names relative
+    to (None: the folder of them all, see ``output_prefix``).
     """
 
     root: Path
     names: tuple[str, ...]
     checksums: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    folder: str | None = None
 
     def paths(self) -> Iterator[Path]:
         for name in self.names:

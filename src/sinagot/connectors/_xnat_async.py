@@ -49,6 +49,7 @@ from ._values import (
     derivative_path,
     split_derivative_path,
     validate_label,
+    validate_relative_path,
 )
 from ._xnat_client import RetryPolicy, XnatClient
 from ._xnat_credentials import resolve_credentials
@@ -357,15 +358,20 @@ class AsyncXnatStore:
         """The verified files of ``entry``, linked into the work tree (LocalStore layout).
 
         A derivative's resource holds its outputs relative to their folder (see
-        :func:`output_prefix`): they are linked back into that folder, and named as in
-        the work tree. One in the layout before 0.2 holds them as named there.
+        :func:`output_prefix`; a Sinagot 0.1 layout's provenance names it as ``folder``):
+        they are linked back into that folder, and named as in the work tree. One in the
+        layout before 0.2 holds them as named there.
         """
         root = self.work_dir(entry)
         prefix = ""
         if entry.is_derivative:
             provenance, legacy = await self._provenance(entry)
             if provenance is not None and not legacy:
-                prefix = output_prefix(provenance.get("outputs", {}))
+                folder = provenance.get("folder")
+                if not isinstance(folder, str):
+                    prefix = output_prefix(provenance.get("outputs", {}))
+                elif folder:
+                    prefix = validate_relative_path(folder, "derivative folder")
         async with self.entry_in_use(entry):
             cached = await self.download_files(entry)
             names = await asyncio.to_thread(link_entry, cached, root / prefix)

@@ -82,10 +82,10 @@ def _output_names(root: Path, names: Sequence[str] | None, what: str) -> tuple[s
     return tuple(names)
 
 
-def _resource_names(names: Sequence[str]) -> tuple[str, dict[str, str]]:
-    """The folder of the outputs ``names`` and each name relative to it, as their resource
-    holds them (:func:`output_prefix`)."""
-    prefix = output_prefix(names)
+def _resource_names(names: Sequence[str], folder: str | None) -> tuple[str, dict[str, str]]:
+    """The folder of the outputs ``names`` (``folder``, else :func:`output_prefix`) and each
+    name relative to it, as their resource holds them."""
+    prefix = output_prefix(names) if folder is None else folder
     return prefix, {name: posixpath.relpath(name, prefix or ".") for name in names}
 
 
@@ -130,8 +130,9 @@ async def prepare_fileset(
     client: XnatClient, fileset: FileSet, entry: DataEntry
 ) -> tuple[dict[str, str], ResourceUpload]:
     """The upload of ``fileset`` as its resource holds it (relative to the outputs' folder,
-    as FrameTree reads a column), with each name's name in the resource."""
-    prefix, relative = await asyncio.to_thread(_resource_names, fileset.names)
+    as FrameTree reads a column, or to ``fileset.folder``), with each name's name in the
+    resource."""
+    prefix, relative = await asyncio.to_thread(_resource_names, fileset.names, fileset.folder)
     known = {relative[n]: md5 for n, md5 in fileset.checksums.items() if n in relative}
     upload = await prepare_upload(
         client, fileset.root / prefix, entry, list(relative.values()), known

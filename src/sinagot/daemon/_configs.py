@@ -31,7 +31,10 @@ _RESTART_ONLY = ("socket", "state_dir", "max_concurrent_jobs", "metrics_address"
 def _load_settings(path: Path) -> Settings:
     from ..config import load_settings
 
-    return load_settings(path)
+    settings = load_settings(path)
+    for note in settings.notes:
+        logger.info("note: %s", note)
+    return settings
 
 
 class DaemonConfigs:

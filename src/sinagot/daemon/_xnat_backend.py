@@ -35,7 +35,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._report import StepStatus
 from ..connectors import LoopPortal, XnatStore
-from ..engine import Publication, RunHooks, RunOutcome, Scope, run_scope, runner_for
+from ..engine import (
+    Publication,
+    RunHooks,
+    RunOutcome,
+    Scope,
+    WorkTree,
+    detect_layout,
+    run_scope,
+    runner_for,
+)
 from ._backend import ListedSession, ProcessResult
 from ._cluster import ClusterLease, cluster_pool
 from ._states import JobState
@@ -60,6 +69,10 @@ class XnatBackend:
         self.store = store
         self._cluster = cluster
         self._name = settings.config_path.stem
+        # Sinagot 0.1's free-form layout, or the records one (see sinagot.engine.WorkTree).
+        self._freeform, why = detect_layout(settings)
+        if self._freeform:
+            logger.info("%s: Sinagot 0.1's free-form layout (%s)", self._name, why)
         # One thread per concurrent job: a job's engine calls block its thread only.
         self._threads = ThreadPoolExecutor(
             max_workers=settings.daemon.max_concurrent_jobs,
@@ -146,6 +159,7 @@ class XnatBackend:
                 defer_publication=True,
                 script_timeout=daemon.script_timeout or daemon.job_timeout,
                 hooks=hooks,
+                tree=WorkTree(store.local_root, self._freeform),
             )
 
     async def aclose(self) -> None:
