@@ -267,7 +267,7 @@ def test_session_and_scan_fields_read_and_set_through_the_schema(
     ]
     bad = requests.put(
         f"{xnat_server.url}/data/projects/P/experiments/S1",
-        params={"xsiType": "xnat:mrSessionData", "xnat:mrSessionData/date": "02/01/2024"},
+        params={"xsiType": "xnat:mrSessionData", "xnat:mrSessionData/date": "2024-02-30"},
         auth=(XNAT_USER, XNAT_PASSWORD),
         timeout=10,
     )
