@@ -18,7 +18,7 @@ from ..errors import DaemonError
 if TYPE_CHECKING:
     from ..config import DaemonSettings, Settings
 
-__all__ = ["DaemonConfigs", "SettingsLoader"]
+__all__ = ["DaemonConfigs", "SettingsLoader", "without_password"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,14 @@ def _load_settings(path: Path) -> Settings:
     from ..config import load_settings
 
     return load_settings(path)
+
+
+def without_password(settings: Settings) -> Settings:
+    """``settings`` less the config's XNAT password: once the store has traded it for an
+    alias token at login, the daemon keeps no copy (a reload reads the config again)."""
+    if settings.store.password is None:
+        return settings
+    return dataclasses.replace(settings, store=dataclasses.replace(settings.store, password=None))
 
 
 class DaemonConfigs:

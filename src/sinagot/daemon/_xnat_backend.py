@@ -38,6 +38,7 @@ from ..connectors import LoopPortal, XnatStore
 from ..engine import Publication, RunHooks, RunOutcome, Scope, run_scope, runner_for
 from ._backend import ListedSession, ProcessResult
 from ._cluster import ClusterLease, cluster_pool
+from ._configs import without_password
 from ._states import JobState
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ class XnatBackend:
         except BaseException:
             cluster.release()
             raise
-        return cls(settings, store, cluster)
+        return cls(without_password(settings), store, cluster)
 
     @property
     def name(self) -> str:
