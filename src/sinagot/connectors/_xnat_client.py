@@ -246,7 +246,7 @@ class XnatClient:
                 self._own_token = dataclasses.replace(old, renew_at=None)
                 return
             self._adopt(issued)
-            await self._invalidate_with(self._http(), self._token, old)
+            await self._invalidate(old)
             logger.info("%s: alias token renewed", self.server)
 
     def _adopt(self, issued: IssuedToken) -> None:
@@ -300,16 +300,14 @@ class XnatClient:
                 why,
             )
 
-    async def _invalidate_with(
-        self, http: aiohttp.ClientSession, jsession: str | None, token: IssuedToken
-    ) -> None:
+    async def _invalidate(self, token: IssuedToken) -> None:
         """Invalidate a token of ours (best effort: it expires anyway)."""
         path = f"/data/services/tokens/invalidate/{token.alias}/{token.secret}"
         try:
             response = await self._counted(
-                http.get(
+                self._http().get(
                     self._url(path),
-                    headers={"Cookie": f"JSESSIONID={jsession}"},
+                    headers={"Cookie": f"JSESSIONID={self._token}"},
                     timeout=aiohttp.ClientTimeout(total=5),
                 )
             )
@@ -335,15 +333,14 @@ class XnatClient:
             return token
 
     async def aclose(self) -> None:
-        """End the JSESSION (best effort) and close the connection pool."""
+        """End the JSESSION (best effort) and close the connection pool; the client logs in
+        again (with its alias token) if used afterwards."""
         session, self._session = self._session, None
         if session is None:
             return
+        # The alias token stays: a client used again after closing logs in with it.
         token, self._token = self._token, None
-        own, self._own_token = self._own_token, None
         try:
-            if token is not None and own is not None:
-                await self._invalidate_with(session, token, own)
             if token is not None:
                 async with session.delete(
                     self._url(_JSESSION),
