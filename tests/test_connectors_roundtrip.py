@@ -74,13 +74,18 @@ def test_demo_runs_over_xnat_and_xnatpy_reads_the_results(
         assert "secret" not in (tmp_path / "prov.json").read_text()
 
     # Nothing changed: a second run in the same place downloads nothing, runs nothing,
-    # and asks only for the project listing (and a login).
+    # and asks only for the project listing (and a login: a session, then an alias token).
     xnat_server.reset_counters()
     again = Dataset(write_config(tmp_path, xnat_server, "work")).run()
     assert (again.ran, again.skipped) == (0, STEPS), str(again)
     counts = xnat_server.request_counts()
     assert SCAN_FILE_GET not in counts and DERIVED_FILE_GET not in counts
-    assert counts == {PROJECT_LISTING: 1, "GET /data/JSESSION": 1, "DELETE /data/JSESSION": 1}
+    assert counts == {
+        PROJECT_LISTING: 1,
+        "GET /data/JSESSION": 1,
+        "GET /data/services/tokens/issue": 1,
+        "DELETE /data/JSESSION": 1,
+    }
 
     # A fresh work folder on the same cache: inputs come from the cache, outputs are
     # fetched from the server instead of being recomputed.
@@ -166,6 +171,7 @@ def test_an_unchanged_record_costs_one_listing_and_any_change_is_still_seen(
     assert set(xnat_server.request_counts()) == {
         PROJECT_LISTING,
         "GET /data/JSESSION",
+        "GET /data/services/tokens/issue",
         "DELETE /data/JSESSION",
     }
 

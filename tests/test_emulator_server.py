@@ -16,7 +16,7 @@ import requests
 
 from sinagot.demo import load_demo
 from sinagot.errors import EmulatorError
-from sinagot.testing import EmulatorServer
+from sinagot.testing import EmulatorServer, Owner
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"alice:secret").decode()}
 USERS = {"alice": "secret"}
@@ -85,7 +85,8 @@ def test_restart_finds_everything(tmp_path: Path) -> None:
             second.url + listing[0]["URI"], auth=("alice", "secret"), timeout=10
         ).content
         assert body == b"persisted"
-        assert second.store.fields(after["ResultSet"]["Result"][0]["ID"]) == {"score": "3"}
+        experiment_id = after["ResultSet"]["Result"][0]["ID"]
+        assert second.store.fields(Owner("experiment", experiment_id)) == {"score": "3"}
         assert second.create_session("P", "S2") == "XNAT_E00002"  # ids continue
     second.close()
 

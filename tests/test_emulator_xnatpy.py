@@ -15,7 +15,7 @@ import xnat
 
 from sinagot.demo import DEMO_RECORDS, DEMO_TASK_MODALITIES, load_demo
 from sinagot.errors import EmulatorError
-from sinagot.testing import EmulatorServer
+from sinagot.testing import EmulatorServer, Owner
 from sinagot.testing.pytest_plugin import XNAT_PASSWORD, XNAT_USER
 
 
@@ -267,7 +267,7 @@ def test_session_and_scan_fields_read_and_set_through_the_schema(
     ]
     bad = requests.put(
         f"{xnat_server.url}/data/projects/P/experiments/S1",
-        params={"xsiType": "xnat:mrSessionData", "xnat:mrSessionData/date": "02/01/2024"},
+        params={"xsiType": "xnat:mrSessionData", "xnat:mrSessionData/date": "2024-02-30"},
         auth=(XNAT_USER, XNAT_PASSWORD),
         timeout=10,
     )
@@ -275,3 +275,81 @@ def test_session_and_scan_fields_read_and_set_through_the_schema(
     with pytest.raises(EmulatorError, match="session S2: session time '9h' is not HH:MM:SS"):
         xnat_server.create_session("P", "S2", time="9h")
     assert xnat_server.store.find_subject("P", "S2") is None
+
+
+def test_custom_fields_of_projects_subjects_and_experiments(
+    xnat_server_factory: Callable[..., EmulatorServer],
+) -> None:
+    server = xnat_server_factory(
+        users={"alice": "secret", "bob": "b"}, project_access={"bob": ["P"]}
+    )
+    server.create_project("P")
+    server.create_project("Q")
+    server.create_session("P", "S1", subject="SUB")
+    with xnat.connect(server.url, user="alice", password="secret", loglevel="ERROR") as session:
+        project = session.projects["P"]
+        project.fields["site"] = "Lyon"
+        subject = project.subjects["SUB"]
+        subject.fields["group"] = "control"
+        experiment = project.experiments["S1"]
+        experiment.fields["score"] = "3"
+        experiment.fields["gone"] = "x"
+        del experiment.fields["gone"]
+    with xnat.connect(server.url, user="bob", password="b", loglevel="ERROR") as session:
+        project = session.projects["P"]
+        assert dict(project.fields) == {"site": "Lyon"}
+        assert dict(project.subjects["SUB"].fields) == {"group": "control"}
+        assert dict(project.experiments["S1"].fields) == {"score": "3"}
+        project.fields["site"] = "Paris"  # a member sets fields of its project
+    assert server.store.fields(Owner("project", "P")) == {"site": "Paris"}
+    # ...but creates no project, and touches none it has no access to.
+    for path in ("/data/projects/NEW", "/data/projects/Q"):
+        refused = requests.put(
+            server.url + path,
+            params={"xnat:projectData/fields/field[name=site]/field": "x"},
+            auth=("bob", "b"),
+            timeout=10,
+        )
+        assert refused.status_code == 403
+    assert server.store.get_project("NEW") is None
+    assert server.store.fields(Owner("project", "Q")) == {}
+
+
+def test_dates_and_times_as_xnat_parses_them(xnat_server: EmulatorServer) -> None:
+    xnat_server.create_project("P")
+    xnat_server.create_session("P", "S1")
+    with xnat.connect(
+        xnat_server.url, user=XNAT_USER, password=XNAT_PASSWORD, loglevel="ERROR"
+    ) as session:
+        experiment = session.projects["P"].experiments["S1"]
+        # xnatpy sends a datetime's isoformat: XNAT keeps the date, drops the fraction.
+        experiment.date = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456)
+        experiment.time = datetime.time(7, 8, 9, 123456)
+        experiment.clearcache()
+        assert (experiment.date, experiment.time) == (
+            datetime.date(2024, 5, 6),
+            datetime.time(7, 8, 9),
+        )
+    url = f"{xnat_server.url}/data/projects/P/experiments/S1"
+    for sent, kept in (
+        ("02/01/2024", "2024-02-01"),
+        ("03.04.2024", "2024-03-04"),
+        ("20240708", "2024-07-08"),
+    ):
+        answer = requests.put(
+            url,
+            params={"xsiType": "xnat:mrSessionData", "xnat:mrSessionData/date": sent},
+            auth=(XNAT_USER, XNAT_PASSWORD),
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        found = xnat_server.store.find_experiment("P", "S1")
+        assert found is not None and found.date == kept
+    for bad in ("2024-13-01", "yesterday", "1.2"):
+        answer = requests.put(
+            url,
+            params={"xsiType": "xnat:mrSessionData", "xnat:mrSessionData/date": bad},
+            auth=(XNAT_USER, XNAT_PASSWORD),
+            timeout=10,
+        )
+        assert answer.status_code == 400 and "is not YYYY-MM-DD" in answer.text

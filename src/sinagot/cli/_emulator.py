@@ -51,6 +51,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--session-expiry", type=float, default=None, metavar="S", help="idle session expiry"
     )
     parser.add_argument(
+        "--alias-token-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds an alias token lives (XNAT's aliasTokenTimeout; default 2 days)",
+    )
+    parser.add_argument(
+        "--no-alias-tokens",
+        action="store_true",
+        help="no alias token service (/data/services/tokens answers 404, as an old XNAT)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="seed of probabilistic faults and profile delays"
     )
     parser.add_argument(
@@ -94,6 +106,13 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--profile: {exc}: give fast, production, a JSON object or @file"
         ) from exc
+    if args.alias_token_timeout is not None and not args.alias_token_timeout > 0:
+        raise ConfigError(
+            f"--alias-token-timeout {args.alias_token_timeout}: give a positive number of seconds"
+        )
+    token_timeout = {}
+    if args.alias_token_timeout is not None:
+        token_timeout["alias_token_timeout"] = args.alias_token_timeout
     server = EmulatorServer(
         args.data,
         users=users or None,
@@ -105,6 +124,8 @@ def _run(args: argparse.Namespace) -> int:
         port=args.port,
         profile=profile,
         checksums=not args.no_checksums,
+        alias_tokens=not args.no_alias_tokens,
+        **token_timeout,
     )
     try:
         if args.demo:

@@ -6,12 +6,19 @@ transparent re-login when the server answers 401 to an expired session, and
 retries with tenacity (exponential backoff with jitter, bounded attempts,
 ``Retry-After`` honoured) on connection errors, timeouts, 429 and 5xx. Other
 4xx answers are never retried: they become one-line :mod:`sinagot.errors`.
+
+At login the client exchanges what it was given (a password, or an alias token)
+for an alias token of its own (XNAT's advice for scripted clients) and forgets the
+password: later logins, after a session expired or the server restarted, use the
+token, which it replaces at half its lifetime (see :mod:`._xnat_tokens`). A server
+without the token service keeps getting the password, with one log line saying so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import json
 import logging
@@ -36,6 +43,7 @@ from ..errors import (
     SinagotError,
 )
 from ._xnat_credentials import PASSWORD_ENV, Credentials
+from ._xnat_tokens import ISSUE_PATH, IssuedToken, is_alias, parse_issued_token
 from ._xnat_upload import UploadBody
 
 __all__ = ["CHUNK_SIZE", "RetryPolicy", "XnatClient", "result_rows"]
@@ -45,6 +53,10 @@ T = TypeVar("T")
 
 CHUNK_SIZE = 1 << 20
 _JSESSION = "/data/JSESSION"
+# What a server without the token service (or one refusing it to this user) answers.
+_NO_TOKEN_SERVICE = frozenset({403, 404, 405, 501})
+# Servers already said to have no token service: one log line each per process.
+_without_tokens: set[str] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +146,11 @@ class XnatClient:
     ) -> None:
         self.server = server.rstrip("/")
         self.project = project
+        # What logins use: the credentials given until they are exchanged for our token.
         self._credentials = credentials
+        # The account's name, for messages: an alias given as the user is no name.
+        self._account = credentials.user
+        self._own_token: IssuedToken | None = None
         self._max_connections = max_connections
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
@@ -143,11 +159,16 @@ class XnatClient:
         self._login_lock: asyncio.Lock | None = None
 
     def __repr__(self) -> str:
-        return f"XnatClient({self.server!r}, user={self._credentials.user!r})"
+        return f"XnatClient({self.server!r}, user={self._account!r})"
 
     @property
     def user(self) -> str:
-        return self._credentials.user
+        return self._account
+
+    @property
+    def uses_alias_token(self) -> bool:
+        """Whether logins use an alias token of this client's own (not the password)."""
+        return self._own_token is not None
 
     @property
     def retry(self) -> RetryPolicy:
@@ -172,22 +193,127 @@ class XnatClient:
         return URL(self.server + path, encoded=True)
 
     async def login(self) -> None:
-        """Open a JSESSION unless one is open (one login per client, not per request)."""
+        """Open a JSESSION unless one is open (one login per client, not per request), and
+        replace our alias token when it is due."""
         if self._token is None:
             await self._relogin(None)
+        elif self._own_token is not None and self._own_token.due(time.monotonic()):
+            await self._renew()
 
-    async def _relogin(self, stale: str | None) -> None:
+    def _lock(self) -> asyncio.Lock:
         if self._login_lock is None:
             self._login_lock = asyncio.Lock()
-        async with self._login_lock:
+        return self._login_lock
+
+    async def _relogin(self, stale: str | None) -> None:
+        async with self._lock():
             if self._token != stale:
                 return  # another task already logged in again
-            try:
-                self._token = await self._retried(self._login_once)
-            except (*_TRANSIENT, _TransientStatus) as exc:
-                # Not retryable any more: the caller's own retries must not multiply these.
-                raise self._giving_up(exc, "GET", _JSESSION) from exc
+            await self._open_session()
             logger.info("logged in to %s as %s", self.server, self.user)
+            if self._own_token is None:
+                await self._exchange()
+
+    async def _open_session(self) -> None:
+        try:
+            self._token = await self._retried(self._login_once)
+        except (*_TRANSIENT, _TransientStatus) as exc:
+            # Not retryable any more: the caller's own retries must not multiply these.
+            raise self._giving_up(exc, "GET", _JSESSION) from exc
+
+    async def _exchange(self) -> None:
+        """Trade the credentials given for an alias token of our own; forget the password."""
+        issued = await self._issue()
+        if issued is None:
+            return
+        given_alias = self._credentials.user if is_alias(self._credentials.user) else None
+        self._adopt(issued)
+        how = "the alias token it was given" if given_alias else "the password"
+        logger.info(
+            "%s: logging in with an alias token from now on (%s forgotten)", self.server, how
+        )
+
+    async def _renew(self) -> None:
+        """Replace our alias token with a new one before it expires; the old one is
+        invalidated (it is ours: nobody else uses it)."""
+        async with self._lock():
+            old = self._own_token
+            if old is None or not old.due(time.monotonic()):
+                return  # another task renewed it
+            issued = await self._issue()
+            if issued is None:
+                # The service went away: keep the token until it expires.
+                self._own_token = dataclasses.replace(old, renew_at=None)
+                return
+            self._adopt(issued)
+            await self._invalidate(old)
+            logger.info("%s: alias token renewed", self.server)
+
+    def _adopt(self, issued: IssuedToken) -> None:
+        self._own_token = issued
+        self._credentials = Credentials(issued.alias, issued.secret)
+        if issued.user:
+            self._account = issued.user
+
+    async def _issue(self) -> IssuedToken | None:
+        """A new alias token for our user from the token service, or None if it has none.
+
+        Asked with the session: when that expired meanwhile, log in again once first.
+        """
+        for fresh in (False, True):
+            try:
+                status, body = await self._retried(self._issue_once)
+            except (*_TRANSIENT, _TransientStatus) as exc:
+                raise self._giving_up(exc, "GET", ISSUE_PATH) from exc
+            if status == 401 and not fresh:
+                await self._open_session()
+                continue
+            if status in _NO_TOKEN_SERVICE or status == 401:
+                self._no_token_service(f"HTTP {status}")
+                return None
+            try:
+                issued = parse_issued_token(json.loads(body))
+            except ValueError:
+                issued = None
+            if issued is None:
+                self._no_token_service("its answer holds no alias token")
+            return issued
+        raise AssertionError("unreachable: the second try always returns")
+
+    async def _issue_once(self) -> tuple[int, bytes]:
+        headers = {"Cookie": f"JSESSIONID={self._token}"}
+        response = await self._counted(self._http().get(self._url(ISSUE_PATH), headers=headers))
+        async with response:
+            body = await response.read()
+        if response.status == 429 or (response.status >= 500 and response.status != 501):
+            raise _TransientStatus(
+                response.status, _parse_retry_after(response.headers.get("Retry-After"))
+            )
+        return response.status, body
+
+    def _no_token_service(self, why: str) -> None:
+        if self.server not in _without_tokens:
+            _without_tokens.add(self.server)
+            logger.warning(
+                "%s issues no alias token (%s): logging in with the password each time",
+                self.server,
+                why,
+            )
+
+    async def _invalidate(self, token: IssuedToken) -> None:
+        """Invalidate a token of ours (best effort: it expires anyway)."""
+        path = f"/data/services/tokens/invalidate/{token.alias}/{token.secret}"
+        try:
+            response = await self._counted(
+                self._http().get(
+                    self._url(path),
+                    headers={"Cookie": f"JSESSIONID={self._token}"},
+                    timeout=aiohttp.ClientTimeout(total=5),
+                )
+            )
+            response.release()
+        except (*_TRANSIENT, aiohttp.ClientError):
+            logger.debug("could not invalidate an old alias token on %s; it expires", self.server)
 
     async def _login_once(self) -> str:
         pair = f"{self._credentials.user}:{self._credentials.password}".encode()
@@ -207,10 +333,12 @@ class XnatClient:
             return token
 
     async def aclose(self) -> None:
-        """End the JSESSION (best effort) and close the connection pool."""
+        """End the JSESSION (best effort) and close the connection pool; the client logs in
+        again (with its alias token) if used afterwards."""
         session, self._session = self._session, None
         if session is None:
             return
+        # The alias token stays: a client used again after closing logs in with it.
         token, self._token = self._token, None
         try:
             if token is not None:
@@ -274,6 +402,12 @@ class XnatClient:
             return
         if status == 429 or status >= 500:
             raise _TransientStatus(status, _parse_retry_after(response.headers.get("Retry-After")))
+        if status == 401 and self._own_token is not None:
+            raise AuthenticationError(
+                f"{self.server} no longer accepts the alias token sinagot obtained for user"
+                f" {self.user!r} (HTTP 401: expired or invalidated on the server): start again"
+                " to log in with the password"
+            )
         if status == 401:
             raise AuthenticationError(
                 f"{self.server} refused user {self.user!r} (HTTP 401): check user/password"
@@ -330,7 +464,9 @@ class XnatClient:
             sent = (
                 body.size
                 if isinstance(body, UploadBody)
-                else len(body) if isinstance(body, bytes) else 0
+                else len(body)
+                if isinstance(body, bytes)
+                else 0
             )
             try:
                 response = await self._counted(
@@ -391,9 +527,7 @@ class XnatClient:
         except (*_TRANSIENT, _TransientStatus) as exc:
             raise self._giving_up(exc, method, path) from exc
 
-    async def _get_json_body(
-        self, path: str, what: str, params: Mapping[str, str] | None
-    ) -> bytes:
+    async def _get_json_body(self, path: str, what: str, params: Mapping[str, str] | None) -> bytes:
         return await self.request("GET", path, what, params={"format": "json", **(params or {})})
 
     def _decode(self, data: bytes, path: str) -> Any:

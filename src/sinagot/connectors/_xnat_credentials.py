@@ -95,17 +95,30 @@ def _from_credential(name: str) -> str:
     return password
 
 
-def _from_netrc(host: str, netrc_file: Path | None) -> tuple[str | None, str] | None:
-    path = netrc_file if netrc_file is not None else Path.home() / ".netrc"
+def _from_netrc(server: str, netrc_file: Path | None) -> tuple[str | None, str] | None:
+    """The login and password of ``server`` in the netrc file, as xnatpy finds them.
+
+    The file is ``netrc_file``, else ``$NETRC``, else ``~/.netrc``; the entry that of
+    the server's ``host:port`` (xnatpy's key), else of its host, else ``default``.
+    """
+    if netrc_file is not None:
+        path = netrc_file
+    else:
+        path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
     if not path.is_file():
         return None
     try:
-        found = netrc.netrc(str(path)).authenticators(host)
+        parsed = netrc.netrc(str(path))
     except (netrc.NetrcParseError, OSError) as exc:
         # The parse error quotes the offending line, which may hold a password.
         raise ConfigError(
             f"{path} cannot be read ({type(exc).__name__}): fix its syntax or set {PASSWORD_ENV}"
         ) from None
+    parts = urlsplit(server)
+    machines = [parts.netloc.rpartition("@")[2], parts.hostname or server]
+    found = next((parsed.hosts[m] for m in machines if m in parsed.hosts), None)
+    if found is None:
+        found = parsed.authenticators("default")
     if found is None:
         return None
     login, _, password = found
@@ -123,10 +136,11 @@ def resolve_credentials(
     """Credentials for ``server``, from the first of: the explicit ``password``, the systemd
     credential ``credential`` (``$CREDENTIALS_DIRECTORY/<credential>``, which must then
     exist), ``$SINAGOT_XNAT_PASSWORD`` (or what :func:`take_environment_password` took
-    of it), ``~/.netrc``.
+    of it), ``~/.netrc`` as xnatpy reads it (see :func:`_from_netrc`).
 
-    The user may also come from the netrc entry of the server's host when it is
-    not given. Nothing here is ever logged with the password.
+    The user may also come from the netrc entry when it is not given. An alias token's
+    alias and secret may stand for the user and password: the client trades either for
+    an alias token of its own at login. Nothing here is ever logged with the password.
     """
     if password:
         source = "config"
@@ -135,8 +149,7 @@ def resolve_credentials(
     elif os.environ.get(PASSWORD_ENV) or _taken:
         password, source = os.environ.get(PASSWORD_ENV) or _taken, PASSWORD_ENV
     else:
-        host = urlsplit(server).hostname or server
-        entry = _from_netrc(host, netrc_file)
+        entry = _from_netrc(server, netrc_file)
         if entry is not None and (user is None or entry[0] in (None, user)):
             user = user or entry[0]
             password, source = entry[1], "netrc"

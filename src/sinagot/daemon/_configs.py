@@ -18,7 +18,7 @@ from ..errors import DaemonError
 if TYPE_CHECKING:
     from ..config import DaemonSettings, Settings
 
-__all__ = ["DaemonConfigs", "SettingsLoader"]
+__all__ = ["DaemonConfigs", "SettingsLoader", "without_password"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,14 @@ def _load_settings(path: Path) -> Settings:
     for note in settings.notes:
         logger.info("note: %s", note)
     return settings
+
+
+def without_password(settings: Settings) -> Settings:
+    """``settings`` less the config's XNAT password: once the store has traded it for an
+    alias token at login, the daemon keeps no copy (a reload reads the config again)."""
+    if settings.store.password is None:
+        return settings
+    return dataclasses.replace(settings, store=dataclasses.replace(settings.store, password=None))
 
 
 class DaemonConfigs:

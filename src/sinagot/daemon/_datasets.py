@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .._ids import IdFilter
 from ..errors import ConfigError
 from ._backend import BackendFactory, DatasetBackend, ListedSession
+from ._configs import without_password
 from ._one_line import one_line
 from ._states import DatasetHealth, JobState
 
@@ -179,7 +180,7 @@ async def build_datasets(
     try:
         for settings in all_settings:
             backend = factory(settings)
-            dataset = ServedDataset(settings, backend)
+            dataset = ServedDataset(without_password(settings), backend)
             if dataset.name in datasets:
                 await backend.aclose()
                 raise ConfigError(

@@ -47,6 +47,7 @@ from ..engine import (
 )
 from ._backend import ListedSession, ProcessResult
 from ._cluster import ClusterLease, cluster_pool
+from ._configs import without_password
 from ._states import JobState
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ class XnatBackend:
         except BaseException:
             cluster.release()
             raise
-        return cls(settings, store, cluster)
+        return cls(without_password(settings), store, cluster)
 
     @property
     def name(self) -> str:

@@ -37,10 +37,22 @@ links and special files refuse the upload (400), within ``extract_limits``
 (:class:`ExtractLimits`), and nothing of a refused upload is stored.
 
 Users: ``users={"alice": "secret"}`` (default ``admin:admin``) and
-``project_access={"alice": None, "bob": ["P1"]}`` (None or absent: every project);
-on the command line ``--user NAME:PASSWORD[:P1,P2]``. Wrong credentials get 401, a
-project outside the list 403. Sessions (``PUT /data/services/auth``, ``GET/POST
-/data/JSESSION``) expire after ``session_expiry`` idle seconds if set.
+``project_access={"alice": None, "bob": ["P1"]}`` (None or absent: every project, and
+a site admin); on the command line ``--user NAME:PASSWORD[:P1,P2]``. Wrong credentials
+get 401, a project outside the list 403. Sessions (``PUT /data/services/auth``,
+``GET/POST /data/JSESSION``, ``GET /`` with basic auth) expire after
+``session_expiry`` idle seconds if set.
+
+Alias tokens: ``/data/services/tokens/issue[/user/NAME]``, ``validate/ALIAS/SECRET``
+and ``invalidate/ALIAS/SECRET`` as XNAT answers them; alias and secret log in wherever
+a user name and password do. They expire ``alias_token_timeout`` seconds after issue
+(``--alias-token-timeout``, default 2 days) and are kept in ``<data>/tokens.sqlite3``
+(``server.tokens``); ``alias_tokens=False`` (``--no-alias-tokens``) has no service.
+
+Also served as XNAT does: the DICOM dump (``/data/services/dicomdump?src=...``, with
+pydicom), custom fields of projects, subjects and experiments, and the archive tree
+``<data>/archive/<project>/arc001/<session>/SCANS/<scan>/<resource>/...`` (hard links
+kept in step with every write).
 
 Faults: a list of :class:`FaultRule`; as JSON (``--faults``, the admin endpoint) a list
 of objects with the same fields, e.g. ``[{"kind": "status", "status": 503, "path":

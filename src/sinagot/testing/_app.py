@@ -12,9 +12,11 @@ from . import _objects as objects
 from ._admin import ADMIN_PREFIX, admin
 from ._body import Reply, send, text
 from ._context import STATE, AppState, Call, HttpError
+from ._dicom_dump import dicom_dump
 from ._records import ConflictError, NotFoundError
 from ._routes import Target, parse_path, split_prefix
 from ._services import authenticate, login, service_reply
+from ._token_service import token_reply
 from ._upload import upload
 
 __all__ = ["build_app"]
@@ -76,14 +78,16 @@ async def _handle(
     request: web.Request, state: AppState, segments: list[str] | None, target: Target | None
 ) -> Reply:
     path = request.path.rstrip("/") or "/"
-    if path == "/":
+    if path == "/" and "Authorization" not in request.headers:
         return text(200, "Sinagot XNAT emulator")
     if segments == ["services", "auth"] and request.method in ("PUT", "POST"):
         return await login(request, state.accounts)
     user, token = authenticate(request, state.accounts)
-    if token is not None or segments != ["JSESSION"] or request.method == "DELETE":
+    opens_session = path == "/" or (segments == ["JSESSION"] and request.method != "DELETE")
+    if token is not None or not opens_session:
         return await _handle_authenticated(request, state, segments, target, user, token)
-    # Asking for a session with basic auth opens one. Other basic-auth requests do not:
+    # Asking for a session with basic auth opens one, and so does the site's front page
+    # (xnatpy logs in with an alias token there). Other basic-auth requests do not:
     # clients that ignore cookies would otherwise leave one session per request behind.
     token = state.accounts.open_session(user)
     reply = await _handle_authenticated(request, state, segments, target, user, token)
@@ -99,7 +103,15 @@ async def _handle_authenticated(
     user: str,
     token: str | None,
 ) -> Reply:
+    if request.path.rstrip("/") == "":
+        return text(200, "Sinagot XNAT emulator")
     reply = service_reply(request, state.accounts, segments, user, token)
+    if reply is None:
+        reply = await token_reply(request, state.accounts, segments, user)
+    if reply is None and segments == ["services", "dicomdump"]:
+        if request.method not in ("GET", "HEAD"):
+            raise HttpError(405, f"{request.method} is not supported on the DICOM dump: use GET")
+        reply = await dicom_dump(request, state, user)
     if reply is not None:
         return reply
     if target is None:

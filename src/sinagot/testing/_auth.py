@@ -1,4 +1,9 @@
-"""Users, per-project access and JSESSION cookies of the emulator."""
+"""Users, per-project access, alias tokens and JSESSION cookies of the emulator.
+
+A user with access to every project is a site admin (it may create projects and
+issue alias tokens for others). An alias token's alias and secret stand for its
+user's name and password wherever those are checked.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from ._tokens import ALIAS_FORMAT, TokenBook
 
 __all__ = ["Accounts", "AuthFailed", "parse_user_spec"]
 
@@ -30,17 +37,31 @@ def parse_user_spec(spec: str) -> tuple[str, str, frozenset[str] | None]:
 
 @dataclass(slots=True)
 class Accounts:
-    """Checks basic credentials and JSESSION ids; sessions expire after idle ``expiry`` s."""
+    """Checks basic credentials and JSESSION ids; sessions expire after idle ``expiry`` s.
+
+    ``tokens`` None: a server without the alias token service (an XNAT before 1.6.3).
+    """
 
     passwords: Mapping[str, str]
     access: Mapping[str, frozenset[str] | None]
     expiry: float | None = None
+    tokens: TokenBook | None = None
     _sessions: dict[str, tuple[str, float]] = field(init=False, default_factory=dict)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
-    def check_password(self, user: str, password: str) -> bool:
-        expected = self.passwords.get(user)
-        return expected is not None and secrets.compare_digest(expected, password)
+    def account_of(self, name: str, password: str) -> str | None:
+        """The user that ``name`` and ``password`` log in as: the user's own name and
+        password, or a live alias token's alias and secret; else None."""
+        if self.tokens is not None and ALIAS_FORMAT.fullmatch(name):
+            user = self.tokens.user_of(name, password)
+            return user if user in self.passwords else None
+        expected = self.passwords.get(name)
+        if expected is None or not secrets.compare_digest(expected.encode(), password.encode()):
+            return None
+        return name
+
+    def is_admin(self, user: str) -> bool:
+        return self.access.get(user) is None
 
     def check_basic(self, header: str) -> str:
         """The user of an ``Authorization: Basic`` header value, or AuthFailed."""
@@ -48,9 +69,12 @@ class Accounts:
             decoded = base64.b64decode(header.split(" ", 1)[1], validate=True).decode()
         except (IndexError, binascii.Error, UnicodeDecodeError) as exc:
             raise AuthFailed("malformed basic credentials") from exc
-        user, _, password = decoded.partition(":")
-        if not self.check_password(user, password):
-            raise AuthFailed(f"bad credentials for user {user!r}")
+        name, _, password = decoded.partition(":")
+        user = self.account_of(name, password)
+        if user is None:
+            # An alias is no secret, but the message need not name a token at all.
+            shown = "an alias token" if ALIAS_FORMAT.fullmatch(name) else f"user {name!r}"
+            raise AuthFailed(f"bad credentials for {shown}")
         return user
 
     def open_session(self, user: str) -> str:

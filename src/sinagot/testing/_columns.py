@@ -62,9 +62,10 @@ def item_reply(
     return json_reply({"items": [item]})
 
 
-def row_item(xsi_type: str, row: dict[str, str]) -> Reply:
+def row_item(xsi_type: str, row: dict[str, str], children: list[Any] | None = None) -> Reply:
     """A project or subject as its own object: its listing row, less the URI."""
-    return item_reply(xsi_type, {name: value for name, value in row.items() if name != "URI"})
+    data = {name: value for name, value in row.items() if name != "URI"}
+    return item_reply(xsi_type, data, children)
 
 
 def created_reply(identifier: str) -> Reply:

@@ -26,9 +26,9 @@ CREATE TABLE IF NOT EXISTS scans (
     experiment_id TEXT NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, xsi_type TEXT NOT NULL,
     series_description TEXT NOT NULL, quality TEXT NOT NULL, note TEXT NOT NULL,
     PRIMARY KEY (experiment_id, id));
-CREATE TABLE IF NOT EXISTS fields (
-    experiment_id TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
-    PRIMARY KEY (experiment_id, name));
+CREATE TABLE IF NOT EXISTS custom_fields (
+    owner_kind TEXT NOT NULL, owner_key TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (owner_kind, owner_key, name));
 CREATE TABLE IF NOT EXISTS resources (
     id INTEGER PRIMARY KEY AUTOINCREMENT, owner_kind TEXT NOT NULL, owner_key TEXT NOT NULL,
     label TEXT NOT NULL, format TEXT NOT NULL, content TEXT NOT NULL, tags TEXT NOT NULL,
@@ -60,6 +60,13 @@ def open_index(path: Path) -> sqlite3.Connection:
         present = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
         if column not in present:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+    # Before projects and subjects had fields, those of experiments had a table of their own.
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'fields'").fetchone():
+        db.executescript(
+            "BEGIN; INSERT OR IGNORE INTO custom_fields"
+            " SELECT 'experiment', experiment_id, name, value FROM fields;"
+            " DROP TABLE fields; COMMIT;"
+        )
     return db
 
 

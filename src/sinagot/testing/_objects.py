@@ -27,6 +27,8 @@ from ._records import (
     SESSION_ATTRIBUTES,
     Experiment,
     NotFoundError,
+    Owner,
+    Project,
     Scan,
     Subject,
     check_session_attributes,
@@ -61,21 +63,39 @@ async def list_projects(call: Call) -> Reply:
 
 
 async def get_project(call: Call) -> Reply:
-    resolved = await asyncio.to_thread(resolve, call, upto="project")
-    assert resolved.project is not None
-    return row_item("xnat:projectData", project_row(resolved.project))
+    def work() -> tuple[Project, dict[str, str]]:
+        project = resolve(call, upto="project").project
+        assert project is not None
+        return project, call.store.fields(Owner("project", project.id))
+
+    project, fields = await asyncio.to_thread(work)
+    return row_item(
+        "xnat:projectData", project_row(project), _fields_children("xnat:projectData", fields)
+    )
 
 
 async def put_project(call: Call) -> Reply:
+    """Create a project (site admins), or set custom fields of one the user may access."""
     assert call.target.project is not None
-    if call.state.accounts.access.get(call.user) is not None:
-        raise HttpError(403, f"user {call.user!r} may not create projects")
-    project = await asyncio.to_thread(
-        call.store.create_project,
-        call.target.project,
-        call.param("xnat:projectData/name", call.target.project),
-        call.param("xnat:projectData/description"),
-    )
+    updates = _field_updates(call)
+
+    def work() -> Project:
+        assert call.target.project is not None
+        project = call.store.get_project(call.target.project)
+        if project is None:
+            if not call.state.accounts.is_admin(call.user):
+                raise HttpError(403, f"user {call.user!r} may not create projects")
+            project = call.store.create_project(
+                call.target.project,
+                call.param("xnat:projectData/name", call.target.project),
+                call.param("xnat:projectData/description"),
+            )
+        else:
+            call.check_access(project.id)
+        call.store.set_fields(Owner("project", project.id), updates)
+        return project
+
+    project = await asyncio.to_thread(work)
     return created_reply(project.id)
 
 
@@ -93,19 +113,34 @@ async def list_subjects(call: Call) -> Reply:
 
 
 async def get_subject(call: Call) -> Reply:
-    resolved = await asyncio.to_thread(resolve, call, upto="subject")
-    assert resolved.subject is not None
-    return row_item("xnat:subjectData", subject_row(resolved.subject))
+    def work() -> tuple[Subject, dict[str, str]]:
+        subject = resolve(call, upto="subject").subject
+        assert subject is not None
+        return subject, call.store.fields(Owner("subject", subject.id))
+
+    subject, fields = await asyncio.to_thread(work)
+    return row_item(
+        "xnat:subjectData", subject_row(subject), _fields_children("xnat:subjectData", fields)
+    )
 
 
 async def put_subject(call: Call) -> Reply:
+    """Create (or find) a subject of a project, and set its custom fields; at
+    ``/data/subjects/{id}`` only an existing subject's fields."""
+    updates = _field_updates(call)
+
     def work() -> Subject:
-        resolved = resolve(call, upto="project")
-        if resolved.project is None:
-            raise HttpError(400, "create subjects under /data/projects/{project}/subjects")
         assert call.target.subject is not None
-        label = call.param("xnat:subjectData/label", call.target.subject)
-        return call.store.create_subject(resolved.project.id, label)
+        if call.target.project is None:
+            subject = resolve(call, upto="subject").subject
+            assert subject is not None
+        else:
+            project = resolve(call, upto="project").project
+            assert project is not None
+            label = call.param("xnat:subjectData/label", call.target.subject)
+            subject = call.store.create_subject(project.id, label)
+        call.store.set_fields(Owner("subject", subject.id), updates)
+        return subject
 
     subject = await asyncio.to_thread(work)
     return created_reply(subject.id)
@@ -158,7 +193,8 @@ async def get_experiment(call: Call) -> Reply:
         resolved = resolve(call, upto="experiment")
         assert resolved.experiment is not None
         experiment = resolved.experiment
-        return experiment, call.store.fields(experiment.id), call.store.scans(experiment.id)
+        fields = call.store.fields(Owner("experiment", experiment.id))
+        return experiment, fields, call.store.scans(experiment.id)
 
     experiment, fields, scans = await asyncio.to_thread(work)
     data = {
@@ -172,18 +208,7 @@ async def get_experiment(call: Call) -> Reply:
         value = getattr(experiment, name)
         if value:
             data[name] = value
-    children: list[Any] = []
-    if fields:
-        field_type = f"{experiment.xsi_type}_field"
-        items = [
-            {
-                "meta": {"xsi:type": field_type, "isHistory": False},
-                "data_fields": {"name": name, "field": value},
-                "children": [],
-            }
-            for name, value in fields.items()
-        ]
-        children.append({"field": "fields/field", "items": items})
+    children = _fields_children(experiment.xsi_type, fields)
     if scans:
         items = [
             {
@@ -203,12 +228,29 @@ async def get_experiment(call: Call) -> Reply:
     return item_reply(experiment.xsi_type, data, children)
 
 
-def _field_updates(call: Call) -> dict[str, str]:
-    updates = {}
+def _fields_children(xsi_type: str, fields: dict[str, str]) -> list[Any]:
+    """The ``fields/field`` child of an object, as xnatpy reads custom fields."""
+    if not fields:
+        return []
+    items = [
+        {
+            "meta": {"xsi:type": f"{xsi_type}_field", "isHistory": False},
+            "data_fields": {"name": name, "field": value},
+            "children": [],
+        }
+        for name, value in fields.items()
+    ]
+    return [{"field": "fields/field", "items": items}]
+
+
+def _field_updates(call: Call) -> dict[str, str | None]:
+    """Custom fields set by ``<xsiType>/fields/field[name=N]/field=V``; ``NULL`` removes one
+    (xnatpy deletes a field that way)."""
+    updates: dict[str, str | None] = {}
     for key, value in call.request.query.items():
         match = _FIELD_PARAM.search(key)
         if match is not None:
-            updates[match.group(1)] = value
+            updates[match.group(1)] = None if value == "NULL" else value
     return updates
 
 
@@ -222,7 +264,7 @@ async def put_experiment(call: Call) -> Reply:
         if value is not None:
             attributes[name] = "" if value == "NULL" else value
     try:
-        check_session_attributes(attributes)
+        attributes = check_session_attributes(attributes)
     except ValueError as exc:
         raise HttpError(400, str(exc)) from exc
 
@@ -255,7 +297,7 @@ async def put_experiment(call: Call) -> Reply:
         else:
             call.check_access(experiment.project)
         call.store.set_session_attributes(experiment.id, attributes)
-        call.store.set_fields(experiment.id, _field_updates(call))
+        call.store.set_fields(Owner("experiment", experiment.id), _field_updates(call))
         return experiment
 
     experiment = await asyncio.to_thread(work)

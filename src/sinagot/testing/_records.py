@@ -5,6 +5,7 @@ Plain values, safe to pass between threads and to keep after the store changed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -165,24 +166,71 @@ def safe_relative_path(path: str) -> str:
 SESSION_ATTRIBUTES = ("date", "time", "visit_id", "age", "modality")
 
 
-def check_session_attributes(values: Mapping[str, str]) -> dict[str, str]:
-    """``values`` if they are session attributes in XNAT's forms, else ValueError.
+# XNAT parses a date or time with the first of a few patterns that matches the start of
+# the value, and ignores the rest (java.text.SimpleDateFormat): a date sent with a time
+# part, as xnatpy sends a datetime, keeps its date; a time's fraction of a second and
+# zone are dropped. Its patterns for dates are yyyy-MM-dd, MM/dd/yyyy, MM.dd.yyyy and
+# yyyyMMdd; for times HH:mm:ss and HHmmss. It stores and answers yyyy-MM-dd and HH:mm:ss.
+_DATE_FORMS = (
+    (re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})(?!\d)"), (1, 2, 3)),
+    (re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})(?!\d)"), (3, 1, 2)),
+    (re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})(?!\d)"), (3, 1, 2)),
+    (re.compile(r"(\d{4})(\d{2})(\d{2})(?!\d)"), (1, 2, 3)),
+)
+_TIME_FORMS = (
+    re.compile(r"(\d{1,2}):(\d{1,2}):(\d{1,2})(?!\d)"),
+    re.compile(r"(\d{2})(\d{2})(\d{2})(?!\d)"),
+)
 
-    A value a client cannot parse back (xnatpy converts ``date``, ``time`` and ``age``
-    by the schema's types) would break every later read of the session, so it is
-    refused on the way in, as XNAT does.
+
+def _xnat_date(value: str) -> str:
+    for pattern, (year, month, day) in _DATE_FORMS:
+        found = pattern.match(value)
+        if found is not None:
+            # XNAT's parser would roll 2024-02-30 over into March: a client's bug, refused.
+            parts = (int(found.group(year)), int(found.group(month)), int(found.group(day)))
+            return date(*parts).isoformat()
+    raise ValueError(value)
+
+
+def _xnat_time(value: str) -> str:
+    for pattern in _TIME_FORMS:
+        found = pattern.match(value)
+        if found is not None:
+            hour, minute, second = (int(g) for g in found.groups())
+            return time(hour, minute, second).isoformat()
+    raise ValueError(value)
+
+
+def _xnat_number(value: str) -> str:
+    float(value)
+    return value
+
+
+def check_session_attributes(values: Mapping[str, str]) -> dict[str, str]:
+    """``values`` in the forms XNAT stores them, else ValueError.
+
+    Dates and times are read as XNAT reads them (a date's time part and a time's
+    fraction of a second are dropped). A value a client cannot parse back (xnatpy
+    converts ``date``, ``time`` and ``age`` by the schema's types) would break every
+    later read of the session, so it is refused on the way in, as XNAT does.
     """
     unknown = sorted(set(values) - set(SESSION_ATTRIBUTES))
     if unknown:
         raise ValueError(f"unknown session attributes {unknown}: use {list(SESSION_ATTRIBUTES)}")
-    parsers = {"date": date.fromisoformat, "time": time.fromisoformat, "age": float}
+    parsers = {"date": _xnat_date, "time": _xnat_time, "age": _xnat_number}
+    checked = dict(values)
     for name, value in values.items():
         parse = parsers.get(name)
         if parse is None or not value:
             continue
         try:
-            parse(value)
+            checked[name] = parse(value)
         except ValueError as exc:
-            forms = {"date": "YYYY-MM-DD", "time": "HH:MM:SS", "age": "a number"}
+            forms = {
+                "date": "YYYY-MM-DD (or MM/DD/YYYY, MM.DD.YYYY, YYYYMMDD)",
+                "time": "HH:MM:SS (or HHMMSS)",
+                "age": "a number",
+            }
             raise ValueError(f"session {name} {value!r} is not {forms[name]}") from exc
-    return dict(values)
+    return checked

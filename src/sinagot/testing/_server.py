@@ -24,6 +24,7 @@ from ._pace import Pace
 from ._profile import Profile, as_profile
 from ._records import NotFoundError, Owner, check_session_attributes
 from ._store import Store
+from ._tokens import DEFAULT_ALIAS_TOKEN_TIMEOUT, TokenBook
 
 __all__ = ["EmulatorServer"]
 
@@ -55,13 +56,18 @@ class EmulatorServer:
         profile: str | Profile = "fast",
         checksums: bool = True,
         extract_limits: ExtractLimits | None = None,
+        alias_tokens: bool = True,
+        alias_token_timeout: float = DEFAULT_ALIAS_TOKEN_TIMEOUT,
     ) -> None:
         """Serve ``data_dir``; nothing listens until :meth:`start` (or a ``with``).
 
         ``profile`` is ``"fast"``, ``"production"`` or a :class:`Profile` (its delays are
         drawn from ``seed``, as are probabilistic faults). ``checksums`` False is an XNAT
         with its checksum setting off: files stored meanwhile are listed without a digest.
-        ``extract_limits`` bounds what one ``extract=true`` upload may unpack.
+        ``extract_limits`` bounds what one ``extract=true`` upload may unpack. Alias
+        tokens expire ``alias_token_timeout`` seconds after they are issued (XNAT's
+        ``aliasTokenTimeout``, 2 days by default); ``alias_tokens`` False is an XNAT
+        without the token service.
         """
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -70,10 +76,20 @@ class EmulatorServer:
             name: None if projects is None else frozenset(projects)
             for name, projects in (project_access or {}).items()
         }
+        if not alias_token_timeout > 0:
+            raise EmulatorError(
+                f"alias_token_timeout {alias_token_timeout}: give a positive number of seconds"
+            )
+        self.tokens = (
+            TokenBook(self.data_dir / "tokens.sqlite3", alias_token_timeout)
+            if alias_tokens
+            else None
+        )
         self.accounts = Accounts(
             passwords=users,
             access={name: access.get(name) for name in users},
             expiry=session_expiry,
+            tokens=self.tokens,
         )
         self.injector = FaultInjector(seed=seed)
         self.injector.set_rules(list(faults))
@@ -124,8 +140,10 @@ class EmulatorServer:
         self._url = None
 
     def close(self) -> None:
-        """Release the index; call after the server stopped for good."""
+        """Release the index and the tokens; call after the server stopped for good."""
         self.store.close()
+        if self.tokens is not None:
+            self.tokens.close()
 
     async def __aenter__(self) -> EmulatorServer:
         await self.start()
@@ -287,7 +305,7 @@ class EmulatorServer:
             raise NotFoundError(
                 f"session {session} does not exist in project {project}: call create_session first"
             )
-        self.store.set_fields(experiment.id, dict(values))
+        self.store.set_fields(Owner("experiment", experiment.id), values)
 
     def load_dataset(
         self, project: str, root: Path, tasks: Mapping[str, Sequence[str]], *, name: str = ""

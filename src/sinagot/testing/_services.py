@@ -20,8 +20,8 @@ __all__ = ["authenticate", "login", "service_reply"]
 async def login(request: web.Request, accounts: Accounts) -> Reply:
     """``PUT /data/services/auth`` with a form: the body is the new session's id."""
     form = await request.post()
-    user, password = str(form.get("username", "")), str(form.get("password", ""))
-    if not accounts.check_password(user, password):
+    user = accounts.account_of(str(form.get("username", "")), str(form.get("password", "")))
+    if user is None:
         return text(401, "Login attempt failed. Please try again.")
     token = accounts.open_session(user)
     return Reply(

@@ -61,6 +61,8 @@ class Store:
         # current while it lasts, so the HTTP layer may keep it.
         self.generation = 0
         self._db = open_index(root / "index.sqlite3")
+        if not self.disk.had_archive:
+            self._build_archive()
 
     def close(self) -> None:
         with self._lock:
@@ -184,7 +186,9 @@ class Store:
         with self._transaction():
             for experiment in self.experiments(subject.project, subject.id):
                 self.delete_experiment(experiment)
-            self._delete_resources_of(Owner("subject", subject.id))
+            owner = Owner("subject", subject.id)
+            self._delete_resources_of(owner)
+            self._delete_fields_of(owner)
             self._db.execute("DELETE FROM subjects WHERE id = ?", (subject.id,))
 
     # -- experiments ---------------------------------------------------------------------
@@ -281,28 +285,44 @@ class Store:
         with self._transaction():
             for scan in self.scans(experiment.id):
                 self.delete_scan(scan)
-            self._delete_resources_of(Owner("experiment", experiment.id))
-            self._db.execute("DELETE FROM fields WHERE experiment_id = ?", (experiment.id,))
+            owner = Owner("experiment", experiment.id)
+            self._delete_resources_of(owner)
+            self._delete_fields_of(owner)
             self._db.execute("DELETE FROM experiments WHERE id = ?", (experiment.id,))
 
-    def fields(self, experiment_id: str) -> dict[str, str]:
+    # -- custom fields ---------------------------------------------------------------------
+
+    def fields(self, owner: Owner) -> dict[str, str]:
+        """The custom fields (``fields/field``) of a project, subject or experiment."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT name, value FROM fields WHERE experiment_id = ? ORDER BY name",
-                (experiment_id,),
+                "SELECT name, value FROM custom_fields WHERE owner_kind = ? AND owner_key = ?"
+                " ORDER BY name",
+                (owner.kind, owner.key),
             ).fetchall()
         return {r["name"]: r["value"] for r in rows}
 
-    def set_fields(self, experiment_id: str, values: dict[str, str]) -> None:
+    def set_fields(self, owner: Owner, values: Mapping[str, str | None]) -> None:
+        """Set custom fields of ``owner``; a value None removes its field."""
         if not values:
             return
         with self._transaction():
             self._db.executemany(
-                "INSERT INTO fields VALUES (?, ?, ?)"
-                " ON CONFLICT(experiment_id, name) DO UPDATE SET value = excluded.value",
-                [(experiment_id, k, v) for k, v in values.items()],
+                "INSERT INTO custom_fields VALUES (?, ?, ?, ?) ON CONFLICT(owner_kind, owner_key,"
+                " name) DO UPDATE SET value = excluded.value",
+                [(owner.kind, owner.key, k, v) for k, v in values.items() if v is not None],
             )
-            self._bump_experiment(experiment_id)
+            self._db.executemany(
+                "DELETE FROM custom_fields WHERE owner_kind = ? AND owner_key = ? AND name = ?",
+                [(owner.kind, owner.key, k) for k, v in values.items() if v is None],
+            )
+            self._bump_owner(owner)
+
+    def _delete_fields_of(self, owner: Owner) -> None:
+        self._db.execute(
+            "DELETE FROM custom_fields WHERE owner_kind = ? AND owner_key = ?",
+            (owner.kind, owner.key),
+        )
 
     # -- scans ---------------------------------------------------------------------------
 
@@ -439,10 +459,13 @@ class Store:
 
     def delete_resource(self, resource: Resource) -> None:
         with self._transaction():
+            folder = self._archive_folder(resource.owner, resource.label)
             self._db.execute("DELETE FROM files WHERE resource_id = ?", (resource.id,))
             self._db.execute("DELETE FROM resources WHERE id = ?", (resource.id,))
             self._bump_owner(resource.owner)
             self.disk.remove_resource(resource.id)
+            if folder is not None:
+                self.disk.withdraw(folder)
 
     def _delete_resources_of(self, owner: Owner) -> None:
         for resource in self.resources(owner):
@@ -525,6 +548,7 @@ class Store:
         paths = [safe_relative_path(f.path) for f in staged]
         with self._transaction():
             resource, _ = self.create_resource(owner, label)
+            folder = self._archive_folder(owner, resource.label)
             record_digests = self._records_digests(owner) if digests is None else digests
             existing = {p: self.find_file(resource.id, p) for p in paths}
             moves: list[tuple[str, StagedFile]] = []
@@ -543,6 +567,8 @@ class Store:
                 target = self.disk.path(resource.id, path)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(item.temp, target)
+                if folder is not None:
+                    self.disk.publish(folder, path, target)
                 self._db.execute(
                     "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT(resource_id, path) DO UPDATE SET size = excluded.size,"
@@ -617,7 +643,52 @@ class Store:
                 (entry.resource_id, entry.path),
             )
             entry.disk_path.unlink(missing_ok=True)
+            resource = self._resource_by_id(entry.resource_id)
+            folder = None if resource is None else self._archive_folder(owner, resource.label)
+            if folder is not None:
+                self.disk.withdraw(folder, entry.path)
             self._bump_owner(owner)
+
+    # -- the archive tree ----------------------------------------------------------------
+
+    def _archive_folder(self, owner: Owner, label: str) -> tuple[str, ...] | None:
+        """The folder of resource ``label`` of ``owner`` in XNAT's archive layout, or None
+        if its owner is gone."""
+        if owner.kind == "project":
+            return (owner.key, "resources", label)
+        if owner.kind == "subject":
+            subject = self.find_subject(None, owner.key)
+            if subject is None:
+                return None
+            return (subject.project, "subjects", subject.label, "resources", label)
+        assert owner.experiment_id is not None
+        experiment = self.find_experiment(None, owner.experiment_id)
+        if experiment is None:
+            return None
+        session = (experiment.project, "arc001", experiment.label)
+        if owner.kind == "experiment":
+            return (*session, "RESOURCES", label)
+        return (*session, "SCANS", owner.key.split("/", 1)[1], label)
+
+    def _resource_by_id(self, resource_id: int) -> Resource | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM resources WHERE id = ?", (resource_id,)
+            ).fetchone()
+        return None if row is None else resource_of(row)
+
+    def _build_archive(self) -> None:
+        """Link every stored file into the archive tree (a data directory an emulator
+        without one wrote)."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM resources ORDER BY id").fetchall()
+            for resource in map(resource_of, rows):
+                folder = self._archive_folder(resource.owner, resource.label)
+                if folder is None:
+                    continue
+                for entry in self.files(resource.id):
+                    if entry.disk_path.is_file():
+                        self.disk.publish(folder, entry.path, entry.disk_path)
 
     def _file(self, row: sqlite3.Row) -> FileEntry:
         return FileEntry(

@@ -21,6 +21,22 @@ SESSION_TYPES: Mapping[str, str] = {"xnat:mrSessionData": "MR", "xnat:eegSession
 #: Scan types the emulator accepts on create.
 SCAN_TYPES = frozenset({"xnat:mrScanData", "xnat:eegScanData"})
 
+# Custom fields (``fields/field[name=...]``), as projects, subjects and experiments have them.
+_FIELDS = """      <xs:element name="fields" minOccurs="0">
+        <xs:complexType><xs:sequence>
+          <xs:element name="field" minOccurs="0" maxOccurs="unbounded">
+            <xs:annotation><xs:appinfo><xdat:element displayIdentifiers="name"/></xs:appinfo>
+            </xs:annotation>
+            <xs:complexType><xs:simpleContent>
+              <xs:extension base="xs:string">
+                <xs:attribute name="name" type="xs:string" use="required"/>
+              </xs:extension>
+            </xs:simpleContent></xs:complexType>
+          </xs:element>
+        </xs:sequence></xs:complexType>
+      </xs:element>
+"""
+
 XNAT_XSD = """<?xml version="1.0" encoding="UTF-8"?>
 <xs:schema targetNamespace="http://nrg.wustl.edu/xnat" xmlns:xnat="http://nrg.wustl.edu/xnat" \
 xmlns:xdat="http://nrg.wustl.edu/xdat" xmlns:xs="http://www.w3.org/2001/XMLSchema" \
@@ -61,7 +77,7 @@ elementFormDefault="qualified" attributeFormDefault="unqualified">
     <xs:sequence>
       <xs:element name="name" type="xs:string" minOccurs="0"/>
       <xs:element name="description" type="xs:string" minOccurs="0"/>
-      <xs:element name="resources" minOccurs="0">
+@FIELDS@      <xs:element name="resources" minOccurs="0">
         <xs:complexType><xs:sequence>
           <xs:element name="resource" type="xnat:abstractResource" minOccurs="0"
             maxOccurs="unbounded"/>
@@ -82,7 +98,7 @@ elementFormDefault="qualified" attributeFormDefault="unqualified">
             maxOccurs="unbounded"/>
         </xs:sequence></xs:complexType>
       </xs:element>
-      <xs:element name="experiments" minOccurs="0">
+@FIELDS@      <xs:element name="experiments" minOccurs="0">
         <xs:complexType><xs:sequence>
           <xs:element name="experiment" type="xnat:subjectAssessorData" minOccurs="0"
             maxOccurs="unbounded"/>
@@ -108,20 +124,7 @@ elementFormDefault="qualified" attributeFormDefault="unqualified">
             maxOccurs="unbounded"/>
         </xs:sequence></xs:complexType>
       </xs:element>
-      <xs:element name="fields" minOccurs="0">
-        <xs:complexType><xs:sequence>
-          <xs:element name="field" minOccurs="0" maxOccurs="unbounded">
-            <xs:annotation><xs:appinfo><xdat:element displayIdentifiers="name"/></xs:appinfo>
-            </xs:annotation>
-            <xs:complexType><xs:simpleContent>
-              <xs:extension base="xs:string">
-                <xs:attribute name="name" type="xs:string" use="required"/>
-              </xs:extension>
-            </xs:simpleContent></xs:complexType>
-          </xs:element>
-        </xs:sequence></xs:complexType>
-      </xs:element>
-    </xs:sequence>
+@FIELDS@    </xs:sequence>
     <xs:attribute name="ID" type="xs:string" use="required"/>
     <xs:attribute name="project" type="xs:string" use="required"/>
     <xs:attribute name="label" type="xs:string"/>
@@ -191,4 +194,4 @@ elementFormDefault="qualified" attributeFormDefault="unqualified">
     </xs:complexContent>
   </xs:complexType>
 </xs:schema>
-"""
+""".replace("@FIELDS@", _FIELDS)
