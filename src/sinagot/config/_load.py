@@ -12,6 +12,7 @@ from typing import Any
 
 from .._names import length_problem, shorten
 from ..errors import ConfigError
+from ._notify import notify_settings
 from ._reader import KNOWN_TABLES, NAME, Reader, close_names
 from ._services import daemon_settings, dask_settings, store_settings
 from ._settings import SCRIPT_SUFFIX, ModalitySettings, Settings, StoreSettings, TaskSettings
@@ -151,6 +152,7 @@ def _validate(reader: Reader, document: Mapping[str, Any]) -> Settings:
         log_level=level,
         store=store,
         daemon=daemon_settings(reader, tables["daemon"]),
+        notify=notify_settings(reader, tables["notify"]),
     )
 
 
