@@ -124,8 +124,12 @@ class AppriseSender:
         with capture() as captured:
             if self._apprise is None:
                 self._apprise = load(self.urls)  # imports Apprise's plugins: not on the loop
+            # Plain text: mail gets a text/plain body, and nothing is read as markup.
             delivered = self._apprise.notify(
-                body=message.body, title=message.title, notify_type=message.notify_type
+                body=message.body,
+                title=message.title,
+                notify_type=message.notify_type,
+                body_format="text",
             )
         if not delivered:
             raise NotificationError(captured.reason("Apprise reported a failure"))
@@ -238,6 +242,7 @@ class Notifications:
         self._limit: RateLimit | None = None
         self._wake = asyncio.Event()
         self._failing = False
+        self._holding = False
         self._closed = False
         self._started_at = self._clock()
         # For the metrics: messages delivered and not.
@@ -291,8 +296,17 @@ class Notifications:
             self._look_at_health(now)
             self._close_failure_group(now, force=False)
             if self._outbox and self._rate_limit().allows(now):
+                self._holding = False
                 await self._deliver(now)
                 continue
+            if self._outbox and not self._holding:
+                self._holding = True
+                logger.info(
+                    "notifications held back by the rate limit ([notify] max_per_hour = %d)"
+                    " until %s",
+                    self._rate_limit().limit,
+                    time.strftime("%H:%M:%S", time.localtime(self._rate_limit().next_allowed(now))),
+                )
             delay = self._next_wakeup(now)
             try:
                 async with asyncio.timeout(delay):
