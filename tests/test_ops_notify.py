@@ -115,9 +115,7 @@ def test_an_unhealthy_dataset_is_announced_once_then_its_recovery(
     assert "has not answered for" in post["message"]
     assert "Last error: server of lab is down" in post["message"]
     # Still down: announced once, however many listings fail.
-    wait_for(
-        lambda: daemon.call("status")["datasets"][0]["failures"] >= 4, 30, "4 failed listings"
-    )
+    wait_for(lambda: daemon.call("status")["datasets"][0]["failures"] >= 4, 30, "4 failed listings")
     switch.unlink()
     back = webhook.wait_for_title("recovered")
     assert back["title"] == f"{PREFIX} lab recovered"
@@ -210,7 +208,10 @@ def test_a_webhook_that_never_answers_holds_neither_jobs_nor_status_nor_stop(
             r"notify.urls\[0\]: Apprise cannot notify it \(Invalid ~From~ email",
         ),
         ('urls = ["json://a/x", "json://a/x"]', "lists a URL twice"),
-        ("unhealthy_afer = 60", "notify.unhealthy_afer: unknown key; did you mean 'unhealthy_after'"),
+        (
+            "unhealthy_afer = 60",
+            "notify.unhealthy_afer: unknown key; did you mean 'unhealthy_after'",
+        ),
         ("max_per_hour = 0", "notify.max_per_hour: got 0; set it to an integer >= 1"),
         ("group_window = -1", "notify.group_window: got -1; set it to a positive number"),
     ],

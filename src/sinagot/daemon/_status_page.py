@@ -94,7 +94,7 @@ def banners(status: dict[str, Any]) -> list[dict[str, str]]:
         shown.append(
             {
                 "kind": "paused",
-                "text": "Paused: no new job starts until `sinagot resume`; running jobs finish.",
+                "text": "Paused: no new job starts until sinagot resume; running jobs finish.",
             }
         )
     down = [d["name"] for d in status["datasets"] if d["health"] == "down"]

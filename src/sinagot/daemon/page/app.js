@@ -43,7 +43,9 @@
   function when(epoch) {
     if (epoch === null || epoch === undefined) return el("span", { class: "muted" }, "never");
     const seconds = Math.round(epoch - Date.now() / 1000);
-    const text = seconds >= 0 ? `in ${span(seconds)}` : `${span(-seconds)} ago`;
+    let text = "now";
+    if (seconds > 0) text = `in ${span(seconds)}`;
+    else if (seconds < 0) text = `${span(-seconds)} ago`;
     return el("span", { title: new Date(epoch * 1000).toLocaleString() }, text);
   }
 
@@ -185,7 +187,7 @@
       ["Created", when(job.created)], ["Updated", when(job.updated)],
     ];
     if (job.not_before > Date.now() / 1000) facts.push(["Next attempt", when(job.not_before)]);
-    const history = job.history.map((t) => el("tr", {}, el("td", {}, when(t.at)),
+    const history = job.history.map((t) => el("tr", {}, el("td", { class: "when" }, when(t.at)),
       el("td", {}, badge(t.state)), el("td", {}, t.detail)));
     const errors = job.history.filter((t) => t.state === "failed" || /fail|error/i.test(t.detail));
     const links = job.links.map((l) => el("tr", {}, el("td", {}, l.derivative),
