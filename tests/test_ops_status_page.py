@@ -67,7 +67,7 @@ def _shot(page: Page, artifacts: Path, name: str) -> None:
 
 
 def _rows(page: Page, table: str) -> list[str]:
-    return [row.inner_text() for row in page.locator(f"#{table} tbody tr").all()]
+    return page.locator(f"#{table} tbody tr").all_inner_texts()
 
 
 def _get(

@@ -211,34 +211,45 @@
         : el("p", { class: "muted", id: "job-links" }, "This dataset's store has no web address."));
   }
 
+  // A refresh started later (a filter changed) wins over one still in flight.
+  let generation = 0;
+
   async function refresh() {
     clearTimeout(timer);
+    const mine = ++generation;
     const current = route();
+    const stale = () => mine !== generation;
     try {
       const status = await getJSON("/api/status");
+      if (stale()) return;
       states = status.states;
       datasetNames = status.datasets.map((d) => d.name);
       drawHeader(status);
       if (current.kind === "datasets") {
         drawDatasets(status);
       } else if (current.kind === "jobs") {
-        if (shownRoute !== current.key) jobsSkeleton(current.params);
         const query = new URLSearchParams();
         for (const name of ["state", "dataset", "session"]) {
           if (current.params.get(name)) query.set(name, current.params.get(name));
         }
-        drawJobs((await getJSON(`/api/jobs?${query.toString()}`)).jobs);
+        const jobs = (await getJSON(`/api/jobs?${query.toString()}`)).jobs;
+        if (stale()) return;
+        if (shownRoute !== current.key) jobsSkeleton(current.params);
+        drawJobs(jobs);
       } else {
-        drawJob(await getJSON(`/api/jobs/${current.id}`));
+        const job = await getJSON(`/api/jobs/${current.id}`);
+        if (stale()) return;
+        drawJob(job);
       }
       shownRoute = current.key;
       document.getElementById("updated").textContent =
         `Updated ${new Date().toLocaleTimeString()}.`;
     } catch (error) {
+      if (stale()) return;
       document.getElementById("banners").replaceChildren(
         el("div", { class: "banner unreachable" }, `The daemon does not answer: ${error.message}`));
     } finally {
-      timer = setTimeout(refresh, REFRESH_MS);
+      if (!stale()) timer = setTimeout(refresh, REFRESH_MS);
     }
   }
 
