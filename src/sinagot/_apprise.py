@@ -95,8 +95,8 @@ def load(urls: Sequence[str]) -> apprise.Apprise:
     """An Apprise object that notifies every one of ``urls`` (checked with :func:`url_problem`)."""
     import apprise
 
-    notifier = apprise.Apprise(asset=_asset())
     with capture():
+        notifier = apprise.Apprise(asset=_asset())
         for url in urls:
             notifier.add(url)
     return notifier
