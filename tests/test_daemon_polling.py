@@ -182,7 +182,7 @@ async def test_a_poll_keeps_its_place_in_the_interval(tmp_path: Path) -> None:
             journal,
             settings=lambda: settings.daemon,
             wake=asyncio.Event(),
-            listing_failed=lambda: None,
+            health_changed=lambda: None,
             phase=0.25,
             gates=ServerGates(),
         )
@@ -214,7 +214,7 @@ async def test_sessions_gone_from_the_server_are_forgotten_and_not_rerun_when_ba
         journal,
         settings=lambda: settings.daemon,
         wake=wake,
-        listing_failed=lambda: None,
+        health_changed=lambda: None,
         phase=0.0,
         gates=ServerGates(),
     )

@@ -28,7 +28,8 @@ on one line, and never contains a password or a session token.
     │   └── CacheFullError        the disk holding the cache is full
     ├── DaemonError               the daemon cannot do what was asked
     │   ├── DaemonNotRunningError no daemon answers on the control socket
-    │   └── InvalidTransitionError a job or the daemon would change state against its table
+    │   ├── InvalidTransitionError a job or the daemon would change state against its table
+    │   └── NotificationError     a notification ([notify] urls) could not be delivered
     └── EmulatorError             the test XNAT server cannot do what was asked
 """
 
@@ -50,6 +51,7 @@ __all__ = [
     "NoModalityError",
     "NotFoundError",
     "NotUnitError",
+    "NotificationError",
     "RecordNotFoundError",
     "RemoteNotFoundError",
     "RequestRefusedError",
@@ -156,6 +158,10 @@ class DaemonNotRunningError(DaemonError):
 
 class InvalidTransitionError(DaemonError):
     """A job or the daemon would change state in a way its state table does not allow."""
+
+
+class NotificationError(DaemonError):
+    """A notification could not be delivered to one of ``[notify] urls``."""
 
 
 class EmulatorError(SinagotError):

@@ -13,6 +13,7 @@ from typing import Any
 
 from .._names import length_problem, shorten
 from ..errors import ConfigError
+from ._notify import notify_settings
 from ._reader import KNOWN_TABLES, NAME, Reader, close_names
 from ._services import daemon_settings, dask_settings, store_settings
 from ._settings import (
@@ -214,6 +215,7 @@ def _validate(reader: Reader, document: Mapping[str, Any]) -> Settings:
         daemon=daemon_settings(reader, tables["daemon"]),
         file_match=file_match,
         log_format=reader.text(tables["log"], "log", "format"),
+        notify=notify_settings(reader, tables["notify"]),
     )
 
 

@@ -64,6 +64,7 @@ KNOWN_TABLES: dict[str, tuple[str, ...]] = {
         "metrics_address",
         "metrics_allow_remote",
     ),
+    "notify": ("urls", "unhealthy_after", "group_window", "max_per_hour"),
 }
 
 

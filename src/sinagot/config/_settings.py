@@ -17,6 +17,7 @@ __all__ = [
     "DaskSettings",
     "FileMatch",
     "ModalitySettings",
+    "NotifySettings",
     "RunMode",
     "Settings",
     "StoreSettings",
@@ -153,6 +154,22 @@ class DaemonSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class NotifySettings:
+    """Who the daemon tells, through Apprise, when jobs fail or a server goes away.
+
+    The URLs may hold secrets (a mail password, a webhook token): never in the repr.
+    """
+
+    urls: tuple[str, ...] = field(default=(), repr=False)
+    # A dataset whose listings fail this long is announced unhealthy (then its recovery).
+    unhealthy_after: float = 600.0
+    # Failures within this many seconds of the first go in one message.
+    group_window: float = 60.0
+    # At most this many messages in any hour; what waits goes in the next one allowed.
+    max_per_hour: int = 20
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """A validated configuration file."""
 
@@ -179,6 +196,7 @@ class Settings:
     document: Mapping[str, Any] = field(
         default_factory=lambda: MappingProxyType({}), repr=False, compare=False
     )
+    notify: NotifySettings = NotifySettings()
 
     def script_file(self, modality: str, script: str) -> Path:
         return self.scripts_dir / modality / f"{script}{SCRIPT_SUFFIX}"

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ._xnat_async import AsyncXnatStore
     from ._xnat_client import RetryPolicy
     from ._xnat_loop import LoopPortal
-    from ._xnat_names import PROVENANCE_FILE, SessionListing, resource_label
+    from ._xnat_names import PROVENANCE_FILE, SessionListing, derivative_urls, resource_label
 
 # The XNAT connector pulls in aiohttp: import it on first use, so the CLI starts fast.
 _LAZY = {
@@ -35,6 +35,7 @@ _LAZY = {
     "LoopPortal": "._xnat_loop",
     "PROVENANCE_FILE": "._xnat_names",
     "SessionListing": "._xnat_names",
+    "derivative_urls": "._xnat_names",
     "XnatStore": "._xnat",
     "resource_label": "._xnat_names",
     "RetryPolicy": "._xnat_client",
@@ -65,6 +66,7 @@ __all__ = [
     "Store",
     "XnatStore",
     "derivative_path",
+    "derivative_urls",
     "open_store",
     "resource_label",
     "split_derivative_path",

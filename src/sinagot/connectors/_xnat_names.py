@@ -29,6 +29,7 @@ __all__ = [
     "SessionListing",
     "by_uri",
     "decode_value",
+    "derivative_urls",
     "file_name",
     "output_prefix",
     "project_path",
@@ -80,6 +81,17 @@ def project_path(project: str) -> str:
 def session_path(project: str, label: str) -> str:
     label = validate_label(label, "session label")
     return f"{project_path(project)}/experiments/{quote_segment(label)}"
+
+
+def derivative_urls(server: str, project: str, session: str, path: str) -> tuple[str, str]:
+    """Where a browser finds derivative ``path`` (``name@pipeline``) of a session on the
+    server: the files of its resource, and its provenance (FrameTree's layout)."""
+    base = server.rstrip("/") + session_path(project, session)
+    label = resource_label(path)
+    return (
+        f"{base}/resources/{quote_segment(label)}/files",
+        f"{base}/resources/{PROVENANCE_RESOURCE}/files/{quote_segment(label + '.json')}",
+    )
 
 
 class SessionListing(NamedTuple):

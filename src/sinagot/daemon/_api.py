@@ -13,8 +13,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import hdrs, web
 
@@ -28,7 +28,7 @@ from ._states import JobState
 if TYPE_CHECKING:
     from ._service import Daemon
 
-__all__ = ["MAX_JOBS_LISTED", "control_app"]
+__all__ = ["MAX_JOBS_LISTED", "control_app", "job_document", "job_id_of", "list_jobs", "status_document"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,70 @@ _PEER = web.RequestKey("peer", PeerCredentials)
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+async def status_document(daemon: Daemon) -> dict[str, Any]:
+    """The daemon's status as the control API and the status page answer it."""
+    datasets = await daemon.dataset_statuses()
+    return {
+        "version": __version__,
+        "pid": os.getpid(),
+        "started": daemon.started,
+        "uptime": time.time() - daemon.started,
+        "status": str(daemon.status),
+        "paused": daemon.paused,
+        "stopping": daemon.stopping,
+        "workers": {"max": daemon.settings.max_concurrent_jobs, "busy": daemon.busy_jobs},
+        "queued": daemon.queued_jobs,
+        "metrics_url": daemon.metrics_url,
+        "datasets": [d.to_json() for d in datasets],
+    }
+
+
+async def list_jobs(daemon: Daemon, query: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The jobs a query asks for (``state``, ``dataset``, ``session`` search, ``limit``);
+    a bad query raises HTTPBadRequest naming the parameter."""
+    unknown = set(query) - {"state", "dataset", "session", "limit"}
+    if unknown:
+        raise web.HTTPBadRequest(reason=f"unknown query parameter(s) {sorted(unknown)}")
+    state = None
+    if query.get("state"):
+        try:
+            state = JobState(query["state"])
+        except ValueError:
+            raise web.HTTPBadRequest(
+                reason=f"state {query['state']!r} is not one of {[str(s) for s in JobState]}"
+            ) from None
+    raw_limit = query.get("limit", "500")
+    if not raw_limit.isdigit() or not 0 < int(raw_limit) <= MAX_JOBS_LISTED:
+        raise web.HTTPBadRequest(reason=f"limit must be a number from 1 to {MAX_JOBS_LISTED}")
+    jobs = await daemon.journal.jobs(
+        state=state,
+        dataset=query.get("dataset") or None,
+        session=query.get("session") or None,
+        limit=int(raw_limit),
+    )
+    return [job.to_json() for job in jobs]
+
+
+def job_id_of(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise web.HTTPBadRequest(reason=f"job id {raw!r} is not a number")
+    return int(raw)
+
+
+async def job_document(daemon: Daemon, job_id: int) -> dict[str, Any]:
+    """One job with its history and log tail; HTTPNotFound when there is none."""
+    found = await daemon.job_detail(job_id)
+    if found is None:
+        raise web.HTTPNotFound(reason=f"no job {job_id}")
+    detail, tail = found
+    return {
+        **detail.job.to_json(),
+        "history": [t.to_json() for t in detail.history],
+        "log_tail": list(tail),
+    }
 
 
 def control_app(daemon: Daemon, gate: ConnectionGate) -> web.Application:
@@ -125,69 +189,17 @@ class _Api:
         except OSError:
             return None
 
-    @staticmethod
-    def _job_id(request: web.Request) -> int:
-        raw = request.match_info["id"]
-        if not raw.isdigit() or len(raw) > 18:
-            raise web.HTTPBadRequest(reason=f"job id {raw!r} is not a number")
-        return int(raw)
-
     async def _status(self, request: web.Request) -> web.Response:
-        daemon = self.daemon
-        datasets = await daemon.dataset_statuses()
-        return web.json_response(
-            {
-                "version": __version__,
-                "pid": os.getpid(),
-                "started": daemon.started,
-                "uptime": time.time() - daemon.started,
-                "status": str(daemon.status),
-                "paused": daemon.paused,
-                "stopping": daemon.stopping,
-                "workers": {"max": daemon.settings.max_concurrent_jobs, "busy": daemon.busy_jobs},
-                "queued": daemon.queued_jobs,
-                "metrics_url": daemon.metrics_url,
-                "datasets": [d.to_json() for d in datasets],
-            }
-        )
+        return web.json_response(await status_document(self.daemon))
 
     async def _jobs(self, request: web.Request) -> web.Response:
-        query = request.query
-        unknown = set(query) - {"state", "dataset", "limit"}
-        if unknown:
-            raise web.HTTPBadRequest(reason=f"unknown query parameter(s) {sorted(unknown)}")
-        state = None
-        if query.get("state"):
-            try:
-                state = JobState(query["state"])
-            except ValueError:
-                raise web.HTTPBadRequest(
-                    reason=f"state {query['state']!r} is not one of {[str(s) for s in JobState]}"
-                ) from None
-        raw_limit = query.get("limit", "500")
-        if not raw_limit.isdigit() or not 0 < int(raw_limit) <= MAX_JOBS_LISTED:
-            raise web.HTTPBadRequest(reason=f"limit must be a number from 1 to {MAX_JOBS_LISTED}")
-        jobs = await self.daemon.journal.jobs(
-            state=state, dataset=query.get("dataset") or None, limit=int(raw_limit)
-        )
-        return web.json_response({"jobs": [job.to_json() for job in jobs]})
+        return web.json_response({"jobs": await list_jobs(self.daemon, request.query)})
 
     async def _job(self, request: web.Request) -> web.Response:
-        job_id = self._job_id(request)
-        found = await self.daemon.job_detail(job_id)
-        if found is None:
-            raise web.HTTPNotFound(reason=f"no job {job_id}")
-        detail, tail = found
-        return web.json_response(
-            {
-                **detail.job.to_json(),
-                "history": [t.to_json() for t in detail.history],
-                "log_tail": list(tail),
-            }
-        )
+        return web.json_response(await job_document(self.daemon, job_id_of(request)))
 
     async def _retry(self, request: web.Request) -> web.Response:
-        job_id = self._job_id(request)
+        job_id = job_id_of(request)
         job = await self.daemon.retry(job_id, str(request[_PEER]))
         if job is None:
             raise web.HTTPNotFound(reason=f"no job {job_id}")

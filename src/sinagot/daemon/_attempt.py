@@ -84,6 +84,8 @@ class AttemptEnd:
     outcome: Outcome
     # (status, seconds) of the scripts the attempt ran (ProcessResult.steps).
     steps: tuple[tuple[str, float], ...] = ()
+    # Why the job failed, when it did (outcome FAILED).
+    error: str | None = None
 
 
 async def attempt(
@@ -104,7 +106,7 @@ async def attempt(
     where = job.title
     if job.state == JobState.FAILED:
         logger.error("%s: %s", where, job.last_error)
-        return AttemptEnd(Outcome.FAILED)
+        return AttemptEnd(Outcome.FAILED, error=job.last_error)
     resumed = job.state in IN_FLIGHT
     logger.info("%s: %s attempt %d", where, "resuming" if resumed else "starting", job.attempts)
 
@@ -161,4 +163,4 @@ async def attempt(
         failed.attempts,
         job_id,
     )
-    return AttemptEnd(Outcome.FAILED, steps)
+    return AttemptEnd(Outcome.FAILED, steps, failed.last_error)

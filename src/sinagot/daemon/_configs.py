@@ -1,7 +1,7 @@
 """The daemon's configs: reading them, and the daemon-wide settings in force.
 
-Daemon-wide settings come from the first config's ``[daemon]`` table, the log
-level from its ``[log]`` table unless the command line forced one.
+Daemon-wide settings come from the first config's ``[daemon]`` and ``[notify]``
+tables, the log level from its ``[log]`` table unless the command line forced one.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ..errors import DaemonError
 
 if TYPE_CHECKING:
-    from ..config import DaemonSettings, Settings
+    from ..config import DaemonSettings, NotifySettings, Settings
 
 __all__ = ["DaemonConfigs", "SettingsLoader", "without_password"]
 
@@ -57,12 +57,19 @@ class DaemonConfigs:
         self._loader = loader or _load_settings
         self._log_level_forced = log_level_forced
         self._settings: DaemonSettings | None = None
+        self._notify: NotifySettings | None = None
 
     @property
     def settings(self) -> DaemonSettings:
         if self._settings is None:
             raise DaemonError("the daemon has no settings yet: call run() first")
         return self._settings
+
+    @property
+    def notify(self) -> NotifySettings:
+        if self._notify is None:
+            raise DaemonError("the daemon has no settings yet: call run() first")
+        return self._notify
 
     async def read(self, paths: Sequence[Path]) -> list[Settings]:
         """Every config, validated (in a thread: loading reads files and scripts)."""
@@ -75,6 +82,7 @@ class DaemonConfigs:
         values, with a warning for each that the configs changed.
         """
         first = all_settings[0]
+        self._notify = first.notify
         if self._settings is None:
             self._settings = first.daemon
         else:

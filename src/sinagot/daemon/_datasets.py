@@ -34,6 +34,7 @@ class DatasetStatus:
     last_error: str | None
     sessions: int
     jobs: dict[str, int]
+    down_since: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -46,6 +47,7 @@ class DatasetStatus:
             "last_error": self.last_error,
             "sessions": self.sessions,
             "jobs": self.jobs,
+            "down_since": self.down_since,
         }
 
 
@@ -57,6 +59,7 @@ class ServedDataset:
         "backend",
         "closed",
         "compared",
+        "down_since",
         "failures",
         "health",
         "ids",
@@ -79,6 +82,8 @@ class ServedDataset:
         self.poller: asyncio.Task[None] | None = None
         self.health = DatasetHealth.UNKNOWN
         self.failures = 0
+        # When the listings began to fail (epoch), None while they succeed.
+        self.down_since: float | None = None
         self.last_error: str | None = None
         self.last_poll: float | None = None
         self.next_poll: float | None = None
@@ -94,6 +99,7 @@ class ServedDataset:
     def carry_over(self, old: ServedDataset) -> None:
         """Keep what the status shows across a reload of the same dataset."""
         self.health, self.failures, self.last_error = old.health, old.failures, old.last_error
+        self.down_since = old.down_since
         self.last_poll, self.polls = old.last_poll, old.polls
         if self.ids.same_pattern(old.ids):
             self.ids = old.ids
@@ -109,6 +115,7 @@ class ServedDataset:
             last_error=self.last_error,
             sessions=len(self.compared),
             jobs=dict(jobs),
+            down_since=self.down_since,
         )
 
 

@@ -510,8 +510,15 @@ class Journal:
         return await self._call(run)
 
     async def jobs(
-        self, *, state: JobState | None = None, dataset: str | None = None, limit: int = 500
+        self,
+        *,
+        state: JobState | None = None,
+        dataset: str | None = None,
+        session: str | None = None,
+        limit: int = 500,
     ) -> list[JobRecord]:
+        """The newest jobs first; ``session``: only those whose label contains it (any case)."""
+
         def run() -> list[JobRecord]:
             clauses: list[str] = []
             params: list[object] = []
@@ -521,6 +528,10 @@ class Journal:
             if dataset is not None:
                 clauses.append("dataset = ?")
                 params.append(dataset)
+            if session:
+                escaped = session.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                clauses.append("session LIKE ? ESCAPE '\\'")
+                params.append(f"%{escaped}%")
             where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
             params.append(limit)
             rows = self._conn.execute(

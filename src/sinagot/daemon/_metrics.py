@@ -10,6 +10,7 @@ the size of each cache the datasets use.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -46,11 +47,23 @@ _STEP_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 class _CacheSize:
     entries: int
     size: int
+    # The file system holding the cache: its size and the bytes free for the daemon's
+    # user (None: the folder does not exist yet).
+    fs_size: int | None = None
+    fs_free: int | None = None
 
 
 def _measure(root: Path) -> _CacheSize:
-    entries = Cache(root).entries() if root.is_dir() else []
-    return _CacheSize(len(entries), sum(entry.size for entry in entries))
+    if not root.is_dir():
+        return _CacheSize(0, 0)
+    entries = Cache(root).entries()
+    fs = os.statvfs(root)
+    return _CacheSize(
+        len(entries),
+        sum(entry.size for entry in entries),
+        fs.f_blocks * fs.f_frsize,
+        fs.f_bavail * fs.f_frsize,
+    )
 
 
 class _CacheSizes:
@@ -124,6 +137,19 @@ class _StateCollector(Collector):
             "Jobs claimed and waiting for a worker.",
             value=daemon.queued_jobs,
         )
+        yield GaugeMetricFamily(
+            "sinagot_poll_interval_seconds",
+            "[daemon] poll_interval: seconds between two listings of a dataset.",
+            value=daemon.settings.poll_interval,
+        )
+        notifications = CounterMetricFamily(
+            "sinagot_notifications",
+            "Notifications ([notify] urls) by outcome: delivered (sent) or not (failed).",
+            labels=["outcome"],
+        )
+        notifications.add_metric(["sent"], daemon.notifications.sent)
+        notifications.add_metric(["failed"], daemon.notifications.failed)
+        yield notifications
 
 
 def _dataset_families(datasets: Sequence[DatasetStatus], daemon: Daemon) -> Iterator[Metric]:
@@ -146,6 +172,17 @@ def _dataset_families(datasets: Sequence[DatasetStatus], daemon: Daemon) -> Iter
     sessions = GaugeMetricFamily(
         "sinagot_dataset_sessions", "Sessions known from the listings.", labels=["dataset"]
     )
+    poll_age = GaugeMetricFamily(
+        "sinagot_dataset_poll_age_seconds",
+        "Seconds since the last listing succeeded (since the daemon started, before one has).",
+        labels=["dataset"],
+    )
+    down_for = GaugeMetricFamily(
+        "sinagot_dataset_down_seconds",
+        "Seconds since the listings began to fail (0 while they succeed).",
+        labels=["dataset"],
+    )
+    now = time.time()
     for dataset in datasets:
         for state, count in sorted(dataset.jobs.items()):
             jobs.add_metric([dataset.name, state], count)
@@ -154,6 +191,9 @@ def _dataset_families(datasets: Sequence[DatasetStatus], daemon: Daemon) -> Iter
         sessions.add_metric([dataset.name], dataset.sessions)
         if dataset.last_poll is not None:
             last_poll.add_metric([dataset.name], dataset.last_poll)
+        poll_age.add_metric([dataset.name], now - (dataset.last_poll or daemon.started))
+        down = 0.0 if dataset.down_since is None else now - dataset.down_since
+        down_for.add_metric([dataset.name], down)
     polls = CounterMetricFamily(
         "sinagot_polls",
         "Listings by outcome since the daemon started.",
@@ -169,7 +209,7 @@ def _dataset_families(datasets: Sequence[DatasetStatus], daemon: Daemon) -> Iter
     )
     for (name, outcome), count in sorted(daemon.completed.items()):
         attempts.add_metric([name, str(outcome)], count)
-    yield from (jobs, up, failures, last_poll, sessions, polls, attempts)
+    yield from (jobs, up, failures, last_poll, sessions, poll_age, down_for, polls, attempts)
 
 
 def _per_server(
@@ -224,11 +264,23 @@ def _cache_families(counts: CountsSnapshot, caches: dict[Path, _CacheSize]) -> I
         labels=["cache"],
     )
     entries = GaugeMetricFamily("sinagot_cache_entries", "Entries in each cache.", labels=["cache"])
+    fs_size = GaugeMetricFamily(
+        "sinagot_cache_filesystem_size_bytes",
+        "Size of the file system holding each cache.",
+        labels=["cache"],
+    )
+    fs_free = GaugeMetricFamily(
+        "sinagot_cache_filesystem_free_bytes",
+        "Bytes the daemon may still write on the file system holding each cache.",
+        labels=["cache"],
+    )
     for root, measured in caches.items():
         size.add_metric([str(root)], measured.size)
         entries.add_metric([str(root)], measured.entries)
-    yield size
-    yield entries
+        if measured.fs_size is not None and measured.fs_free is not None:
+            fs_size.add_metric([str(root)], measured.fs_size)
+            fs_free.add_metric([str(root)], measured.fs_free)
+    yield from (size, entries, fs_size, fs_free)
 
 
 class DaemonMetrics:

@@ -78,8 +78,9 @@ class Poller:
     """Polls one dataset until its task is cancelled (the daemon owns the task).
 
     ``settings`` gives the daemon settings in force (a reload replaces them), ``wake``
-    tells the dispatcher that jobs became runnable, ``listing_failed`` is called after
-    each failed listing (the daemon's status line names the datasets that are down).
+    tells the dispatcher that jobs became runnable, ``health_changed`` is called after
+    each failed listing and when the server answers again (the daemon's status line
+    names the datasets that are down; notifications announce them).
     ``phase`` (in [0, 1)) places the dataset's polls in the interval, ``gates`` bound
     the listings in flight per server.
     """
@@ -91,7 +92,7 @@ class Poller:
         *,
         settings: Callable[[], DaemonSettings],
         wake: asyncio.Event,
-        listing_failed: Callable[[], None],
+        health_changed: Callable[[], None],
         phase: float,
         gates: ServerGates,
     ) -> None:
@@ -99,7 +100,7 @@ class Poller:
         self._journal = journal
         self._settings = settings
         self._wake = wake
-        self._listing_failed = listing_failed
+        self._health_changed = health_changed
         self._phase = phase
         self._gates = gates
 
@@ -155,11 +156,15 @@ class Poller:
             return
         dataset.last_poll = time.time()
         dataset.polls["ok"] += 1
-        if dataset.health is DatasetHealth.DOWN:
+        recovered = dataset.health is DatasetHealth.DOWN
+        if recovered:
             logger.info(
                 "%s: the server answers again after %d failure(s)", dataset.name, dataset.failures
             )
         dataset.health, dataset.failures, dataset.last_error = DatasetHealth.OK, 0, None
+        dataset.down_since = None
+        if recovered:
+            self._health_changed()
         if listing is dataset.compared:
             return
         # The journal is the record of what was seen: a finished job has set its
@@ -193,6 +198,8 @@ class Poller:
         dataset.polls["error"] += 1
         dataset.failures += 1
         dataset.health = DatasetHealth.DOWN
+        if dataset.down_since is None:
+            dataset.down_since = time.time()
         dataset.last_error = error
         logger.warning(
             "%s: listing failed (%d in a row), next try in %g s: %s",
@@ -201,4 +208,4 @@ class Poller:
             self._backoff(),
             error,
         )
-        self._listing_failed()
+        self._health_changed()

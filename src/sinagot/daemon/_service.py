@@ -1,7 +1,9 @@
 """The daemon's lifecycle: start-up, the TaskGroup that owns every task, signals, reload, stop.
 
 Task ownership: :meth:`Daemon.run` owns one TaskGroup. In it run the dispatcher
-and ``max_concurrent_jobs`` workers (:mod:`._workers`), the watchdog pinger, one
+and ``max_concurrent_jobs`` workers (:mod:`._workers`), the watchdog pinger, the
+notifications' sender (:mod:`._notify`; cancelled after the drain, then its last
+message goes out within a bounded time), one
 poller per dataset (:mod:`._polling`; replaced on reload: the daemon cancels and
 awaits the old ones) and short reload / backend-closing tasks. On stop the daemon
 cancels pollers and the dispatcher, gives busy workers ``shutdown_timeout`` to
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, DaemonError, SinagotError
-from ._attempt import JobLogHandler, Outcome
+from ._attempt import AttemptEnd, JobLogHandler, Outcome
 from ._backend import BackendFactory
 from ._cluster import cluster_pool
 from ._configs import DaemonConfigs, SettingsLoader
@@ -41,6 +43,7 @@ from ._datasets import (
 from ._job_records import JobDetail, JobRecord
 from ._journal import Journal
 from ._metrics import DaemonMetrics
+from ._notify import Notifications
 from ._one_line import one_line
 from ._paths import lock_state_dir, socket_path, state_dir
 from ._polling import Poller, ServerGates, poll_phases
@@ -94,8 +97,14 @@ class Daemon:
         self._pollers: set[asyncio.Task[None]] = set()
         self._gates = ServerGates()
         self._reloads: set[asyncio.Task[None]] = set()
+        self._announced = False
         self.metrics = DaemonMetrics(self)
         self._metrics_server: MetricsServer | None = None
+        self.notifications = Notifications(
+            lambda: self._configs.notify,
+            lambda: self._served.current,
+            page_url=lambda: self.page_url,
+        )
 
     @property
     def settings(self) -> DaemonSettings:
@@ -144,9 +153,15 @@ class Daemon:
 
     async def run(self, socket_ready: Callable[[Path], None] | None = None) -> None:
         """Serve until SIGTERM / SIGINT / :meth:`request_stop`; clean up on the way out."""
+        why = "stop requested"
         try:
             await self._run(socket_ready)
+        except BaseException as exc:
+            why = f"it failed: {one_line(exc)}"
+            raise
         finally:
+            if self._announced:
+                await self.notifications.aclose(why)
             if not self.stopping:
                 self._become(DaemonStatus.STOPPING)
             self._become(DaemonStatus.STOPPED)
@@ -189,7 +204,7 @@ class Daemon:
             control = ControlServer(self, control_path)
             await control.start()
             if self.settings.metrics_address is not None:
-                self._metrics_server = MetricsServer(self.metrics, *self.settings.metrics_address)
+                self._metrics_server = MetricsServer(self, *self.settings.metrics_address)
                 await self._metrics_server.start()
             if socket_ready is not None:
                 socket_ready(control.path)
@@ -221,8 +236,13 @@ class Daemon:
             watchdog = None
             if self.notifier.watchdog_interval is not None:
                 watchdog = tg.create_task(self._watchdog_loop(self.notifier.watchdog_interval))
+            notifying = tg.create_task(self.notifications.run(), name="sinagot-notify")
             self._settle()
             self.notifier.ready(self.status_line())
+            # Only a daemon that got this far says it stopped: one that cannot start (and
+            # systemd restarts) would otherwise send a message at every try.
+            self._announced = True
+            self.notifications.started()
             logger.info(
                 "ready: %d dataset(s) %s, %d worker(s)",
                 len(self._served.current),
@@ -231,6 +251,7 @@ class Daemon:
             )
             await self._stop.wait()
             await self._drain(workers)
+            notifying.cancel()
             if watchdog is not None:
                 watchdog.cancel()
         self._tg = None
@@ -268,7 +289,7 @@ class Daemon:
                 self.journal,
                 settings=lambda: self.settings,
                 wake=self._wake,
-                listing_failed=self._notify_status,
+                health_changed=self._health_changed,
                 phase=phase,
                 gates=self._gates,
             )
@@ -277,9 +298,15 @@ class Daemon:
             self._pollers.add(task)
             task.add_done_callback(self._pollers.discard)
 
-    def _job_ended(self, dataset: ServedDataset) -> None:
+    def _health_changed(self) -> None:
+        self._notify_status()
+        self.notifications.wake()
+
+    def _job_ended(self, dataset: ServedDataset, job: JobRecord, end: AttemptEnd | None) -> None:
         if dataset.retired and dataset.active_jobs == 0 and self._tg is not None:
             self._tg.create_task(close_backend(dataset))
+        if end is not None and end.outcome is Outcome.FAILED:
+            self.notifications.job_failed(job.id, dataset.name, job.session, end.error)
         self._notify_status()
 
     # -- control operations --------------------------------------------------------
@@ -340,9 +367,19 @@ class Daemon:
         """Where Prometheus scrapes the metrics over TCP (None: ``metrics_address`` unset)."""
         return None if self._metrics_server is None else self._metrics_server.url
 
+    @property
+    def page_url(self) -> str | None:
+        """The status page, on the metrics listener (None: ``metrics_address`` unset)."""
+        return None if self._metrics_server is None else self._metrics_server.page_url
+
     def dataset_settings(self) -> list[Settings]:
         """The configs of the datasets served now."""
         return [dataset.settings for dataset in self._served.current.values()]
+
+    def dataset_settings_of(self, name: str) -> Settings | None:
+        """The config of dataset ``name`` served now, if any."""
+        dataset = self._served.current.get(name)
+        return None if dataset is None else dataset.settings
 
     def datasets_polls(self) -> dict[str, dict[str, int]]:
         return self._served.polls()

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from ._attempt import JobLog, Outcome, attempt
+from ._attempt import AttemptEnd, JobLog, Outcome, attempt
 from ._datasets import ServedDataset
 from ._job_records import JobRecord
 from ._journal import Journal
@@ -33,7 +33,8 @@ class JobWorkers:
 
     ``settings`` and ``datasets`` give what is in force (a reload replaces both),
     ``stopping`` whether the daemon stops, and ``job_ended`` is called with the
-    dataset of each job when its attempt is over; ``metrics`` observes its duration.
+    dataset of each job, the job as claimed and how its attempt ended (None: it did not
+    end, it was cancelled or broke); ``metrics`` observes its duration.
     """
 
     def __init__(
@@ -46,7 +47,7 @@ class JobWorkers:
         settings: Callable[[], DaemonSettings],
         datasets: Callable[[], Mapping[str, ServedDataset]],
         stopping: Callable[[], bool],
-        job_ended: Callable[[ServedDataset], None],
+        job_ended: Callable[[ServedDataset, JobRecord, AttemptEnd | None], None],
         metrics: DaemonMetrics,
     ) -> None:
         self._journal = journal
@@ -143,18 +144,20 @@ class JobWorkers:
                     continue
                 self._busy[me] = job.id
                 try:
-                    await self._run(dataset, job.id)
+                    await self._run(dataset, job)
                 finally:
                     del self._busy[me]
             finally:
                 self._claimed.discard(job.id)
                 self._wake.set()
 
-    async def _run(self, dataset: ServedDataset, job_id: int) -> None:
+    async def _run(self, dataset: ServedDataset, job: JobRecord) -> None:
+        job_id = job.id
         job_log = JobLog(job_id)
         self._live_logs[job_id] = job_log
         dataset.active_jobs += 1
         begin = time.monotonic()
+        end: AttemptEnd | None = None
         try:
             with job_log.capture():
                 end = await attempt(
@@ -170,7 +173,7 @@ class JobWorkers:
         finally:
             dataset.active_jobs -= 1
             del self._live_logs[job_id]
-            self._job_ended(dataset)
+            self._job_ended(dataset, job, end)
 
     def _record(self, name: str, outcome: Outcome) -> None:
         key = (name, outcome)
