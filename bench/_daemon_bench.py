@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,15 +18,20 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sinagot.config import load_settings
 from sinagot.daemon import ControlClient
+from sinagot.daemon._journal import Journal
+from sinagot.engine import FingerprintProbe
 from sinagot.errors import DaemonError
-from sinagot.testing import EmulatorServer
+from sinagot.testing import EmulatorServer, Owner
 
 T = TypeVar("T")
 
 SINAGOT = str(Path(sys.executable).with_name("sinagot"))
 USER, PASSWORD = "bench", "bench"
 PROJECT = "BENCH"
+# The derivative of the one script the benches' configs run.
+DERIVATIVE = "RS_EEG_copy___at___sinagot"
 
 _COPY_SCRIPT = """from sinagot import ScriptTemplate
 
@@ -262,6 +268,125 @@ class EmulatorChild:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+def add_session(server: EmulatorServer, n: int) -> float:
+    """Store session ``n`` with its small input; the time (``time.time()``) it was done."""
+    server.create_session(PROJECT, label(n))
+    data = "".join(f"{i},{n},{i * 0.5}\n" for i in range(100)).encode()
+    server.add_scan_file(
+        PROJECT, label(n), scan_type="RS", resource="EEG", name="raw.csv", data=data
+    )
+    return time.time()
+
+
+def derivative_visible(server: EmulatorServer, n: int) -> bool:
+    """Whether session ``n`` has its derivative (with files) and its provenance marker."""
+    store = server.store
+    experiment = store.find_experiment(PROJECT, label(n))
+    if experiment is None:
+        return False
+    derivative = marker = False
+    for resource in store.resources(Owner("experiment", experiment.id)):
+        if resource.label == DERIVATIVE:
+            derivative = bool(store.files(resource.id))
+        elif resource.label == "PROVENANCE":
+            marker = store.find_file(resource.id, f"{DERIVATIVE}.json") is not None
+    return derivative and marker
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def start_daemon(
+    base: Path, server: EmulatorServer, poll: float, jobs: int, **daemon: float
+) -> DaemonChild:
+    """The daemon following the emulator's project, once it has listed it; ``daemon``: more
+    [daemon] settings."""
+    config = write_config(
+        base,
+        server.url,
+        {
+            "poll_interval": poll,
+            "max_concurrent_jobs": jobs,
+            "max_attempts": 1,
+            "state_dir": str(base / "state"),
+            "socket": str(base / "d.sock"),
+            **daemon,
+        },
+    )
+    daemon = DaemonChild(config, base / "d.sock", base / "daemon.log")
+
+    def polled() -> bool:
+        (dataset,) = daemon.call("status")["datasets"]
+        return dataset["last_poll"] is not None
+
+    wait_until(polled, 60, "the first poll", interval=0.1)
+    return daemon
+
+
+def watch_arrivals(
+    server: EmulatorServer,
+    pending: dict[int, float],
+    seen: dict[int, float],
+    arrivals: list[tuple[float, int]],
+    added: dict[int, float],
+    limit: float,
+    tick: Callable[[], None] | None = None,
+) -> None:
+    """Add the sessions of ``arrivals`` (start offset, n) when due, note when each one
+    becomes visible, until all are or ``limit`` seconds pass."""
+    start = time.monotonic()
+    queue = sorted(arrivals)
+    for _ in range(int(limit / 0.02) + 1):
+        now = time.monotonic() - start
+        while queue and queue[0][0] <= now:
+            _, n = queue.pop(0)
+            added[n] = pending[n] = add_session(server, n)
+        for n in list(pending):
+            if derivative_visible(server, n):
+                seen[n] = time.time()
+                del pending[n]
+        if tick is not None:
+            tick()
+        if not queue and not pending:
+            return
+        if now > limit:
+            break
+        time.sleep(0.02)
+    raise TimeoutError(
+        f"benchmark: {len(pending) + len(queue)} session(s) not visible in {limit} s"
+    )
+
+
+def seed_done_journal(
+    state: Path, listings: Mapping[str, Sequence[tuple[str, str]]], configs: Mapping[str, Path]
+) -> None:
+    """A journal in ``state`` that knows every session of ``listings`` (dataset -> its
+    (label, stamp) pairs) as done with the pipeline of its dataset's config in ``configs``:
+    a lab's steady state, in which a poll finds nothing to do."""
+    fingerprints = {
+        dataset: FingerprintProbe(load_settings(config)).current()
+        for dataset, config in configs.items()
+    }
+
+    async def fill() -> None:
+        journal = await Journal.open(state / "journal.sqlite3")
+        try:
+            for dataset, listing in listings.items():
+                await journal.apply_listing(dataset, listing)
+                await journal.set_pipeline(dataset, fingerprints[dataset])
+        finally:
+            await journal.aclose()
+
+    asyncio.run(fill())
+    with sqlite3.connect(state / "journal.sqlite3") as db:
+        db.execute(
+            "UPDATE jobs SET state = 'done', fingerprint_set ="
+            " (SELECT fingerprint_set FROM pipelines WHERE pipelines.dataset = jobs.dataset)"
+        )
 
 
 def file_downloads(counts: Mapping[str, int]) -> int:

@@ -12,9 +12,7 @@ last listing, the control calls). Targets: 1 request per cycle, < 200 ms CPU per
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -31,26 +29,17 @@ from _daemon_bench import (
     USER,
     DaemonChild,
     label,
+    seed_done_journal,
     seed_project,
     wait_until,
     write_config,
 )
 from sinagot.connectors import XnatStore
-from sinagot.daemon._journal import Journal
 
 
 def _requests(url: str) -> int:
     with urllib.request.urlopen(f"{url}/_emulator/counters", timeout=30) as answer:
         return sum(json.load(answer)["requests"].values())
-
-
-async def _journal_knows(state: Path, listing: list[tuple[str, str]]) -> None:
-    journal = await Journal.open(state / "journal.sqlite3")
-    try:
-        # The daemon names a dataset after its config file (bench.toml).
-        await journal.apply_listing("bench", listing)
-    finally:
-        await journal.aclose()
 
 
 def bench(sessions: int, cycles: int, base: Path) -> None:
@@ -73,14 +62,13 @@ def bench(sessions: int, cycles: int, base: Path) -> None:
                 store.list_sessions()
                 baseline.append(time.process_time() - start)
         state = base / "state"
-        asyncio.run(_journal_knows(state, listing))
-        with sqlite3.connect(state / "journal.sqlite3") as db:
-            db.execute("UPDATE jobs SET state = 'done'")
         config = write_config(
             base,
             url,
             {"poll_interval": 3600.0, "state_dir": str(state), "socket": str(base / "d.sock")},
         )
+        # The daemon names a dataset after its config file (bench.toml).
+        seed_done_journal(state, {"bench": listing}, {"bench": config})
         daemon = DaemonChild(config, base / "d.sock", base / "daemon.log")
 
         def last_poll() -> float | None:

@@ -26,11 +26,9 @@ printed is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -45,15 +43,24 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _daemon_bench import PASSWORD, SINAGOT, USER, DaemonChild, label, wait_until, write_config
+from _daemon_bench import (
+    PASSWORD,
+    SINAGOT,
+    USER,
+    DaemonChild,
+    label,
+    seed_done_journal,
+    wait_until,
+    write_config,
+)
 from sinagot.connectors import XnatStore
-from sinagot.daemon._journal import Journal
 from sinagot.testing import EmulatorServer
 
 # A listing delayed this long by the servers shows how many ran at once on each.
 LISTING_DELAY = 1.0
 LISTING_ROUTE = "GET /data/projects/{project}/experiments"
-_POLLS = re.compile(r'^sinagot_polls_total\{dataset="([^"]+)",outcome="ok"\} (\d+)$', re.M)
+# prometheus_client prints counters as floats ("3.0").
+_POLLS = re.compile(r'^sinagot_polls_total\{dataset="([^"]+)",outcome="ok"\} (\d+)(?:\.0)?$', re.M)
 
 
 @dataclass(frozen=True)
@@ -132,17 +139,6 @@ def _listing(url: str, project: str, cache: Path) -> tuple[list[tuple[str, str]]
     with XnatStore(url, cache, user=USER, password=PASSWORD, project=project) as store:
         listing = [(s.label, s.last_modified) for s in store.list_sessions()]
         return listing, time.process_time() - start
-
-
-async def _journal_knows(state: Path, listings: dict[str, list[tuple[str, str]]]) -> None:
-    journal = await Journal.open(state / "journal.sqlite3")
-    try:
-        for dataset, listing in listings.items():
-            await journal.apply_listing(dataset, listing)
-    finally:
-        await journal.aclose()
-    with sqlite3.connect(state / "journal.sqlite3") as db:
-        db.execute("UPDATE jobs SET state = 'done'")
 
 
 def _requests(emulators: list[Emulator]) -> Counter[str]:
@@ -226,11 +222,6 @@ def bench(args: argparse.Namespace, base: Path) -> dict[str, Any]:
             _listing(emulators[p.server].url, p.name, base / "cache")[1] for p in projects[:5]
         ]
         state = base / "state"
-        asyncio.run(_journal_knows(state, listings))
-        print(
-            f"journal filled with every session as done in {time.perf_counter() - setup_start:.0f} s",
-            flush=True,
-        )
         daemon_table = {
             "poll_interval": args.interval,
             "state_dir": str(state),
@@ -246,6 +237,11 @@ def bench(args: argparse.Namespace, base: Path) -> dict[str, Any]:
             )
             for p in projects
         ]
+        seed_done_journal(state, listings, {c.stem: c for c in configs})
+        print(
+            f"journal filled with every session as done in {time.perf_counter() - setup_start:.0f} s",
+            flush=True,
+        )
         daemon = DaemonChild(configs, base / "d.sock", base / "daemon.log")
 
         # Start-up: every project's first poll. A status costs the daemon a count of its

@@ -34,7 +34,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,66 +44,16 @@ from _daemon_bench import (
     PROJECT,
     USER,
     DaemonChild,
+    add_session,
+    derivative_visible,
     label,
-    wait_until,
-    write_config,
+    percentile,
+    start_daemon,
+    watch_arrivals,
 )
-from sinagot.testing import EmulatorServer, Owner
+from sinagot.testing import EmulatorServer
 
-DERIVATIVE = "RS_EEG_copy___at___sinagot"
 PHASES = ("fetching", "running", "uploading", "done")
-
-
-def _add(server: EmulatorServer, n: int) -> float:
-    """Store session ``n`` with its small input; the time (``time.time()``) it was done."""
-    server.create_session(PROJECT, label(n))
-    data = "".join(f"{i},{n},{i * 0.5}\n" for i in range(100)).encode()
-    server.add_scan_file(
-        PROJECT, label(n), scan_type="RS", resource="EEG", name="raw.csv", data=data
-    )
-    return time.time()
-
-
-def _visible(server: EmulatorServer, n: int) -> bool:
-    """Whether session ``n`` has its derivative (with files) and its provenance marker."""
-    store = server.store
-    experiment = store.find_experiment(PROJECT, label(n))
-    if experiment is None:
-        return False
-    derivative = marker = False
-    for resource in store.resources(Owner("experiment", experiment.id)):
-        if resource.label == DERIVATIVE:
-            derivative = bool(store.files(resource.id))
-        elif resource.label == "PROVENANCE":
-            marker = store.find_file(resource.id, f"{DERIVATIVE}.json") is not None
-    return derivative and marker
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def _daemon(base: Path, server: EmulatorServer, poll: float, jobs: int) -> DaemonChild:
-    config = write_config(
-        base,
-        server.url,
-        {
-            "poll_interval": poll,
-            "max_concurrent_jobs": jobs,
-            "max_attempts": 1,
-            "state_dir": str(base / "state"),
-            "socket": str(base / "d.sock"),
-        },
-    )
-    daemon = DaemonChild(config, base / "d.sock", base / "daemon.log")
-
-    def polled() -> bool:
-        (dataset,) = daemon.call("status")["datasets"]
-        return dataset["last_poll"] is not None
-
-    wait_until(polled, 60, "the first poll", interval=0.1)
-    return daemon
 
 
 def _history(daemon: DaemonChild) -> dict[str, dict[str, float]]:
@@ -119,57 +68,23 @@ def _history(daemon: DaemonChild) -> dict[str, dict[str, float]]:
     return found
 
 
-def _watch(
-    server: EmulatorServer,
-    pending: dict[int, float],
-    seen: dict[int, float],
-    arrivals: list[tuple[float, int]],
-    added: dict[int, float],
-    limit: float,
-    tick: Callable[[], None] | None = None,
-) -> None:
-    """Add the sessions of ``arrivals`` (start offset, n) when due, note when each one
-    becomes visible, until all are or ``limit`` seconds pass."""
-    start = time.monotonic()
-    queue = sorted(arrivals)
-    for _ in range(int(limit / 0.02) + 1):
-        now = time.monotonic() - start
-        while queue and queue[0][0] <= now:
-            _, n = queue.pop(0)
-            added[n] = pending[n] = _add(server, n)
-        for n in list(pending):
-            if _visible(server, n):
-                seen[n] = time.time()
-                del pending[n]
-        if tick is not None:
-            tick()
-        if not queue and not pending:
-            return
-        if now > limit:
-            break
-        time.sleep(0.02)
-    raise TimeoutError(
-        f"benchmark: {len(pending) + len(queue)} session(s) not visible in {limit} s"
-    )
-
-
 def latency(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     server = EmulatorServer(
         base / "xnat", users={USER: PASSWORD}, profile=args.profile, seed=args.seed
     )
     with server.running_in_thread():
         server.create_project(PROJECT)
-        daemon = _daemon(base, server, args.poll_interval, 4)
+        daemon = start_daemon(base, server, args.poll_interval, 4)
         try:
             # One session first, unmeasured: the scripts' first import, the first job.
             warm: dict[int, float] = {}
-            _watch(server, {}, warm, [(0.0, 0)], {}, 120)
+            watch_arrivals(server, {}, warm, [(0.0, 0)], {}, 120)
             server.reset_counters()
             rng = random.Random(args.seed)
             arrivals = [(rng.uniform(0, args.span), n) for n in range(1, args.sessions + 1)]
             added: dict[int, float] = {}
             seen: dict[int, float] = {}
-            _watch(server, {}, seen, arrivals, added, args.span + 120)
+            watch_arrivals(server, {}, seen, arrivals, added, args.span + 120)
             counts = server.request_counts()
             history = _history(daemon)
         finally:
@@ -183,7 +98,7 @@ def latency(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         marks = [added[n], times["queued"], *(times.get(p, seen[n]) for p in PHASES[:-1]), seen[n]]
         for name, (a, b) in zip(parts, itertools.pairwise(marks), strict=False):
             parts[name].append(b - a)
-    median, p95, worst = statistics.median(waits), _percentile(waits, 0.95), max(waits)
+    median, p95, worst = statistics.median(waits), percentile(waits, 0.95), max(waits)
     print(
         f"latency: {len(waits)} sessions over {args.span:g} s, poll every {args.poll_interval:g} s,"
         f" profile {args.profile}, seed {args.seed} (daemon exit code {code})"
@@ -221,7 +136,7 @@ def latency(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         "latency_max_s": round(worst, 2),
         "poll_wait_median_s": round(breakdown["poll wait"], 2),
         "job_median_s": round(statistics.median(job_times), 2),
-        "job_p95_s": round(_percentile(job_times, 0.95), 2),
+        "job_p95_s": round(percentile(job_times, 0.95), 2),
         "parts_median_s": {k: round(v, 3) for k, v in breakdown.items()},
     }
 
@@ -232,19 +147,19 @@ def burst(args: argparse.Namespace, base: Path, jobs: int) -> dict[str, Any]:
     )
     with server.running_in_thread():
         server.create_project(PROJECT)
-        daemon = _daemon(base, server, args.poll_interval, jobs)
+        daemon = start_daemon(base, server, args.poll_interval, jobs)
         pending: dict[int, float] = {}
         seen: dict[int, float] = {}
         try:
             for n in range(args.burst):
-                pending[n] = _add(server, n)
+                pending[n] = add_session(server, n)
             start = time.time()
             daemon.call("poll")
             # Check visibility every 0.5 s: reading 200 sessions' resources takes a while.
             limit = time.monotonic() + args.burst_limit
             while pending and time.monotonic() < limit:
                 for n in list(pending):
-                    if _visible(server, n):
+                    if derivative_visible(server, n):
                         seen[n] = time.time()
                         del pending[n]
                 time.sleep(0.5)

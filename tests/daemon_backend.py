@@ -17,14 +17,16 @@ Every phase entered is appended to ``out/phases.log`` and every upload to
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 from sinagot.config import Settings
-from sinagot.daemon import JobState, ProcessResult, SessionInfo
+from sinagot.daemon import Fingerprints, JobState, ProcessResult, SessionInfo, StepMark
 from sinagot.errors import ServerError
 
 logger = logging.getLogger("daemon_backend")
@@ -102,6 +104,15 @@ class DirBackend:
             shutil.rmtree(target)
         staging.rename(target)
         _append(self.out / "uploads.log", label)
+
+    async def pipeline(self, settings: Settings | None = None) -> Fingerprints:
+        """The steps of ``<dataset>/../pipeline.json`` ({unit: fingerprint}), if any."""
+        return await asyncio.to_thread(self._pipeline)
+
+    def _pipeline(self) -> Fingerprints:
+        file = self.root.parent / "pipeline.json"
+        steps = json.loads(file.read_text()) if file.exists() else {}
+        return Fingerprints(MappingProxyType({u: StepMark(f, f) for u, f in steps.items()}))
 
     async def aclose(self) -> None:
         self.closed = True

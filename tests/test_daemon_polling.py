@@ -14,7 +14,14 @@ import pytest
 
 from daemon_support import daemon_table, wait_for_async, write_config
 from sinagot.config import Settings, load_settings
-from sinagot.daemon import Daemon, JobState, ListedSession, ProcessResult, SessionInfo
+from sinagot.daemon import (
+    Daemon,
+    Fingerprints,
+    JobState,
+    ListedSession,
+    ProcessResult,
+    SessionInfo,
+)
 from sinagot.daemon._datasets import ServedDataset
 from sinagot.daemon._journal import Journal
 from sinagot.daemon._polling import Poller, ServerGates, poll_phases
@@ -64,6 +71,9 @@ class SlowListing:
         self, label: str, enter_phase: Callable[[JobState], Awaitable[None]]
     ) -> ProcessResult:
         return ProcessResult()
+
+    async def pipeline(self, settings: Settings | None = None) -> Fingerprints:
+        return Fingerprints()
 
     async def aclose(self) -> None:
         return None

@@ -3,112 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from daemon_support import daemon_table, wait_for_async, write_config
-from sinagot.config import Settings, load_settings
-from sinagot.daemon import (
-    ControlClient,
-    Daemon,
-    DaemonStatus,
-    JobState,
-    ProcessResult,
-    SessionInfo,
-)
-from sinagot.daemon._states import PHASES
-from sinagot.daemon._systemd import Notifier
-
-
-class MemoryBackend:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.sessions: dict[str, str] = {}
-        self.hang: set[str] = set()
-        # The phases to announce for a session, when not the usual ones.
-        self.announce: dict[str, Sequence[JobState]] = {}
-        self.listings = 0
-        self.processed: list[str] = []
-        self.closed = False
-
-    async def list_sessions(self) -> Sequence[SessionInfo]:
-        self.listings += 1
-        return [SessionInfo(label, stamp) for label, stamp in self.sessions.items()]
-
-    async def process_session(
-        self, label: str, enter_phase: Callable[[JobState], Awaitable[None]]
-    ) -> ProcessResult:
-        for phase in self.announce.get(label, PHASES):
-            await enter_phase(phase)
-            if phase == JobState.RUNNING and label in self.hang:
-                await asyncio.sleep(3600)
-        self.processed.append(label)
-        return ProcessResult(ran=1, uploaded=1)
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
-@dataclass
-class Running:
-    daemon: Daemon
-    client: ControlClient
-    backends: dict[str, MemoryBackend]
-    configs: dict[str, Path]
-    task: asyncio.Task[None]
-    # Set while the daemon may read its configs; clear it to hold a reload mid-way.
-    loading: threading.Event
-
-    async def wait(self, predicate: Callable[[], Any], what: str, limit: float = 10.0) -> None:
-        await wait_for_async(predicate, what, limit)
-
-    async def states(self) -> dict[str, str]:
-        return {job["session"]: job["state"] for job in await self.client.jobs()}
+from memory_daemon import MemoryBackend, Running, memory_daemon
+from sinagot.daemon import DaemonStatus, JobState
 
 
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[Running]:
-    backends: dict[str, MemoryBackend] = {}
-
-    def factory(settings: Settings) -> MemoryBackend:
-        backend = MemoryBackend(settings.config_path.stem)
-        old = backends.get(backend.name)
-        if old is not None:
-            backend.sessions, backend.hang, backend.announce = (
-                old.sessions,
-                old.hang,
-                old.announce,
-            )
-        backends[backend.name] = backend
-        return backend
-
-    table = daemon_table(tmp_path, poll_interval=0.05, job_timeout=0.5, max_attempts=2)
-    configs = {name: write_config(tmp_path, name, table) for name in ("one", "two")}
-    loading = threading.Event()
-    loading.set()
-
-    def loader(path: Path) -> Settings:
-        assert loading.wait(timeout=20)
-        return load_settings(path)
-
-    daemon = Daemon([configs["one"]], factory, notifier=Notifier({}), settings_loader=loader)
-    ready: asyncio.Future[Path] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(daemon.run(socket_ready=ready.set_result))
-    try:
-        async with asyncio.timeout(20):
-            await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
-        assert not task.done(), task
-        client = ControlClient(tmp_path / "run" / "sinagot.sock")
-        yield Running(daemon, client, backends, configs, task, loading)
-    finally:
-        daemon.request_stop()
-        async with asyncio.timeout(20):
-            await task
+    async with memory_daemon(tmp_path) as daemon:
+        yield daemon
 
 
 async def _only_rec_1_fails(running: Running, backend: MemoryBackend) -> dict[str, Any]:

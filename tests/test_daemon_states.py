@@ -6,9 +6,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
+from sinagot.daemon import Fingerprints, StepMark
 from sinagot.daemon._job_records import JobRecord
 from sinagot.daemon._journal import Journal
 from sinagot.daemon._states import (
@@ -23,6 +25,12 @@ from sinagot.daemon._states import (
     shown_status,
 )
 from sinagot.errors import DaemonError, InvalidTransitionError
+
+# Two pipelines of one step: a job done with the first is stale under the second.
+BEFORE = Fingerprints(MappingProxyType({"RS/EEG/filter": StepMark("f1", "f1")}))
+AFTER = Fingerprints(MappingProxyType({"RS/EEG/filter": StepMark("f2", "f2")}))
+# What runs again when its session changes on the server.
+RESET_BY_A_CHANGE = FINISHED | {JobState.STALE}
 
 ALLOWED = [(old, new) for old, targets in TRANSITIONS.items() for new in targets]
 FORBIDDEN = [
@@ -45,10 +53,15 @@ async def _job_in(journal: Journal, state: JobState, session: str) -> int:
     await journal.begin(job_id)
     if state in IN_FLIGHT:
         await journal.enter(job_id, state)
-    elif state is JobState.DONE:
+    elif state in (JobState.DONE, JobState.STALE):
+        # Its pipeline not recorded: any pipeline made current makes it stale.
         await journal.finish(job_id, "a", "ok", [])
+        if state is JobState.STALE:
+            await journal.set_pipeline("ds", AFTER)
     else:
-        await journal.fail(job_id, "boom", max_attempts=1, retry_backoff=0.0, log_tail=[])
+        await journal.fail(
+            job_id, "boom", max_attempts=1, retry_backoff=0.0, log_tail=[], fingerprints=BEFORE
+        )
     return job_id
 
 
@@ -63,7 +76,14 @@ async def _move(journal: Journal, job_id: int, old: JobState, new: JobState) -> 
         await journal.finish(job_id, "a", "ok", [])
     elif new is JobState.FAILED:
         await journal.fail(job_id, "boom", max_attempts=0, retry_backoff=0.0, log_tail=[])
-    elif old in FINISHED:
+    elif new is JobState.STALE and old in FINISHED:
+        # A pipeline other than the one it ran with (a failed job's is recorded as it fails).
+        await journal.set_pipeline("ds", AFTER)
+    elif new is JobState.STALE:
+        # Done with a pipeline that changed while it ran.
+        await journal.set_pipeline("ds", AFTER)
+        await journal.finish(job_id, "a", "ok", [], fingerprints=BEFORE)
+    elif old in RESET_BY_A_CHANGE:
         # Changed on the server (a retry, of a failed job, makes the same change).
         await journal.apply_listing("ds", [((await _job(journal, job_id)).session, "b")])
     else:
@@ -110,10 +130,10 @@ async def test_set_based_writes_note_only_jobs_they_may(journal: Journal) -> Non
     assert sorted(await journal.resume_in_flight()) == sorted(jobs[s] for s in IN_FLIGHT)
     # A new stamp of a runnable job is noted in its state; a finished one runs again.
     changed = await journal.apply_listing("ds", [(f"S-{state}", "b") for state in JobState])
-    assert sorted(changed) == sorted(jobs[s] for s in FINISHED)
+    assert sorted(changed) == sorted(jobs[s] for s in RESET_BY_A_CHANGE)
     for state, job_id in jobs.items():
         history = await _history(journal, job_id)
-        if state in FINISHED:
+        if state in RESET_BY_A_CHANGE:
             assert history[-1] is JobState.DISCOVERED
         else:
             assert history[-1] is state

@@ -3,6 +3,7 @@ a real webhook on loopback, through Apprise; grouped, rate-limited, never in the
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
@@ -14,6 +15,7 @@ import pytest
 from daemon_support import DaemonProcess, add_session, daemon_table, wait_for, write_config
 from notify_support import MailServer, WebhookReceiver, notify_table, settle
 from sinagot.config import load_settings
+from sinagot.daemon._status_page import banners
 from sinagot.errors import ConfigError
 
 HOST = socket.gethostname()
@@ -238,3 +240,31 @@ def test_notify_settings_keep_their_urls_out_of_reprs(tmp_path: Path) -> None:
     assert settings.notify.urls == ("json://127.0.0.1/hook?token=hunter2",)
     assert settings.notify.unhealthy_after == 60.0
     assert "hunter2" not in repr(settings)
+
+
+def test_a_pipeline_change_that_stales_sessions_is_announced_once(
+    tmp_path: Path, webhook: WebhookReceiver, started: list[DaemonProcess]
+) -> None:
+    notify = notify_table([webhook.url])
+    daemon, config = _daemon(tmp_path, started, notify, pipeline_check_interval=0.1)
+    steps = config.parent / "pipeline.json"
+    steps.write_text(json.dumps({"RS/EEG/preprocess": "1"}))
+    for label in ("REC-1", "REC-2"):
+        add_session(config, label)
+    daemon.start()
+    daemon.wait_jobs("done", 2)
+    steps.write_text(json.dumps({"RS/EEG/preprocess": "2"}))
+    post = webhook.wait_for_title("stale")
+    assert post["title"] == f"{PREFIX} lab: 2 stale"
+    assert post["type"] == "info"
+    assert "  RS/EEG/preprocess: 2 session(s)" in post["message"]
+    wait_for(
+        lambda: all(job["state"] == "done" for job in daemon.jobs()) and len(daemon.jobs()) == 2,
+        30,
+        "both processed again",
+    )
+    # Banners of the status page, from the same status document.
+    assert banners(daemon.call("status")) == []
+    assert daemon.stop() == 0
+    titles = [p["title"] for p in webhook.wait(3)]
+    assert titles == [f"{PREFIX} started", f"{PREFIX} lab: 2 stale", f"{PREFIX} stopped"]

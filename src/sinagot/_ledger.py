@@ -3,8 +3,8 @@
 Checking a step over a remote store costs requests: the record's listing, its
 derivatives' provenance. When a record's change marker (XNAT's session
 ``last_modified``, from the one-request project listing) is the one at which every
-step of a run was last up to date, and no step changed (its script, parameters,
-paths, Sinagot version), nothing about it can have changed: the run reports its
+step of a run was last up to date, and no step's fingerprint changed (see
+``_fingerprints``), nothing about it can have changed: the run reports its
 steps up to date without a single request. The ledger is a small JSON file per
 record in the work tree (``derivatives/.uptodate.json``), written after runs in
 which none of the record's steps failed; losing it only costs requests.
@@ -12,40 +12,24 @@ which none of the record's steps failed; losing it only costs requests.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from ._fingerprints import Fingerprints
 from ._fs import atomic_write_bytes
 from ._layout import derivatives_dir
-from ._plan import PlannedStep, RecordPlan
+from ._plan import RecordPlan
 from ._report import StepResult, StepStatus
-from ._version import __version__
 
-__all__ = ["fingerprint", "record_ledger", "up_to_date"]
+__all__ = ["record_ledger", "up_to_date"]
 
 _log = logging.getLogger("sinagot.run")
 
 LEDGER_NAME = ".uptodate.json"
 # Steps whose result says nothing went wrong: the record is as its data and scripts say.
 _SETTLED = frozenset({StepStatus.RAN, StepStatus.UP_TO_DATE, StepStatus.MISSING_INPUT})
-
-
-def fingerprint(step: PlannedStep, pipeline: str) -> str | None:
-    """What makes ``step`` what it is, hashed; None if it cannot run (no script)."""
-    if step.script is None or step.error is not None:
-        return None
-    document = [
-        step.script.source_md5,
-        dict(step.script.parameters),
-        step.inputs,
-        step.outputs,
-        pipeline,
-        __version__,
-    ]
-    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
 def _file(root: Path, record: str) -> Path:
@@ -66,14 +50,14 @@ def _read(root: Path, record: str) -> dict[str, list[str]]:
     }
 
 
-def up_to_date(root: Path, plan: RecordPlan, stamp: str | None, pipeline: str) -> bool:
+def up_to_date(root: Path, plan: RecordPlan, stamp: str | None, marks: Fingerprints) -> bool:
     """Whether every step of ``plan`` was up to date at ``stamp`` and has not changed since."""
     if not stamp or not plan.steps:
         return False
     ledger = _read(root, plan.record)
     for step in plan.steps:
-        mark = fingerprint(step, pipeline)
-        if mark is None or ledger.get(step.key.name) != [stamp, mark]:
+        mark = marks.steps.get(step.key.unit)
+        if mark is None or ledger.get(step.key.name) != [stamp, mark.full]:
             return False
     return True
 
@@ -83,7 +67,7 @@ def record_ledger(
     plan: RecordPlan,
     results: Iterable[StepResult],
     stamp: str | None,
-    pipeline: str,
+    marks: Fingerprints,
 ) -> None:
     """Note the steps of ``plan`` as up to date at ``stamp``, if none of them went wrong."""
     outcome: Mapping[str, StepStatus] = {r.key.name: r.status for r in results}
@@ -91,9 +75,9 @@ def record_ledger(
         return
     ledger = _read(root, plan.record)
     for step in plan.steps:
-        mark = fingerprint(step, pipeline)
+        mark = marks.steps.get(step.key.unit)
         if mark is not None:
-            ledger[step.key.name] = [stamp, mark]
+            ledger[step.key.name] = [stamp, mark.full]
     try:
         atomic_write_bytes(_file(root, plan.record), json.dumps(ledger, sort_keys=True).encode())
     except OSError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
     "PlannedStep",
     "RecordPlan",
     "Scope",
+    "ScriptLoader",
     "StepGraph",
     "step_spec",
 ]
@@ -94,16 +96,24 @@ def _overlaps(path: str, other: str) -> bool:
     return path == other or path.startswith(f"{other}/") or other.startswith(f"{path}/")
 
 
+# Loads the script of (modality, name): the script, or the error that makes it unusable.
+ScriptLoader = Callable[[str, str], LoadedScript | ScriptError]
+
+
 class StepGraph:
     """The steps of any record of ``settings``: scripts loaded once, errors logged once.
 
     ``freeform``: the dataset is in Sinagot 0.1's layout (see ``_worktree``), where a
-    script may keep 0.1's template ``run()``.
+    script may keep 0.1's template ``run()``. ``scripts`` loads a script (default: from
+    its file).
     """
 
-    def __init__(self, settings: Settings, *, freeform: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, *, freeform: bool = False, scripts: ScriptLoader | None = None
+    ) -> None:
         self.settings = settings
         self.freeform = freeform
+        self._load = scripts or self._load_file
         self._scripts: dict[tuple[str, str], LoadedScript | ScriptError] = {}
         self._said: set[str] = set()
 
@@ -112,17 +122,25 @@ class StepGraph:
             self._said.add(message)
             _log.error("%s", message)
 
+    def _load_logged(self, modality: str, name: str) -> LoadedScript | ScriptError:
+        try:
+            return load_script(self.settings.script_file(modality, name), modality, name)
+        except ScriptError as exc:
+            _log.error("%s", exc)
+            return exc
+
+    def _load_file(self, modality: str, name: str) -> LoadedScript | ScriptError:
+        try:
+            return load_script(self.settings.script_file(modality, name), modality, name)
+        except ScriptError as exc:
+            # Logged when a step of it is planned: a run of one scope says nothing of the
+            # scripts of others.
+            return exc
+
     def _script(self, modality: str, name: str) -> LoadedScript | ScriptError:
         cache_key = (modality, name)
         if cache_key not in self._scripts:
-            try:
-                self._scripts[cache_key] = load_script(
-                    self.settings.script_file(modality, name), modality, name
-                )
-            except ScriptError as exc:
-                # Logged when a step of it is planned: a run of one scope says nothing
-                # of the scripts of others.
-                self._scripts[cache_key] = exc
+            self._scripts[cache_key] = self._load(modality, name)
         return self._scripts[cache_key]
 
     def record_steps(self, record: str) -> list[PlannedStep]:
@@ -154,7 +172,11 @@ class StepGraph:
         for step in planned:
             for path in step.inputs:
                 producer = producers.get(path)
-                if producer is not None and producer is not step and producer.key not in step.upstream:
+                if (
+                    producer is not None
+                    and producer is not step
+                    and producer.key not in step.upstream
+                ):
                     step.upstream.append(producer.key)
         return _toposort(planned)
 

@@ -29,6 +29,13 @@ from typing import Any
 from ._checksums import ChecksumCache
 from ._dask import check_available, open_client
 from ._fetch import fetch_record
+from ._fingerprints import (
+    FingerprintProbe,
+    Fingerprints,
+    PipelineChange,
+    StepMark,
+    pipeline_fingerprints,
+)
 from ._ledger import record_ledger, up_to_date
 from ._plan import RecordPlan, Scope, StepGraph, step_spec
 from ._publish import Publication, commit_result, publish_pending
@@ -42,11 +49,15 @@ from .errors import SinagotError
 
 __all__ = [
     "DaskRunner",
+    "FingerprintProbe",
+    "Fingerprints",
+    "PipelineChange",
     "Progress",
     "Publication",
     "RunHooks",
     "RunOutcome",
     "Scope",
+    "StepMark",
     "WorkTree",
     "check_available",
     "detect_layout",
@@ -87,13 +98,15 @@ class RunHooks:
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
     """A run's report, the rows as the store listed them, (deferred publication) what was
-    published for each record, and for each record that got derivatives the change marker
-    the store settled at after them (see :meth:`Store.settle`)."""
+    published for each record, for each record that got derivatives the change marker
+    the store settled at after them (see :meth:`Store.settle`), and the fingerprints of
+    the pipeline the run planned with (see ``_fingerprints``)."""
 
     report: RunReport
     rows: Mapping[str, DataRow]
     publications: Mapping[str, Publication] = field(default_factory=dict)
     settled: Mapping[str, str | None] = field(default_factory=dict)
+    fingerprints: Fingerprints = field(default_factory=Fingerprints)
 
 
 def runner_for(settings: Settings, mode: str | None = None, client: Any | None = None) -> Runner:
@@ -112,6 +125,7 @@ class _Prepared:
     plans: dict[str, RecordPlan] = field(default_factory=dict)
     specs: list[StepSpec] = field(default_factory=list)
     unchanged: dict[str, list[StepResult]] = field(default_factory=dict)
+    fingerprints: Fingerprints = field(default_factory=Fingerprints)
 
 
 def _fetch_and_plan(
@@ -128,7 +142,7 @@ def _fetch_and_plan(
     graph = StepGraph(settings, freeform=tree.freeform)
     pipeline = settings.store.pipeline
     run_id = uuid.uuid4().hex[:12]
-    prepared = _Prepared()
+    prepared = _Prepared(fingerprints=pipeline_fingerprints(graph))
     with ChecksumCache(store.local_root) as cache:
         counted(0, len(scope.records))
         for done, record in enumerate(scope.records, 1):
@@ -136,7 +150,7 @@ def _fetch_and_plan(
             if (
                 not force
                 and not plan.pinned
-                and up_to_date(store.local_root, plan, listed.get(record), pipeline)
+                and up_to_date(store.local_root, plan, listed.get(record), prepared.fingerprints)
             ):
                 prepared.unchanged[record] = [
                     StepResult(step.key, StepStatus.UP_TO_DATE, reason="record unchanged")
@@ -227,12 +241,16 @@ def run_scope(
     publications: dict[str, Publication] = {}
     if defer_publication:
         hooks.publishing()
-        publications = {record: publish_pending(store, row, tree=tree) for record, row in rows.items()}
+        publications = {
+            record: publish_pending(store, row, tree=tree) for record, row in rows.items()
+        }
         stored = {record for record, done in publications.items() if done.uploaded}
         failed = {record for record, done in publications.items() if done.errors}
     else:
         stored = {
-            r.key.record for r in ran if r.provenance is not None and r.status is not StepStatus.FAILED
+            r.key.record
+            for r in ran
+            if r.provenance is not None and r.status is not StepStatus.FAILED
         }
         failed = set()
     settled = {record: _settle(store, rows[record]) for record in sorted(stored)}
@@ -241,9 +259,13 @@ def run_scope(
         # A script-filtered run checks steps it does not run: it proves nothing of them.
         if record not in failed and scope.script is None:
             record_ledger(
-                store.local_root, prepared.plans[record], by_record.get(record, []), stamp, pipeline
+                store.local_root,
+                prepared.plans[record],
+                by_record.get(record, []),
+                stamp,
+                prepared.fingerprints,
             )
-    return RunOutcome(report, rows, publications, settled)
+    return RunOutcome(report, rows, publications, settled, prepared.fingerprints)
 
 
 def _settle(store: Store, row: DataRow) -> str | None:

@@ -52,6 +52,7 @@ KNOWN_TABLES: dict[str, tuple[str, ...]] = {
     "daemon": (
         "poll_interval",
         "listings_per_server",
+        "pipeline_check_interval",
         "max_concurrent_jobs",
         "job_timeout",
         "script_timeout",

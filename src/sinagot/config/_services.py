@@ -212,6 +212,7 @@ def daemon_settings(reader: Reader, table: Mapping[str, Any]) -> DaemonSettings:
     return DaemonSettings(
         poll_interval=reader.number(table, "daemon", "poll_interval", 60.0),
         listings_per_server=reader.count(table, "daemon", "listings_per_server", 2),
+        pipeline_check_interval=reader.number(table, "daemon", "pipeline_check_interval", 10.0),
         max_concurrent_jobs=reader.count(table, "daemon", "max_concurrent_jobs", 4),
         job_timeout=reader.number(table, "daemon", "job_timeout", 3600.0),
         script_timeout=(

@@ -139,6 +139,9 @@ class DaemonSettings:
     # Project listings in flight at once on one server, all configs together: a
     # whole-project listing is the heaviest query a poll makes of an XNAT.
     listings_per_server: int = 2
+    # How often the scripts' files are stat'ed for changes of the pipeline (see
+    # sinagot.engine.FingerprintProbe): a change makes the sessions it affects stale.
+    pipeline_check_interval: float = 10.0
     max_concurrent_jobs: int = 4
     job_timeout: float = 3600.0
     # None: a script may use the whole job_timeout.

@@ -12,6 +12,7 @@ daemon's sub-commands to the ``sinagot`` command.
 
 from __future__ import annotations
 
+from ..engine import Fingerprints, StepMark
 from ._backend import (
     BackendFactory,
     DatasetBackend,
@@ -35,11 +36,13 @@ __all__ = [
     "Daemon",
     "DaemonStatus",
     "DatasetBackend",
+    "Fingerprints",
     "JobState",
     "ListedSession",
     "Notifier",
     "ProcessResult",
     "SessionInfo",
+    "StepMark",
     "backend_for",
     "format_job",
     "format_jobs",

@@ -28,7 +28,14 @@ from ._states import JobState
 if TYPE_CHECKING:
     from ._service import Daemon
 
-__all__ = ["MAX_JOBS_LISTED", "control_app", "job_document", "job_id_of", "list_jobs", "status_document"]
+__all__ = [
+    "MAX_JOBS_LISTED",
+    "control_app",
+    "job_document",
+    "job_id_of",
+    "list_jobs",
+    "status_document",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +131,7 @@ class _Api:
         app.router.add_get("/v1/jobs", self._jobs)
         app.router.add_get("/v1/jobs/{id}", self._job)
         app.router.add_post("/v1/jobs/{id}/retry", self._retry)
+        app.router.add_get("/v1/plan", self._plan)
         app.router.add_post("/v1/poll", self._poll)
         app.router.add_post("/v1/pause", self._pause)
         app.router.add_post("/v1/resume", self._resume)
@@ -205,11 +213,24 @@ class _Api:
             raise web.HTTPNotFound(reason=f"no job {job_id}")
         return web.json_response(job.to_json())
 
-    async def _poll(self, request: web.Request) -> web.Response:
+    def _datasets(self, request: web.Request) -> list[str]:
+        """The datasets a request names (``?dataset=`` repeated; none: all); 404 if unknown."""
+        unknown_query = set(request.query) - {"dataset"}
+        if unknown_query:
+            raise web.HTTPBadRequest(reason=f"unknown query parameter(s) {sorted(unknown_query)}")
         wanted = request.query.getall("dataset", [])
         unknown = set(wanted) - set(self.daemon.dataset_names())
         if unknown:
             raise web.HTTPNotFound(reason=f"no dataset {sorted(unknown)}")
+        return wanted
+
+    async def _plan(self, request: web.Request) -> web.Response:
+        wanted = self._datasets(request)
+        plans = await self.daemon.plan(wanted or None)
+        return web.json_response({"datasets": {n: p.to_json() for n, p in plans.items()}})
+
+    async def _poll(self, request: web.Request) -> web.Response:
+        wanted = self._datasets(request)
         return web.json_response({"polling": self.daemon.poll_now(wanted or None)})
 
     async def _pause(self, request: web.Request) -> web.Response:

@@ -72,7 +72,8 @@ class Outcome(StrEnum):
     """How an attempt ended (the ``outcome`` of ``sinagot_job_attempts_total``)."""
 
     DONE = "done"
-    # Done, but the session changed on the server meanwhile: the job runs again.
+    # Done, but the session changed on the server (or the pipeline) meanwhile: the job runs
+    # again.
     CHANGED = "changed"
     # Failed; the job waits for another attempt.
     RETRY = "retry"
@@ -143,6 +144,7 @@ async def attempt(
             result.summary(),
             tuple(job_log.lines),
             result.settled_last_modified,
+            result.fingerprints,
         )
         outcome = Outcome.DONE if state == JobState.DONE else Outcome.CHANGED
         return AttemptEnd(outcome, result.steps)
@@ -153,6 +155,7 @@ async def attempt(
         max_attempts=settings().max_attempts,
         retry_backoff=settings().retry_backoff,
         log_tail=tuple(job_log.lines),
+        fingerprints=None if result is None else result.fingerprints,
     )
     steps = () if result is None else result.steps
     if failed.state != JobState.FAILED:

@@ -11,6 +11,7 @@ from ._states import JobState
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..engine import Fingerprints
 
 __all__ = [
     "BackendFactory",
@@ -53,6 +54,9 @@ class ProcessResult:
 
     ``steps``: (status, seconds) of each script that ran, passed or failed (the
     daemon's step duration histogram).
+
+    ``fingerprints``: the pipeline the job planned with (None: it did not get that far):
+    the journal keeps it, to tell when a change of the pipeline makes the session stale.
     """
 
     ran: int = 0
@@ -62,6 +66,7 @@ class ProcessResult:
     errors: tuple[str, ...] = field(default_factory=tuple)
     settled_last_modified: str | None = None
     steps: tuple[tuple[str, float], ...] = ()
+    fingerprints: Fingerprints | None = None
 
     @property
     def ok(self) -> bool:
@@ -97,6 +102,15 @@ class DatasetBackend(Protocol):
 
         The phases are the in-flight job states, ``JobState.FETCHING``, ``RUNNING`` and
         ``UPLOADING``; ``enter_phase`` refuses any other state.
+        """
+        ...
+
+    async def pipeline(self, settings: Settings | None = None) -> Fingerprints:
+        """The fingerprints of the dataset's pipeline as its scripts are now on disk, for its
+        config (or ``settings``: the config read again, for ``sinagot plan``).
+
+        Called often (each ``pipeline_check_interval``): no server request, and only the
+        script files that moved are read again.
         """
         ...
 

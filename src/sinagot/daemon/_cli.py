@@ -1,5 +1,5 @@
-"""``sinagot daemon``, its systemd unit, and the clients of its socket: status, jobs, retry, poll,
-pause, resume, reload."""
+"""``sinagot daemon``, its systemd unit, and the clients of its socket: status, jobs, retry, plan,
+poll, pause, resume, reload."""
 
 from __future__ import annotations
 
@@ -73,6 +73,13 @@ def _retry(args: argparse.Namespace) -> int:
     return _emit(
         args, job, lambda j: f"job {j['id']} ({j['dataset']}/{j['session']}) will run again"
     )
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from ._format import format_plan
+
+    body = _call(_client(args).plan(args.dataset or ()))
+    return _emit(args, body, format_plan)
 
 
 def _poll(args: argparse.Namespace) -> int:
@@ -159,6 +166,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     jobs.add_argument("--limit", type=int, default=None, help="at most this many (newest first)")
     retry = _client_parser(subparsers, "retry", "run a failed job again", _retry)
     retry.add_argument("id", type=int, metavar="ID", help="the job id (see `sinagot jobs`)")
+    plan = _client_parser(
+        subparsers,
+        "plan",
+        "show what the pipeline as it is now on disk would process again (runs nothing)",
+        _plan,
+    )
+    plan.add_argument("--dataset", action="append", help="only this dataset (repeatable)")
     poll = _client_parser(subparsers, "poll", "poll the servers now", _poll)
     poll.add_argument("--dataset", action="append", help="only this dataset (repeatable)")
     _client_parser(subparsers, "pause", "stop starting new jobs", _pause)

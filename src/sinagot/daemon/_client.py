@@ -87,6 +87,12 @@ class ControlClient:
         )
         return result
 
+    async def plan(self, datasets: Sequence[str] = ()) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request(
+            "GET", "/v1/plan", [("dataset", name) for name in datasets]
+        )
+        return result
+
     async def pause(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.request("POST", "/v1/pause")
         return result

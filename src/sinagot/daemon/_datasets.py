@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from .._ids import IdFilter
@@ -13,10 +14,12 @@ from ..errors import ConfigError
 from ._backend import BackendFactory, DatasetBackend, ListedSession
 from ._configs import without_password
 from ._one_line import one_line
+from ._pipelines import PipelineReport
 from ._states import DatasetHealth, JobState
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..engine import Fingerprints
 
 __all__ = ["DatasetStatus", "ServedDataset", "ServedDatasets", "build_datasets", "close_backend"]
 
@@ -35,6 +38,8 @@ class DatasetStatus:
     sessions: int
     jobs: dict[str, int]
     down_since: float | None = None
+    # Stale sessions by the steps they run again for; steps removed from the pipeline.
+    pipeline: PipelineReport = field(default_factory=PipelineReport)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +53,7 @@ class DatasetStatus:
             "sessions": self.sessions,
             "jobs": self.jobs,
             "down_since": self.down_since,
+            "pipeline": self.pipeline.to_json(),
         }
 
 
@@ -67,6 +73,8 @@ class ServedDataset:
         "last_poll",
         "name",
         "next_poll",
+        "pipeline",
+        "pipeline_report",
         "poll_now",
         "poller",
         "polls",
@@ -95,6 +103,9 @@ class ServedDataset:
         self.active_jobs = 0
         self.retired = False
         self.closed = False
+        # The pipeline last made current in the journal, and what it meant then.
+        self.pipeline: Fingerprints | None = None
+        self.pipeline_report = PipelineReport()
 
     def carry_over(self, old: ServedDataset) -> None:
         """Keep what the status shows across a reload of the same dataset."""
@@ -104,7 +115,8 @@ class ServedDataset:
         if self.ids.same_pattern(old.ids):
             self.ids = old.ids
 
-    def status(self, jobs: Mapping[str, int]) -> DatasetStatus:
+    def status(self, jobs: Mapping[str, int], stale: PipelineReport | None = None) -> DatasetStatus:
+        """Its status, with ``jobs`` counted by state and its ``stale`` jobs by step."""
         return DatasetStatus(
             name=self.name,
             config=str(self.settings.config_path),
@@ -116,6 +128,12 @@ class ServedDataset:
             sessions=len(self.compared),
             jobs=dict(jobs),
             down_since=self.down_since,
+            pipeline=PipelineReport(
+                stale.sessions if stale else 0,
+                stale.steps if stale else MappingProxyType({}),
+                self.pipeline_report.removed,
+                self.pipeline_report.broken,
+            ),
         )
 
 
@@ -166,13 +184,16 @@ class ServedDatasets:
         """The names of the datasets whose server did not answer the last listing, sorted."""
         return sorted(d.name for d in self.current.values() if d.health is DatasetHealth.DOWN)
 
-    def statuses(self, counts: Mapping[str, Mapping[str, int]]) -> list[DatasetStatus]:
-        """Each dataset's status, with ``counts`` of its jobs by state from the journal."""
+    def statuses(
+        self, counts: Mapping[str, Mapping[str, int]], stale: Mapping[str, PipelineReport]
+    ) -> list[DatasetStatus]:
+        """Each dataset's status, with ``counts`` of its jobs by state and its ``stale`` jobs
+        by step, from the journal."""
         result = []
         for dataset in self.current.values():
             jobs = {str(state): 0 for state in JobState}
             jobs.update(counts.get(dataset.name, {}))
-            result.append(dataset.status(jobs))
+            result.append(dataset.status(jobs, stale.get(dataset.name, PipelineReport())))
         return result
 
     def polls(self) -> dict[str, dict[str, int]]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ._states import JobState, shown_status
 
-__all__ = ["format_job", "format_jobs", "format_status"]
+__all__ = ["format_job", "format_jobs", "format_plan", "format_status"]
 
 ELLIPSIS = "\u2026"
 # Widest a name column gets in a table (dataset names, session labels), and narrowest
@@ -92,6 +92,7 @@ def format_status(status: Mapping[str, Any], now: float | None = None) -> str:
         )
         if dataset["last_error"]:
             notes.append(f"{dataset['name']}: {dataset['last_error']}")
+        notes += _pipeline_lines(dataset["name"], dataset.get("pipeline") or {}, "stale")
     header = [
         "DATASET",
         "HEALTH",
@@ -106,6 +107,39 @@ def format_status(status: Mapping[str, Any], now: float | None = None) -> str:
     if notes:
         parts += ["", *notes]
     return "\n".join(parts)
+
+
+def _steps(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{unit} ({count})" for unit, count in counts.items())
+
+
+def _pipeline_lines(name: str, report: Mapping[str, Any], what: str) -> list[str]:
+    """The lines that tell how a dataset's pipeline stands (see ``PipelineReport``)."""
+    lines = []
+    if report.get("sessions"):
+        lines.append(
+            f"{name}: {report['sessions']} session(s) {what}, for the steps that changed:"
+            f" {_steps(report['steps'])}"
+        )
+    if report.get("removed"):
+        lines.append(
+            f"{name}: no longer in the pipeline, their derivatives stay in place:"
+            f" {_steps(report['removed'])}"
+        )
+    if report.get("broken"):
+        lines.append(
+            f"{name}: scripts that cannot be loaded now (see the log): {', '.join(report['broken'])}"
+        )
+    return lines
+
+
+def format_plan(body: Mapping[str, Any]) -> str:
+    """What ``sinagot plan`` found: per dataset, the sessions and steps to process again."""
+    lines = []
+    for name, report in body["datasets"].items():
+        found = _pipeline_lines(name, report, "to process again")
+        lines += found or [f"{name}: up to date with its pipeline, nothing to process again"]
+    return "\n".join(lines) or "no datasets"
 
 
 def format_jobs(jobs: Sequence[Mapping[str, Any]], width: int | None = None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 from ._states import JobState
 
 __all__ = [
+    "ADDED_COLUMNS",
+    "ADDED_INDEXES",
     "JOB_COLUMNS",
     "SCHEMA",
     "SCHEMA_VERSION",
@@ -16,13 +19,15 @@ __all__ = [
     "JobRecord",
     "Transition",
     "record_of",
+    "steps_of",
 ]
 
 # The journal's layout, in SQLite's user_version. Version 0 is a journal of Sinagot 0.1 made
-# before the version was recorded: its tables are version 1's, so opening it only records
-# the version. A later layout adds its step to Journal._upgrade; a journal newer than this code is
-# refused (its rows may mean what this code cannot know).
-SCHEMA_VERSION = 1
+# before the version was recorded: its tables are version 1's. Version 2 records the
+# pipeline (step fingerprints) each job ran with and each dataset's current one: an older
+# journal gains the tables and ADDED_COLUMNS, its jobs' pipeline unknown. A journal newer
+# than this code is refused (its rows may mean what this code cannot know).
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -37,9 +42,21 @@ CREATE TABLE IF NOT EXISTS jobs (
     created REAL NOT NULL,
     updated REAL NOT NULL,
     log_tail TEXT NOT NULL DEFAULT '',
+    fingerprint_set INTEGER REFERENCES fingerprint_sets (id),
+    stale_steps TEXT NOT NULL DEFAULT '',
     UNIQUE (dataset, session)
 );
 CREATE INDEX IF NOT EXISTS jobs_runnable ON jobs (state, not_before);
+CREATE TABLE IF NOT EXISTS fingerprint_sets (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    document TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS pipelines (
+    dataset TEXT PRIMARY KEY,
+    fingerprint_set INTEGER NOT NULL REFERENCES fingerprint_sets (id),
+    broken TEXT NOT NULL DEFAULT '[]',
+    updated REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id INTEGER NOT NULL REFERENCES jobs (id),
@@ -50,8 +67,17 @@ CREATE TABLE IF NOT EXISTS history (
 CREATE INDEX IF NOT EXISTS history_job ON history (job_id)
 """
 
+# Columns of ``jobs`` that version 2 added (a version 1 table gains them), with their
+# declarations; the index over them comes after.
+ADDED_COLUMNS = (
+    ("fingerprint_set", "INTEGER REFERENCES fingerprint_sets (id)"),
+    ("stale_steps", "TEXT NOT NULL DEFAULT ''"),
+)
+ADDED_INDEXES = "CREATE INDEX IF NOT EXISTS jobs_pipeline ON jobs (dataset, fingerprint_set)"
+
 JOB_COLUMNS = (
-    "id, dataset, session, last_modified, state, attempts, last_error, not_before, created, updated"
+    "id, dataset, session, last_modified, state, attempts, last_error, not_before, created,"
+    " updated, stale_steps"
 )
 
 
@@ -67,6 +93,9 @@ class JobRecord:
     not_before: float
     created: float
     updated: float
+    # The steps a pipeline change made the job run again for (stale jobs, and such a job
+    # until it is done).
+    stale_steps: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:
@@ -85,6 +114,7 @@ class JobRecord:
             "not_before": self.not_before,
             "created": self.created,
             "updated": self.updated,
+            "stale_steps": list(self.stale_steps),
         }
 
 
@@ -117,6 +147,16 @@ def record_of(row: Sequence[Any]) -> JobRecord:
         not_before=row[7],
         created=row[8],
         updated=row[9],
+        stale_steps=steps_of(row[10]),
     )
 
 
+def steps_of(text: str) -> tuple[str, ...]:
+    """The step units of a ``stale_steps`` column ('' or a JSON list)."""
+    if not text:
+        return ()
+    try:
+        steps = json.loads(text)
+    except ValueError:
+        return ()
+    return tuple(str(step) for step in steps) if isinstance(steps, list) else ()

@@ -12,16 +12,20 @@ disk, and the connection is only ever used by the thread that created it.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..engine import Fingerprints
 from ..errors import DaemonError
 from ._backend import ListedSession
 from ._job_records import (
+    ADDED_COLUMNS,
+    ADDED_INDEXES,
     JOB_COLUMNS,
     SCHEMA,
     SCHEMA_VERSION,
@@ -29,7 +33,9 @@ from ._job_records import (
     JobRecord,
     Transition,
     record_of,
+    steps_of,
 )
+from ._pipelines import PipelineReport
 from ._states import (
     FINISHED,
     IN_FLIGHT,
@@ -44,8 +50,17 @@ __all__ = ["Journal"]
 
 T = TypeVar("T")
 
-_RUNNABLE = [str(state) for state in sorted(RUNNABLE)]
+# Claimed first: new or changed sessions, retries, and jobs a stopped daemon left in flight.
+_URGENT = [str(state) for state in sorted(RUNNABLE - {JobState.STALE})]
 _IN_FLIGHT = [str(state) for state in sorted(IN_FLIGHT)]
+_WAITING = [str(JobState.DISCOVERED), str(JobState.STALE)]
+# The jobs whose pipeline counts: their last run ended, or they wait to run again for it.
+_COMPARED = [str(JobState.DONE), str(JobState.FAILED), str(JobState.STALE)]
+
+
+def _steps_text(steps: Sequence[str]) -> str:
+    return json.dumps(list(steps)) if steps else ""
+
 
 def _placeholders(values: Sequence[object]) -> str:
     return ",".join("?" * len(values))
@@ -119,6 +134,11 @@ class Journal:
         try:
             for statement in SCHEMA.split(";"):
                 db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            for name, declaration in ADDED_COLUMNS:
+                if name not in columns:
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
+            db.execute(ADDED_INDEXES)
             self._check_rows(db)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
@@ -251,7 +271,7 @@ class Journal:
                 if job.last_modified == last_modified:
                     continue
                 detail = f"changed on the server ({job.last_modified} -> {last_modified})"
-                if job.state in FINISHED:
+                if job.state in FINISHED or job.state is JobState.STALE:
                     self._set(
                         db,
                         now,
@@ -262,6 +282,7 @@ class Journal:
                         attempts=0,
                         not_before=0.0,
                         last_error=None,
+                        stale_steps="",
                     )
                     runnable.append(job.id)
                 else:
@@ -290,22 +311,32 @@ class Journal:
     async def claimable(
         self, datasets: Sequence[str], exclude: Sequence[int], limit: int
     ) -> list[JobRecord]:
-        """Runnable jobs that are due, oldest first, leaving out those already claimed."""
+        """Runnable jobs that are due, oldest first, leaving out those already claimed.
+
+        Stale jobs come only when no other job is due: however many a pipeline change
+        made stale, new sessions do not wait behind them.
+        """
         if not datasets or limit <= 0:
             return []
 
-        def run() -> list[JobRecord]:
+        def query(states: Sequence[str], wanted: int) -> list[JobRecord]:
             sql = (
-                f"SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({_placeholders(_RUNNABLE)})"
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({_placeholders(states)})"
                 f" AND not_before <= ? AND dataset IN ({_placeholders(datasets)})"
             )
-            params: list[object] = [*_RUNNABLE, time.time(), *datasets]
+            params: list[object] = [*states, time.time(), *datasets]
             if exclude:
                 sql += f" AND id NOT IN ({_placeholders(exclude)})"
                 params.extend(exclude)
             sql += " ORDER BY not_before, id LIMIT ?"
-            params.append(limit)
+            params.append(wanted)
             return [record_of(row) for row in self._conn.execute(sql, params)]
+
+        def run() -> list[JobRecord]:
+            jobs = query(_URGENT, limit)
+            if len(jobs) < limit:
+                jobs.extend(query([str(JobState.STALE)], limit - len(jobs)))
+            return jobs
 
         return await self._call(run)
 
@@ -316,9 +347,9 @@ class Journal:
 
         def run() -> float | None:
             row = self._conn.execute(
-                "SELECT MIN(not_before) FROM jobs WHERE state = ? AND not_before > ?"
-                f" AND dataset IN ({_placeholders(datasets)})",
-                (str(JobState.DISCOVERED), time.time(), *datasets),
+                f"SELECT MIN(not_before) FROM jobs WHERE state IN ({_placeholders(_WAITING)})"
+                f" AND not_before > ? AND dataset IN ({_placeholders(datasets)})",
+                (*_WAITING, time.time(), *datasets),
             ).fetchone()
             return None if row[0] is None else float(row[0])
 
@@ -390,6 +421,7 @@ class Journal:
         detail: str,
         log_tail: Sequence[str],
         settled: str | None = None,
+        fingerprints: Fingerprints | None = None,
     ) -> JobState:
         """Mark a job done, or runnable again when its session changed while it ran.
 
@@ -398,24 +430,16 @@ class Journal:
         is then done for that stamp, whatever listings showed meanwhile: a later
         change moves the stamp past it. The caller must take ``settled`` as the
         last listing it saw of the session, or it would miss such a change.
+
+        ``fingerprints``: the pipeline the job ran with. When the dataset's pipeline
+        has changed since (see :meth:`set_pipeline`), the job ends stale instead of done.
         """
         tail = "\n".join(log_tail)
 
         def run(db: sqlite3.Connection, now: float) -> JobState:
             job = self._known_job(db, job_id)
-            if settled is not None:
-                self._set(
-                    db,
-                    now,
-                    job,
-                    JobState.DONE,
-                    f"{detail}; processed up to {settled}",
-                    last_modified=settled,
-                    last_error=None,
-                    log_tail=tail,
-                )
-                return JobState.DONE
-            if job.last_modified != started_for:
+            ran_with = self._ran_with(db, fingerprints)
+            if settled is None and job.last_modified != started_for:
                 self._set(
                     db,
                     now,
@@ -426,9 +450,41 @@ class Journal:
                     not_before=0.0,
                     last_error=None,
                     log_tail=tail,
+                    stale_steps="",
+                    **ran_with,
                 )
                 return JobState.DISCOVERED
-            self._set(db, now, job, JobState.DONE, detail, last_error=None, log_tail=tail)
+            stamp = {} if settled is None else {"last_modified": settled}
+            done = detail if settled is None else f"{detail}; processed up to {settled}"
+            stale = () if fingerprints is None else self._stale_steps(db, job.dataset, fingerprints)
+            if stale:
+                self._set(
+                    db,
+                    now,
+                    job,
+                    JobState.STALE,
+                    f"{done}; the pipeline changed meanwhile ({', '.join(stale)}): it runs again",
+                    attempts=0,
+                    not_before=0.0,
+                    last_error=None,
+                    log_tail=tail,
+                    stale_steps=_steps_text(stale),
+                    **stamp,
+                    **ran_with,
+                )
+                return JobState.STALE
+            self._set(
+                db,
+                now,
+                job,
+                JobState.DONE,
+                done,
+                last_error=None,
+                log_tail=tail,
+                stale_steps="",
+                **stamp,
+                **ran_with,
+            )
             return JobState.DONE
 
         return await self._call(self._transaction, run)
@@ -441,21 +497,38 @@ class Journal:
         max_attempts: int,
         retry_backoff: float,
         log_tail: Sequence[str],
+        fingerprints: Fingerprints | None = None,
     ) -> JobRecord:
-        """Record a failed attempt: back off for a retry, or fail for good after max_attempts."""
+        """Record a failed attempt: back off for a retry, or fail for good after max_attempts.
+
+        A stale job waits stale again (behind new sessions). ``fingerprints``: the pipeline
+        the attempt ran with, if it got as far as planning; kept for a job that fails for
+        good, so that a change of it (a script fixed) retries the job.
+        """
         tail = "\n".join(log_tail)
 
         def run(db: sqlite3.Connection, now: float) -> JobRecord:
             job = self._known_job(db, job_id)
             if job.attempts >= max_attempts:
-                self._set(db, now, job, JobState.FAILED, error, last_error=error, log_tail=tail)
+                ran_with = self._ran_with(db, fingerprints)
+                self._set(
+                    db,
+                    now,
+                    job,
+                    JobState.FAILED,
+                    error,
+                    last_error=error,
+                    log_tail=tail,
+                    stale_steps="",
+                    **ran_with,
+                )
             else:
                 delay = retry_backoff * 2 ** max(job.attempts - 1, 0)
                 self._set(
                     db,
                     now,
                     job,
-                    JobState.DISCOVERED,
+                    JobState.STALE if job.stale_steps else JobState.DISCOVERED,
                     f"{error}; retry in {delay:g} s",
                     last_error=error,
                     not_before=now + delay,
@@ -466,15 +539,16 @@ class Journal:
         return await self._call(self._transaction, run)
 
     async def retry(self, job_id: int, who: str) -> JobRecord | None:
-        """Reset a failed (or backing-off) job to run now; None if there is no such job."""
+        """Reset a failed, stale or backing-off job to run now; None if there is no such job."""
 
         def run(db: sqlite3.Connection, now: float) -> JobRecord | None:
             job = self._job(db, job_id)
             if job is None:
                 return None
-            if job.state not in (JobState.FAILED, JobState.DISCOVERED):
+            if job.state not in (JobState.FAILED, JobState.DISCOVERED, JobState.STALE):
                 raise DaemonError(
-                    f"job {job_id} is {job.state}: only failed or waiting jobs can be retried"
+                    f"job {job_id} is {job.state}: only failed, stale or waiting jobs can be"
+                    " retried"
                 )
             self._set(
                 db,
@@ -484,10 +558,190 @@ class Journal:
                 f"retry requested by {who}",
                 attempts=0,
                 not_before=0.0,
+                stale_steps="",
             )
             return self._job(db, job_id)
 
         return await self._call(self._transaction, run)
+
+    # -- pipelines -----------------------------------------------------------------
+
+    def _intern(self, db: sqlite3.Connection, fingerprints: Fingerprints) -> int:
+        """The id of the stored fingerprint set equal to ``fingerprints`` (stored if new)."""
+        document = fingerprints.to_json()
+        db.execute(
+            "INSERT INTO fingerprint_sets (document) VALUES (?) ON CONFLICT (document) DO NOTHING",
+            (document,),
+        )
+        row = db.execute("SELECT id FROM fingerprint_sets WHERE document = ?", (document,))
+        return int(row.fetchone()[0])
+
+    def _ran_with(
+        self, db: sqlite3.Connection, fingerprints: Fingerprints | None
+    ) -> dict[str, int]:
+        """The column that records the pipeline a job ran with (none if not known)."""
+        return {} if fingerprints is None else {"fingerprint_set": self._intern(db, fingerprints)}
+
+    def _fingerprint_set(self, db: sqlite3.Connection, set_id: int) -> Fingerprints:
+        (document,) = db.execute(
+            "SELECT document FROM fingerprint_sets WHERE id = ?", (set_id,)
+        ).fetchone()
+        try:
+            return Fingerprints.from_json(document)
+        except ValueError:
+            # Unreadable: as good as unknown, so its jobs count as made by another pipeline.
+            return Fingerprints()
+
+    def _current(self, db: sqlite3.Connection, dataset: str) -> tuple[int, Fingerprints] | None:
+        row = db.execute(
+            "SELECT fingerprint_set FROM pipelines WHERE dataset = ?", (dataset,)
+        ).fetchone()
+        return None if row is None else (int(row[0]), self._fingerprint_set(db, int(row[0])))
+
+    def _stale_steps(
+        self, db: sqlite3.Connection, dataset: str, ran_with: Fingerprints
+    ) -> tuple[str, ...]:
+        """The steps a job that ran with ``ran_with`` must run again for the current pipeline."""
+        current = self._current(db, dataset)
+        return () if current is None else current[1].compare(ran_with).stale_steps
+
+    def _groups(
+        self, db: sqlite3.Connection, dataset: str, current_id: int | None, current: Fingerprints
+    ) -> Iterator[tuple[int | None, JobState, int, str, tuple[str, ...], tuple[str, ...]]]:
+        """The dataset's jobs grouped by the pipeline they ran with and their state, each with
+        (set id, state, count, its stale steps column, its steps to run again for ``current``,
+        its steps gone from ``current``)."""
+        rows = db.execute(
+            "SELECT fingerprint_set, state, stale_steps, COUNT(*) FROM jobs WHERE dataset = ?"
+            f" AND state IN ({_placeholders(_COMPARED)})"
+            " GROUP BY fingerprint_set, state, stale_steps",
+            (dataset, *_COMPARED),
+        ).fetchall()
+        for set_id, state_text, stale_text, count in rows:
+            state = JobState(state_text)
+            if set_id is None:
+                # Done before the journal recorded pipelines: made by one it cannot know.
+                stale = tuple(sorted(current.steps)) if state is not JobState.FAILED else ()
+                removed: tuple[str, ...] = ()
+            elif set_id == current_id:
+                stale = removed = ()
+            else:
+                change = current.compare(self._fingerprint_set(db, set_id))
+                stale, removed = change.stale_steps, change.removed
+            yield set_id, state, count, stale_text, stale, removed
+
+    async def set_pipeline(self, dataset: str, current: Fingerprints) -> PipelineReport:
+        """Make ``current`` the dataset's pipeline; the jobs it changes become stale.
+
+        A done or failed job whose pipeline differs in steps that ``current`` can run
+        becomes stale (steps only removed, or whose script is broken now, change
+        nothing); a stale job is stale for what differs now. A stale job stays stale
+        even when a change is undone: it may have been processed in part since, and
+        its run costs only what provenance shows out of date. One transaction, a
+        statement per group of jobs that ran with the same pipeline.
+        """
+
+        def run(db: sqlite3.Connection, now: float) -> PipelineReport:
+            current_id = self._intern(db, current)
+            db.execute(
+                "INSERT INTO pipelines (dataset, fingerprint_set, broken, updated)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (dataset) DO UPDATE SET"
+                " fingerprint_set = excluded.fingerprint_set, broken = excluded.broken,"
+                " updated = excluded.updated",
+                (dataset, current_id, json.dumps(sorted(current.broken)), now),
+            )
+            removed: list[tuple[tuple[str, ...], int]] = []
+            newly_stale = 0
+            for set_id, state, count, stale_text, stale, gone in list(
+                self._groups(db, dataset, current_id, current)
+            ):
+                removed.append((gone, count))
+                if stale and (state is not JobState.STALE or stale_text != _steps_text(stale)):
+                    self._move_group(db, now, dataset, set_id, state, stale_text, stale)
+                    newly_stale += count if state is not JobState.STALE else 0
+            return PipelineReport.of(
+                self._stale_groups(db, dataset),
+                removed,
+                broken=current.broken,
+                newly_stale=newly_stale,
+            )
+
+        return await self._call(self._transaction, run)
+
+    async def preview_pipeline(self, dataset: str, current: Fingerprints) -> PipelineReport:
+        """What :meth:`set_pipeline` would leave stale for ``current``; writes nothing."""
+
+        def run() -> PipelineReport:
+            db = self._conn
+            row = db.execute(
+                "SELECT id FROM fingerprint_sets WHERE document = ?", (current.to_json(),)
+            ).fetchone()
+            current_id = None if row is None else int(row[0])
+            groups = list(self._groups(db, dataset, current_id, current))
+            return PipelineReport.of(
+                [(stale, count) for *_, count, _, stale, _ in groups if stale],
+                [(gone, count) for *_, count, _, _, gone in groups],
+                broken=current.broken,
+            )
+
+        return await self._call(run)
+
+    async def stale_reports(self) -> dict[str, PipelineReport]:
+        """Each dataset's stale jobs, by the steps they run again for."""
+
+        def run() -> dict[str, PipelineReport]:
+            groups: dict[str, list[tuple[tuple[str, ...], int]]] = {}
+            rows = self._conn.execute(
+                "SELECT dataset, stale_steps, COUNT(*) FROM jobs WHERE state = ?"
+                " GROUP BY dataset, stale_steps",
+                (str(JobState.STALE),),
+            )
+            for dataset, text, count in rows:
+                groups.setdefault(dataset, []).append((steps_of(text), count))
+            return {dataset: PipelineReport.of(stale, ()) for dataset, stale in groups.items()}
+
+        return await self._call(run)
+
+    def _stale_groups(
+        self, db: sqlite3.Connection, dataset: str
+    ) -> list[tuple[tuple[str, ...], int]]:
+        rows = db.execute(
+            "SELECT stale_steps, COUNT(*) FROM jobs WHERE dataset = ? AND state = ?"
+            " GROUP BY stale_steps",
+            (dataset, str(JobState.STALE)),
+        ).fetchall()
+        return [(steps_of(text), count) for text, count in rows]
+
+    def _move_group(
+        self,
+        db: sqlite3.Connection,
+        now: float,
+        dataset: str,
+        set_id: int | None,
+        state: JobState,
+        stale_text: str,
+        stale: tuple[str, ...],
+    ) -> None:
+        check_transition(f"the {state} jobs of {dataset}", state, JobState.STALE)
+        where = (
+            "dataset = ? AND state = ? AND stale_steps = ? AND fingerprint_set IS ?",
+            (dataset, str(state), stale_text, set_id),
+        )
+        detail = (
+            "made by a pipeline that was not recorded (an older Sinagot): it runs again"
+            if set_id is None
+            else f"the pipeline changed ({', '.join(stale)}): it runs again"
+        )
+        db.execute(
+            "INSERT INTO history (job_id, at, state, detail)"
+            f" SELECT id, ?, ?, ? FROM jobs WHERE {where[0]}",
+            (now, str(JobState.STALE), detail, *where[1]),
+        )
+        db.execute(
+            "UPDATE jobs SET state = ?, stale_steps = ?, attempts = 0, not_before = 0,"
+            f" updated = ? WHERE {where[0]}",
+            (str(JobState.STALE), _steps_text(stale), now, *where[1]),
+        )
 
     async def job(self, job_id: int) -> JobDetail | None:
         def run() -> JobDetail | None:

@@ -1,4 +1,5 @@
-"""Telling operators: jobs that failed, datasets unhealthy and recovered, start and stop.
+"""Telling operators: jobs that failed, datasets unhealthy and recovered, sessions made stale
+by a change of the pipeline, start and stop.
 
 The daemon reports events with plain calls that never wait (:meth:`Notifications.job_failed`,
 :meth:`~Notifications.started`, :meth:`~Notifications.wake` after a listing). One task
@@ -68,6 +69,7 @@ class Event(StrEnum):
     JOBS_FAILED = "jobs_failed"
     UNHEALTHY = "unhealthy"
     RECOVERED = "recovered"
+    STALE = "stale"
     STARTED = "started"
     STOPPED = "stopped"
 
@@ -77,6 +79,7 @@ _TYPES = {
     Event.JOBS_FAILED: "failure",
     Event.UNHEALTHY: "warning",
     Event.RECOVERED: "success",
+    Event.STALE: "info",
     Event.STARTED: "info",
     Event.STOPPED: "info",
 }
@@ -272,6 +275,21 @@ class Notifications:
         if self._first_failure is None:
             self._first_failure = self._clock()
         self._wake.set()
+
+    def stale(self, dataset: str, sessions: int, steps: Mapping[str, int]) -> None:
+        """A change of the dataset's pipeline made ``sessions`` sessions stale, for ``steps``."""
+        if not self.enabled or not sessions:
+            return
+        lines = [
+            f"The pipeline of {dataset} changed: {sessions} session(s) will be processed again,"
+            " after new sessions, for the steps that changed:",
+            *(f"  {unit}: {count} session(s)" for unit, count in steps.items()),
+            "",
+            "What would run: sinagot plan; progress: sinagot jobs --state stale.",
+        ]
+        self._post(
+            Message(Event.STALE, f"{self._prefix} {dataset}: {sessions} stale", "\n".join(lines))
+        )
 
     def started(self) -> None:
         if not self.enabled:

@@ -3,9 +3,14 @@
 Task ownership: :meth:`Daemon.run` owns one TaskGroup. In it run the dispatcher
 and ``max_concurrent_jobs`` workers (:mod:`._workers`), the watchdog pinger, the
 notifications' sender (:mod:`._notify`; cancelled after the drain, then its last
-message goes out within a bounded time), one
+message goes out within a bounded time), the pipeline watcher, one
 poller per dataset (:mod:`._polling`; replaced on reload: the daemon cancels and
-awaits the old ones) and short reload / backend-closing tasks. On stop the daemon
+awaits the old ones) and short reload / backend-closing tasks.
+
+The pipeline of each dataset (its steps' fingerprints, :mod:`._pipelines`) is made
+current in the journal at start, at each reload and whenever the watcher finds a
+script file that moved: the sessions it changes become stale and are processed
+again, after new ones. On stop the daemon
 cancels pollers and the dispatcher, gives busy workers ``shutdown_timeout`` to
 finish their job, then cancels them; a cancelled job keeps its in-flight state in
 the journal and is resumed at the next start.
@@ -24,7 +29,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,6 +51,7 @@ from ._metrics import DaemonMetrics
 from ._notify import Notifications
 from ._one_line import one_line
 from ._paths import lock_state_dir, socket_path, state_dir
+from ._pipelines import PipelineReport
 from ._polling import Poller, ServerGates, poll_phases
 from ._states import DaemonStatus, check_status_transition, shown_status
 from ._systemd import Notifier
@@ -228,11 +234,14 @@ class Daemon:
             self.notifier.close()
 
     async def _serve(self, workers: JobWorkers) -> None:
+        # Before the workers claim: jobs the pipeline changed wait stale behind new ones.
+        await self._check_pipelines(self._served.current.values())
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             self._serving.set()
             count = workers.start(tg)
             self._start_pollers()
+            pipelines = tg.create_task(self._watch_pipelines(), name="sinagot-pipelines")
             watchdog = None
             if self.notifier.watchdog_interval is not None:
                 watchdog = tg.create_task(self._watchdog_loop(self.notifier.watchdog_interval))
@@ -250,6 +259,7 @@ class Daemon:
                 count,
             )
             await self._stop.wait()
+            pipelines.cancel()
             await self._drain(workers)
             notifying.cancel()
             if watchdog is not None:
@@ -278,6 +288,48 @@ class Daemon:
         while True:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
+
+    # -- pipelines -----------------------------------------------------------------
+
+    async def _check_pipelines(self, datasets: Iterable[ServedDataset]) -> None:
+        """Make each dataset's pipeline current in the journal if it changed; never raises."""
+        stale = 0
+        for dataset in list(datasets):
+            try:
+                current = await dataset.backend.pipeline()
+                if dataset.pipeline == current:
+                    continue
+                report = await self.journal.set_pipeline(dataset.name, current)
+            except Exception as exc:
+                # A bug in a backend must not take the daemon down: the next check tries again.
+                logger.error("%s: cannot check its pipeline: %s", dataset.name, one_line(exc))
+                continue
+            first = dataset.pipeline is None
+            dataset.pipeline, dataset.pipeline_report = current, report
+            _log_pipeline(dataset.name, report, changed=not first)
+            if report.newly_stale:
+                self.notifications.stale(dataset.name, report.sessions, report.steps)
+            stale += report.sessions
+        if stale:
+            self._wake.set()
+
+    async def _watch_pipelines(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.pipeline_check_interval)
+            await self._check_pipelines(self._served.current.values())
+
+    async def plan(self, names: Sequence[str] | None = None) -> dict[str, PipelineReport]:
+        """What each named dataset (all when None) would process again for its pipeline as
+        its scripts and config are now on disk (a reload would apply it); changes nothing.
+        Raises ConfigError if a config no longer loads."""
+        on_disk = {s.config_path: s for s in await self._configs.read(self.config_paths)}
+        result: dict[str, PipelineReport] = {}
+        for dataset in self._served.current.values():
+            settings = on_disk.get(dataset.settings.config_path)
+            if settings is not None and (names is None or dataset.name in names):
+                current = await dataset.backend.pipeline(settings)
+                result[dataset.name] = await self.journal.preview_pipeline(dataset.name, current)
+        return result
 
     def _start_pollers(self) -> None:
         """A poller per current dataset, each at its own phase of the interval."""
@@ -347,7 +399,8 @@ class Daemon:
         return detail, (detail.log_tail if live is None else live)
 
     async def dataset_statuses(self) -> list[DatasetStatus]:
-        return self._served.statuses(await self.journal.counts())
+        journal = self.journal
+        return self._served.statuses(await journal.counts(), await journal.stale_reports())
 
     @property
     def busy_jobs(self) -> int:
@@ -430,6 +483,7 @@ class Daemon:
                 raise DaemonError("the daemon is stopping: reload abandoned")
             self._configs.adopt(all_settings)
             self._swap(datasets)
+            await self._check_pipelines(datasets.values())
             self._reloaded()
             logger.info("reloaded: %d dataset(s) %s", len(datasets), sorted(datasets))
             return sorted(datasets)
@@ -446,3 +500,23 @@ class Daemon:
             self._tg.create_task(close_backend(idle))
         self._start_pollers()
         self._wake.set()
+
+
+def _log_pipeline(name: str, report: PipelineReport, *, changed: bool) -> None:
+    if report.sessions:
+        logger.info(
+            "%s: %s: %d session(s) to process again, for %s",
+            name,
+            "the pipeline changed" if changed else "pipeline checked",
+            report.sessions,
+            ", ".join(f"{unit} ({count})" for unit, count in report.steps.items()),
+        )
+    elif changed:
+        logger.info("%s: the pipeline changed, no session to process again", name)
+    for unit, count in report.removed.items():
+        logger.info(
+            "%s: %s is no longer in the pipeline: its derivatives stay on %d session(s)",
+            name,
+            unit,
+            count,
+        )

@@ -40,6 +40,9 @@ class JobState(StrEnum):
     """Where a job (one session of one dataset) stands, as the journal records it."""
 
     DISCOVERED = "discovered"
+    # Done or failed under a pipeline that has changed since: waits to be processed again,
+    # after the sessions that are new or changed on the server.
+    STALE = "stale"
     FETCHING = "fetching"
     RUNNING = "running"
     UPLOADING = "uploading"
@@ -50,32 +53,87 @@ class JobState(StrEnum):
 # The phases of an attempt, in the order a backend announces them.
 PHASES = (JobState.FETCHING, JobState.RUNNING, JobState.UPLOADING)
 IN_FLIGHT = frozenset(PHASES)
-# What the dispatcher claims: waiting jobs, and jobs a stopped daemon left in flight.
-RUNNABLE = frozenset({JobState.DISCOVERED, *IN_FLIGHT})
+# What the dispatcher claims: waiting jobs, jobs a stopped daemon left in flight, and (when
+# nothing else waits) stale jobs.
+RUNNABLE = frozenset({JobState.DISCOVERED, JobState.STALE, *IN_FLIGHT})
 FINISHED = frozenset({JobState.DONE, JobState.FAILED})
 # The state of a job the journal creates for a new session.
 INITIAL = JobState.DISCOVERED
 
 # The states a job may move to, by the state it is in. A move from a state to itself
 # notes something in the job's history without moving it (an attempt counted or given
-# back, a resume, a new stamp while the job waits or runs). A runnable job may
-# - enter any phase: a job resumed after a restart starts over from its first phase,
-#   whatever phase it died in, and a backend may skip the phases it has no use for;
-# - end done or failed, after a phase or before any (an error or a timeout before the
-#   first, a backend with nothing to do);
-# - wait again: a failed attempt backs off for the next one, and a session that changed
-#   while its job ran is processed again.
-# A finished job only waits again, when its session changes on the server or someone
-# retries it; it is never noted, so no attempt and no phase starts on it.
-_ANY = frozenset(JobState)
+# back, a resume, a new stamp while the job waits or runs). A waiting job (discovered,
+# stale) may
+# - enter any phase: a backend may skip the phases it has no use for;
+# - end done, failed or stale before any phase (an error or a timeout before the first,
+#   a backend with nothing to do, too many attempts, the pipeline changed meanwhile);
+# - wait as discovered: its session changed on the server, or a retry was asked.
+# A job in flight may enter any phase (one resumed after a restart starts over from its
+# first phase, whatever phase it died in), end done, failed or stale (the pipeline
+# changed while it ran), or wait again: a failed attempt backs off for the next one
+# (stale again if it was), and a session that changed while its job ran is processed
+# again. A finished job only waits again: when its session changes on the server or
+# someone retries it (discovered), or when the pipeline that produced it changes
+# (stale); it is never noted, so no attempt and no phase starts on it.
 TRANSITIONS: Mapping[JobState, frozenset[JobState]] = MappingProxyType(
     {
-        JobState.DISCOVERED: _ANY,
-        JobState.FETCHING: _ANY,
-        JobState.RUNNING: _ANY,
-        JobState.UPLOADING: _ANY,
-        JobState.DONE: frozenset({JobState.DISCOVERED}),
-        JobState.FAILED: frozenset({JobState.DISCOVERED}),
+        JobState.DISCOVERED: frozenset(
+            {
+                JobState.DISCOVERED,
+                JobState.STALE,
+                JobState.FETCHING,
+                JobState.RUNNING,
+                JobState.UPLOADING,
+                JobState.DONE,
+                JobState.FAILED,
+            }
+        ),
+        JobState.STALE: frozenset(
+            {
+                JobState.DISCOVERED,
+                JobState.STALE,
+                JobState.FETCHING,
+                JobState.RUNNING,
+                JobState.UPLOADING,
+                JobState.DONE,
+                JobState.FAILED,
+            }
+        ),
+        JobState.FETCHING: frozenset(
+            {
+                JobState.DISCOVERED,
+                JobState.STALE,
+                JobState.FETCHING,
+                JobState.RUNNING,
+                JobState.UPLOADING,
+                JobState.DONE,
+                JobState.FAILED,
+            }
+        ),
+        JobState.RUNNING: frozenset(
+            {
+                JobState.DISCOVERED,
+                JobState.STALE,
+                JobState.FETCHING,
+                JobState.RUNNING,
+                JobState.UPLOADING,
+                JobState.DONE,
+                JobState.FAILED,
+            }
+        ),
+        JobState.UPLOADING: frozenset(
+            {
+                JobState.DISCOVERED,
+                JobState.STALE,
+                JobState.FETCHING,
+                JobState.RUNNING,
+                JobState.UPLOADING,
+                JobState.DONE,
+                JobState.FAILED,
+            }
+        ),
+        JobState.DONE: frozenset({JobState.DISCOVERED, JobState.STALE}),
+        JobState.FAILED: frozenset({JobState.DISCOVERED, JobState.STALE}),
     }
 )
 

@@ -102,6 +102,19 @@ def banners(status: dict[str, Any]) -> list[dict[str, str]]:
         shown.append(
             {"kind": "down", "text": f"Server not answering for: {', '.join(sorted(down))}."}
         )
+    stale = [
+        f"{d['name']} ({d['pipeline']['sessions']})"
+        for d in status["datasets"]
+        if d["pipeline"]["sessions"]
+    ]
+    if stale:
+        shown.append(
+            {
+                "kind": "stale",
+                "text": "The pipeline changed: sessions to process again, after new ones:"
+                f" {', '.join(stale)}.",
+            }
+        )
     return shown
 
 

@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._report import StepStatus
 from ..connectors import LoopPortal, XnatStore
 from ..engine import (
+    FingerprintProbe,
+    Fingerprints,
     Publication,
     RunHooks,
     RunOutcome,
@@ -79,6 +81,9 @@ class XnatBackend:
             max_workers=settings.daemon.max_concurrent_jobs,
             thread_name_prefix=f"sinagot-{self._name}",
         )
+        self._probe = FingerprintProbe(settings, freeform=self._freeform)
+        # The probe is used by one thread at a time.
+        self._probe_lock = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> XnatBackend:
@@ -108,6 +113,12 @@ class XnatBackend:
     async def list_sessions(self) -> Sequence[ListedSession]:
         # As the store gives it: the same list again while the server's answer is unchanged.
         return await self.store.list_sessions()
+
+    async def pipeline(self, settings: Settings | None = None) -> Fingerprints:
+        if settings is not None:
+            return await asyncio.to_thread(_fingerprints_for, settings)
+        async with self._probe_lock:
+            return await asyncio.to_thread(self._probe.current)
 
     async def process_session(
         self, label: str, enter_phase: Callable[[JobState], Awaitable[None]]
@@ -140,6 +151,7 @@ class XnatBackend:
                 raise
             await self._blocking(self._cluster.tidy)
             result = _result(outcome.report, outcome.publications[label])
+            result = dataclasses.replace(result, fingerprints=outcome.fingerprints)
             if not result.ok:
                 return result
             stamp = outcome.settled.get(label)
@@ -169,6 +181,11 @@ class XnatBackend:
             await asyncio.to_thread(self._threads.shutdown, True)
         finally:
             await asyncio.to_thread(self._cluster.release)
+
+
+def _fingerprints_for(settings: Settings) -> Fingerprints:
+    freeform, _ = detect_layout(settings)
+    return FingerprintProbe(settings, freeform=freeform).current()
 
 
 def _log_settled(label: str, stamp: str | None) -> None:
