@@ -173,9 +173,10 @@ def test_local_cluster_options_authenticate_every_comm() -> None:
     assert processes["protocol"] == "tls://"
     assert processes["security"].require_encryption
     # A fresh certificate each time: two clusters never trust each other.
-    assert processes["security"].tls_ca_file != local_cluster_options(DaskSettings())[
-        "security"
-    ].tls_ca_file
+    assert (
+        processes["security"].tls_ca_file
+        != local_cluster_options(DaskSettings())["security"].tls_ca_file
+    )
 
 
 def test_dask_address_refuses_plaintext_to_another_host(tmp_path: Path) -> None:
@@ -195,7 +196,9 @@ def test_dask_address_refuses_plaintext_to_another_host(tmp_path: Path) -> None:
     trusted = dask_table('address = "tcp://10.1.2.3:8786"\nallow_plaintext = true\n')
     assert load_settings(write_project(tmp_path, config=trusted)).dask.allow_plaintext
 
-    assert "only applies to dask.address" in _error(tmp_path, dask_table("allow_plaintext = true\n"))
+    assert "only applies to dask.address" in _error(
+        tmp_path, dask_table("allow_plaintext = true\n")
+    )
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
     tls = f'address = "tls://10.1.2.3:8786"\ntls_ca_file = "{ca}"\n'
@@ -222,7 +225,10 @@ def test_store_settings_alone_need_only_the_store_table(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('[store]\nmax_connections = 0\n', "store.max_connections: got 0; set it to an integer >= 1"),
+        (
+            "[store]\nmax_connections = 0\n",
+            "store.max_connections: got 0; set it to an integer >= 1",
+        ),
         ('[store]\ntype = "xnat"\n', "store.server: is required for type 'xnat'"),
         ('[stor]\ncache_dir = "c"\n', "stor: unknown key; did you mean 'store'?"),
         ("[store\n", "not valid TOML"),

@@ -392,9 +392,7 @@ async def test_async_and_blocking_callers_share_one_store(
 ) -> None:
     # The daemon's way: the async store on the caller's loop, with injected client and
     # cache, and the engine's blocking view of it from a worker thread.
-    client = XnatClient(
-        demo.url, Credentials("alice", "secret"), project=PROJECT, retry=FAST_RETRY
-    )
+    client = XnatClient(demo.url, Credentials("alice", "secret"), project=PROJECT, retry=FAST_RETRY)
     aio = AsyncXnatStore(client, Cache(tmp_path / "cache"), local_root=tmp_path / "work")
     try:
         sessions = await aio.list_sessions()

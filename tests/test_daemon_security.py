@@ -34,7 +34,7 @@ PROCESSES = "[dask]\nn_workers = 1\nthreads_per_worker = 1\nprocesses = true\n"
 PASSWORD_LINE = f'password = "{XNAT_PASSWORD}"\n'
 
 # A filter script that reports what a lab script can see of the daemon's secrets.
-SPY = '''
+SPY = """
 import json
 import os
 
@@ -52,7 +52,7 @@ class Script(ScriptTemplate):
             "credentials": os.environ.get("CREDENTIALS_DIRECTORY"),
         }
         self.path.output.write_text(json.dumps(seen))
-'''
+"""
 
 
 def _config(tmp_path: Path, server: EmulatorServer, cluster: str, password: str = "") -> Path:

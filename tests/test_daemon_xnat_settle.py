@@ -147,8 +147,7 @@ def test_primary_data_changed_during_the_upload_is_processed_again(
     expected = hashlib.md5(changed.upper()).hexdigest()
     wait_for(
         lambda: (
-            derivatives(lab, LABEL)["RS_EEG_filter___at___sinagot"].get("filtered.csv")
-            == expected
+            derivatives(lab, LABEL)["RS_EEG_filter___at___sinagot"].get("filtered.csv") == expected
         ),
         what="the filter rerun on the changed data",
     )

@@ -111,7 +111,10 @@ def test_broken_scripts_raise_script_error_naming_the_file(
     [
         (("", ""), None),
         (('"{id}", "{task}", "EEG", "raw.csv"', '"MFF", "{id}-{task}.mff"'), "PATH_IN"),
-        (('("{id}", "derivatives", "{task}", "EEG", "out.csv")', '("OUT", "{id}.csv")'), "PATH_OUT"),
+        (
+            ('("{id}", "derivatives", "{task}", "EEG", "out.csv")', '("OUT", "{id}.csv")'),
+            "PATH_OUT",
+        ),
     ],
 )
 def test_paths_are_free_and_the_records_layout_is_told_apart(
@@ -134,7 +137,9 @@ def test_a_script_without_run_keeps_sinagot_01s_template(tmp_path: Path) -> None
     loaded = load_script(_write(tmp_path, source), "EEG", "script")
     assert not loaded.implements_run
     script = loaded.cls(
-        id="R", task="RS", path=ScriptPaths(input=tmp_path, output=tmp_path / "o"),
+        id="R",
+        task="RS",
+        path=ScriptPaths(input=tmp_path, output=tmp_path / "o"),
         logger=logging.getLogger("t"),
     )
     script.run()  # 0.1's template: says "Running ..." and writes nothing

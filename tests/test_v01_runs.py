@@ -180,8 +180,7 @@ def test_01_status_log_lines_are_written(tmp_path: Path) -> None:
     root = write_v01_dataset(tmp_path)
     Dataset(root).get(A).RS.EEG.run()
     lines = [
-        json.loads(line)
-        for line in (root / "data" / "LOG" / f"{A}.log").read_text().splitlines()
+        json.loads(line) for line in (root / "data" / "LOG" / f"{A}.log").read_text().splitlines()
     ]
     assert [(line["step_label"], line["step_status"]) for line in lines] == [
         ("clean", 20),

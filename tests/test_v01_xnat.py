@@ -112,9 +112,7 @@ def test_the_library_runs_a_01_dataset_against_xnat(
     assert (work / "CLEAN" / f"{A}-RS.txt").read_text() == f"SIGNAL OF {A} RS\n"
 
 
-def test_a_folder_output_is_held_by_its_name(
-    tmp_path: Path, xnat_server: EmulatorServer
-) -> None:
+def test_a_folder_output_is_held_by_its_name(tmp_path: Path, xnat_server: EmulatorServer) -> None:
     _seed(xnat_server)
     root = _xnat_config(tmp_path, xnat_server.url)
     (root / "scripts" / "EEG" / "power.py").write_text(
@@ -138,7 +136,7 @@ def test_a_folder_output_is_held_by_its_name(
         '    PATH_IN = ("OUT", "{id}", "bands")\n'
         '    PATH_OUT = ("OUT", "{id}", "report.txt")\n\n'
         "    def run(self):\n"
-        '        names = sorted(p.name for p in self.path.input.iterdir())\n'
+        "        names = sorted(p.name for p in self.path.input.iterdir())\n"
         '        self.path.output.write_text(" ".join(names))\n'
     )
     config = root / "dataset.toml"

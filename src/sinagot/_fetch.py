@@ -78,9 +78,7 @@ def _ensure_outputs(
     return "outputs missing"
 
 
-def _place(
-    fileset: FileSet, entry: DataEntry, root: Path, local_path: str
-) -> dict[str, str]:
+def _place(fileset: FileSet, entry: DataEntry, root: Path, local_path: str) -> dict[str, str]:
     """Link the last component of ``local_path`` (a file or a folder) from ``fileset`` to
     ``local_path`` in the work tree at ``root``, where a free-form PATH_IN says. The
     server's digests of what was placed, by local path."""

@@ -107,7 +107,9 @@ def unit_ids(settings: Settings, root: Path, task: str, modality: str) -> list[s
         if not parts or not any(_has_id(p) for p in parts):
             continue
         files = None if match is None else match[1]
-        ids.update(dict.fromkeys(_pattern_ids(root, parts, task, settings.id_pattern.pattern, files)))
+        ids.update(
+            dict.fromkeys(_pattern_ids(root, parts, task, settings.id_pattern.pattern, files))
+        )
     return list(ids)
 
 

@@ -20,7 +20,11 @@ from typing import BinaryIO
 __all__ = [
     "CHUNK_SIZE",
     "atomic_copy",
-    "atomic_write_bytes", "fsync_dir", "link_or_copy", "md5_file"]
+    "atomic_write_bytes",
+    "fsync_dir",
+    "link_or_copy",
+    "md5_file",
+]
 
 CHUNK_SIZE = 1 << 20
 

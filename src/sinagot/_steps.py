@@ -178,7 +178,9 @@ def _step_logger(spec: StepSpec) -> tuple[logging.Logger, logging.FileHandler]:
 def _output_files(root: Path, name: str) -> dict[str, Path]:
     """The files of output ``name`` below ``root`` (a file, or a folder's visible files)."""
     found = list_files(root / name) if (root / name).exists() else ()
-    return {(f"{name}/{relative}" if relative else name): root / name / relative for relative in found}
+    return {
+        (f"{name}/{relative}" if relative else name): root / name / relative for relative in found
+    }
 
 
 def _collect_outputs(spec: StepSpec, staging: Path) -> tuple[dict[str, Path], dict[str, Path]]:

@@ -50,7 +50,19 @@ _log = logging.getLogger(__name__)
 
 _S = TypeVar("_S", bound="_Scope")
 # What a scope offers besides its task and modality scopes (said when a name is neither).
-_API = ["ids", "get", "first", "all", "has", "count", "count_detail", "tasks", "modalities", "steps", "run"]
+_API = [
+    "ids",
+    "get",
+    "first",
+    "all",
+    "has",
+    "count",
+    "count_detail",
+    "tasks",
+    "modalities",
+    "steps",
+    "run",
+]
 
 
 def _ensure_log_output(level: str, log_format: str | None) -> None:
@@ -130,8 +142,7 @@ class _Scope:
             (task, modality)
             for task in tasks
             for modality in settings.modalities
-            if modality in settings.tasks[task].modalities
-            and self.modality in (None, modality)
+            if modality in settings.tasks[task].modalities and self.modality in (None, modality)
         ]
 
     def tasks(self: _S) -> Iterator[_S]:

@@ -146,7 +146,9 @@ def _import_file(file: Path, what: str, prefix: str) -> tuple[ModuleType, str]:
     try:
         source = file.read_bytes()
     except OSError as exc:
-        raise ScriptError(f"{file}: cannot read the {what} ({exc.strerror}): check the file") from None
+        raise ScriptError(
+            f"{file}: cannot read the {what} ({exc.strerror}): check the file"
+        ) from None
     source_md5 = hashlib.md5(source, usedforsecurity=False).hexdigest()
     # One module name per file version, so an edited file is really re-imported.
     module_name = f"{prefix}_{source_md5}"

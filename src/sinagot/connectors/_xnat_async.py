@@ -102,9 +102,7 @@ class _EntrySource:
         self._base = base
         self._what = what
 
-    def stream(
-        self, file: RemoteFile, offset: int, end: int | None = None
-    ) -> AsyncIterator[bytes]:
+    def stream(self, file: RemoteFile, offset: int, end: int | None = None) -> AsyncIterator[bytes]:
         path = f"{self._base}/files/{quote(file.name, safe='/')}"
         return self._client.stream(path, offset, f"file {file.name} of {self._what}", end)
 

@@ -101,7 +101,6 @@ class SessionListing(NamedTuple):
     last_modified: str
 
 
-
 def file_name(uri: str, fallback: str) -> str:
     """The path of a file inside its resource, from its listing URI (Name is only the basename)."""
     match = _FILE_PATH.search(uri)
