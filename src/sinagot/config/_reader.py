@@ -51,6 +51,8 @@ KNOWN_TABLES: dict[str, tuple[str, ...]] = {
     ),
     "daemon": (
         "poll_interval",
+        "min_poll_interval",
+        "server_recovery",
         "listings_per_server",
         "pipeline_check_interval",
         "max_concurrent_jobs",

@@ -9,6 +9,7 @@ from .._layout import DERIVATIVES_DIR
 from ._factory import open_store
 from ._local import LocalStore
 from ._remote import RemoteStore
+from ._server_pace import PaceView, ServerPace, ServerPaces
 from ._store import FieldValue, Store
 from ._values import (
     DataEntry,
@@ -60,8 +61,11 @@ __all__ = [
     "FileSet",
     "LocalStore",
     "LoopPortal",
+    "PaceView",
     "RemoteStore",
     "RetryPolicy",
+    "ServerPace",
+    "ServerPaces",
     "SessionListing",
     "Store",
     "XnatStore",
