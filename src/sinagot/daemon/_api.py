@@ -65,6 +65,8 @@ async def status_document(daemon: Daemon) -> dict[str, Any]:
         "queued": daemon.queued_jobs,
         "metrics_url": daemon.metrics_url,
         "datasets": [d.to_json() for d in datasets],
+        # Back-pressure: each server's pace, and why.
+        "servers": [view.to_json() for view in daemon.paces.views()],
     }
 
 
