@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import sinagot._checksums
 import sinagot._fs
+import sinagot.engine._checksums
 from sinagot import Dataset
 
 CONFIG = """\
@@ -80,7 +80,7 @@ def main() -> None:
         return real_md5(path)
 
     # Count every input file the engine hashes.
-    sinagot._checksums.md5_file = counting_md5  # type: ignore[attr-defined]
+    sinagot.engine._checksums.md5_file = counting_md5  # type: ignore[attr-defined]
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

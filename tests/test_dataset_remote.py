@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import sinagot._checksums
+import sinagot.engine._checksums
 from foundation_support import TWO_RECORDS, write_project
 from sinagot import Dataset, StepStatus
 from sinagot.connectors import DataRow, LocalStore
@@ -45,9 +45,9 @@ def test_inputs_are_linked_in_and_server_digests_used(
     remote, work = tmp_path / "data", tmp_path / "work"
     ds = Dataset(config, store=MirrorStore(remote, work))
     hashed: list[Path] = []
-    real = sinagot._checksums.md5_file
+    real = sinagot.engine._checksums.md5_file
     monkeypatch.setattr(
-        sinagot._checksums, "md5_file", lambda path: hashed.append(path) or real(path)
+        sinagot.engine._checksums, "md5_file", lambda path: hashed.append(path) or real(path)
     )
 
     report = ds.run()

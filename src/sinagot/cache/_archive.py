@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from ._lock import Staging
+from ._remote_files import RemoteFile
 from ._threads import run_to_completion
-from ._types import RemoteFile
 
 __all__ = ["ARCHIVE_MIN_FILES", "fetch_archive", "worth_an_archive"]
 

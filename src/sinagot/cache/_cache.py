@@ -69,9 +69,16 @@ from ._maintenance import (
 )
 from ._manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
 from ._prune import GENERATION_PREFIX, prune_generations
+from ._remote_files import (
+    ArchiveSource,
+    EntryKey,
+    FileSource,
+    ManifestFile,
+    RemoteFile,
+    check_file_set,
+)
 from ._sync import sync_tree
 from ._threads import first_error, run_to_completion
-from ._types import ArchiveSource, EntryKey, FileSource, ManifestFile, RemoteFile, check_file_set
 
 __all__ = ["Cache", "EntryUse"]
 

@@ -16,8 +16,8 @@ from urllib.parse import quote, unquote
 
 from ..cache import RemoteFile
 from ..errors import ServerError
+from ._data_model import split_derivative_path, validate_label, validate_relative_path
 from ._store import FieldValue
-from ._values import split_derivative_path, validate_label, validate_relative_path
 
 __all__ = [
     "AT",

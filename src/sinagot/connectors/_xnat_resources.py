@@ -20,8 +20,8 @@ from urllib.parse import quote
 from .._layout import list_files
 from ..cache import RemoteFile
 from ..errors import RemoteNotFoundError, StoreError
+from ._data_model import DataEntry, FileSet, validate_relative_path
 from ._remote import check_uploaded, checksums_of
-from ._values import DataEntry, FileSet, validate_relative_path
 from ._xnat_client import XnatClient
 from ._xnat_fields import UPLOAD_PARAMS
 from ._xnat_names import PROVENANCE_FILE, file_name, output_prefix, remote_file, together

@@ -17,7 +17,7 @@ from urllib.parse import unquote
 
 from ..cache import RemoteFile
 from ..errors import RemoteNotFoundError, RequestRefusedError, ServerError, StoreError
-from ._values import DataRow, derivative_path, validate_label
+from ._data_model import DataRow, derivative_path, validate_label
 from ._xnat_client import XnatClient
 from ._xnat_names import (
     AT,

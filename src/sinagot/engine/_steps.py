@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._fs import fsync_dir, md5_file
-from ._layout import LOGS_DIR, STAGING_DIR, list_files
-from ._report import StepKey, StepResult, StepStatus
+from .._fs import fsync_dir, md5_file
+from .._layout import LOGS_DIR, STAGING_DIR, list_files
+from .._report import StepKey, StepResult, StepStatus
+from ..errors import ScriptError
+from ._provenance import STATUS_ADOPTED, STATUS_SUCCESS, build_provenance, stale_reason, utc_now
+from ._scripts import LoadedScript, PathSpec, ScriptPaths, load_script, shape_paths
 from ._status_log import LegacyStatus, write_status
 from ._worktree import output_folder
-from .errors import ScriptError
-from .provenance import STATUS_ADOPTED, STATUS_SUCCESS, build_provenance, stale_reason, utc_now
-from .scripts import LoadedScript, PathSpec, ScriptPaths, load_script, shape_paths
 
 __all__ = [
     "StepSpec",
