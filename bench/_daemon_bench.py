@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from sinagot.cli import ControlClient
 from sinagot.config import load_settings
-from sinagot.daemon._journal import Journal
+from sinagot.daemon.internals import Journal
 from sinagot.engine import FingerprintProbe
 from sinagot.errors import DaemonError
 from sinagot.testing import EmulatorServer, Owner

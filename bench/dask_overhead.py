@@ -20,7 +20,7 @@ from distributed import LocalCluster
 
 from sinagot import Dataset
 from sinagot.config import DaskSettings
-from sinagot.engine._dask import local_cluster_options
+from sinagot.engine.internals import local_cluster_options
 
 CONFIG = """\
 [path]

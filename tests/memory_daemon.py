@@ -18,12 +18,12 @@ from sinagot.daemon import (
     Daemon,
     Fingerprints,
     JobState,
+    Notifier,
     ProcessResult,
     SessionInfo,
     StepMark,
 )
-from sinagot.daemon._states import PHASES
-from sinagot.daemon._systemd import Notifier
+from sinagot.daemon.internals import PHASES
 
 
 class MemoryBackend:

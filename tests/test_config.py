@@ -7,7 +7,7 @@ import pytest
 from foundation_support import write_project
 from sinagot.config import DaskSettings, load_settings, load_store_settings
 from sinagot.demo import DEMO_CONFIG
-from sinagot.engine._dask import local_cluster_options
+from sinagot.engine.internals import local_cluster_options
 from sinagot.errors import ConfigError
 
 

@@ -14,9 +14,9 @@ from distributed import Client, LocalCluster
 
 from daemon_support import wait_for
 from sinagot.config import DaskSettings
-from sinagot.daemon import _cluster as cluster_module
-from sinagot.daemon._cluster import ClusterPool, forget_finished_spans, forget_span_metrics
-from sinagot.engine._dask import local_cluster_options
+from sinagot.daemon.internals import ClusterPool, forget_finished_spans, forget_span_metrics
+from sinagot.daemon.internals import cluster as cluster_module
+from sinagot.engine.internals import local_cluster_options
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from distributed import LocalCluster
 from daemon_support import listening
 from dask_attacker import assert_refused, attack
 from sinagot.config import DaskSettings
-from sinagot.engine._dask import open_client
+from sinagot.engine.internals import open_client
 
 
 def http_answers(port: int, path: str) -> int | None:

@@ -13,7 +13,7 @@ from foundation_support import TWO_RECORDS, config_for, write_project
 from sinagot import Dataset, RunReport, StepStatus
 from sinagot.config import DaskSettings
 from sinagot.demo import DEMO_CONFIG, DEMO_SCRIPTS
-from sinagot.engine._dask import local_cluster_options
+from sinagot.engine.internals import local_cluster_options
 
 A, B = TWO_RECORDS
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sinagot.engine._scripts import (
+from sinagot.engine.internals import (
     ScriptPaths,
     ScriptTemplate,
     format_paths,
