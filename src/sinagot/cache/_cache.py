@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from .._aio import first_error, run_to_completion
 from .._counters import COUNTERS
 from .._fs import fsync_dir
 from ..config import CacheSettings
@@ -78,7 +79,6 @@ from ._remote_files import (
     check_file_set,
 )
 from ._sync import sync_tree
-from ._threads import first_error, run_to_completion
 
 __all__ = ["Cache", "EntryUse"]
 

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from urllib.parse import unquote
 
+from .._aio import together
 from ..cache import RemoteFile
 from ..errors import RemoteNotFoundError, RequestRefusedError, ServerError, StoreError
 from ._data_model import DataRow, derivative_path, validate_label
@@ -33,7 +34,6 @@ from ._xnat_names import (
     same_files,
     scan_resource_uri,
     session_path,
-    together,
 )
 
 __all__ = ["SessionIndex"]

@@ -203,7 +203,7 @@ def _collect_outputs(spec: StepSpec, staging: Path) -> tuple[dict[str, Path], di
     return staged, kept
 
 
-def _publish(spec: StepSpec, staging: Path, files: Mapping[str, Path]) -> dict[str, str]:
+def _move_into_place(spec: StepSpec, staging: Path, files: Mapping[str, Path]) -> dict[str, str]:
     """Hash, fsync and rename staged outputs into place; returns name -> md5."""
     checksums: dict[str, str] = {}
     for name, path in files.items():
@@ -244,7 +244,7 @@ def _run_script(spec: StepSpec, inputs: dict[str, str], started: str) -> StepRes
         script = loaded.cls(id=spec.key.record, task=spec.key.task, path=paths, logger=logger)
         script.run()
         staged, kept = _collect_outputs(spec, staging)
-        checksums = _publish(spec, staging, staged)
+        checksums = _move_into_place(spec, staging, staged)
         checksums.update({name: md5_file(path) for name, path in kept.items()})
     except Exception as exc:
         logger.propagate = False  # the traceback goes to the step's log file only
