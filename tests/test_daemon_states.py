@@ -10,19 +10,15 @@ from types import MappingProxyType
 
 import pytest
 
-from sinagot.daemon import Fingerprints, StepMark
-from sinagot.daemon._job_records import JobRecord
-from sinagot.daemon._journal import Journal
-from sinagot.daemon._states import (
-    FINISHED,
+from sinagot.daemon import FINISHED, DaemonStatus, Fingerprints, JobState, StepMark, shown_status
+from sinagot.daemon.internals import (
     IN_FLIGHT,
     PHASES,
     STATUS_TRANSITIONS,
     TRANSITIONS,
-    DaemonStatus,
-    JobState,
+    JobRecord,
+    Journal,
     check_status_transition,
-    shown_status,
 )
 from sinagot.errors import DaemonError, InvalidTransitionError
 

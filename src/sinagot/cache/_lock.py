@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from .._aio import run_to_completion
 from ..errors import CacheLockTimeoutError
-from ._threads import run_to_completion
 
 __all__ = [
     "COMMIT_NAME",

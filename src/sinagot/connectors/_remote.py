@@ -28,8 +28,7 @@ import platformdirs
 from .._fs import link_or_copy, md5_file
 from .._layout import DERIVATIVES_DIR, list_files
 from ..errors import ServerError, StoreError
-from ._store import FieldValue, Store
-from ._values import (
+from ._data_model import (
     DataEntry,
     DataRow,
     DataTree,
@@ -37,6 +36,7 @@ from ._values import (
     validate_label,
     validate_relative_path,
 )
+from ._store import FieldValue, Store
 
 __all__ = [
     "RemoteStore",

@@ -31,11 +31,11 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .connectors import take_environment_password
-from .errors import ConfigError, SinagotError
+from ..connectors import take_environment_password
+from ..errors import ConfigError, SinagotError
 
 if TYPE_CHECKING:
-    from .config import DaskSettings
+    from ..config import DaskSettings
 
 __all__ = [
     "HTTP_HEALTH_ONLY",
@@ -212,7 +212,7 @@ def _external_client(distributed: Any, settings: DaskSettings, stack: ExitStack)
 def _jobqueue_cluster(
     dask: Any, settings: DaskSettings, stack: ExitStack, secrets_dir: Path | None
 ) -> Any:
-    from .config import JOBQUEUE_CLUSTERS
+    from ..config import JOBQUEUE_CLUSTERS
 
     assert settings.jobqueue is not None
     jobqueue = import_jobqueue(settings.jobqueue)

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from ._fs import md5_file
+from .._fs import md5_file
 
 __all__ = ["ChecksumCache"]
 
