@@ -191,7 +191,10 @@ class Cache:
 
     @classmethod
     def from_settings(cls, settings: CacheSettings) -> Cache:
-        """The cache ``settings`` describe (the one way Sinagot itself opens a cache)."""
+        """The cache ``settings`` describe, as the stores and ``sinagot cache`` open it.
+
+        The daemon's metrics, which only list a cache's entries, open it by its root.
+        """
         return cls(
             resolve_cache_dir(settings.dir),
             race_condition_delay=settings.race_condition_delay,

@@ -17,6 +17,7 @@ from ._memory import malloc_trim, trim_free_memory
 from ._paths import SYSTEM_SOCKET
 from ._polling import Poller, ServerGates, poll_phases
 from ._states import (
+    ALLOWED_TRANSITIONS,
     IN_FLIGHT,
     PHASES,
     STATUS_TRANSITIONS,
@@ -27,6 +28,7 @@ from ._status_page import banners
 
 __all__ = [
     "ACCEPT_BATCH",
+    "ALLOWED_TRANSITIONS",
     "IN_FLIGHT",
     "MAX_CONNECTIONS",
     "MAX_JOBS_LISTED",

@@ -92,11 +92,6 @@ class ChecksumCache:
         self._pending[key] = (stat.st_size, stat.st_mtime_ns, digest)
         return digest
 
-    def remember(self, path: Path, digest: str) -> None:
-        """Record a digest computed elsewhere (e.g. while writing the file)."""
-        stat = os.stat(path)
-        self._pending[str(path)] = (stat.st_size, stat.st_mtime_ns, digest)
-
     def flush(self) -> None:
         if not self._pending:
             return

@@ -20,7 +20,6 @@ else's business.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 import shutil
 import signal
@@ -94,10 +93,6 @@ def local_cluster_options(settings: DaskSettings) -> dict[str, Any]:
 
 def check_available(settings: DaskSettings) -> None:
     """Raise ConfigError now if the cluster ``settings`` ask for cannot be built here."""
-    if importlib.util.find_spec("distributed") is None:
-        raise ConfigError(
-            "scripts run on Dask but distributed is not installed: pip install 'dask[distributed]'"
-        )
     if settings.jobqueue is not None:
         import_jobqueue(settings.jobqueue)
 
