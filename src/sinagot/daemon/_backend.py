@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from ..errors import DaemonError
 from ._states import JobState
 
 if TYPE_CHECKING:
@@ -21,7 +20,6 @@ __all__ = [
     "PacedBackend",
     "ProcessResult",
     "SessionInfo",
-    "backend_for",
 ]
 
 
@@ -131,16 +129,3 @@ class PacedBackend(Protocol):
 
 
 BackendFactory = Callable[["Settings"], DatasetBackend]
-
-
-def backend_for(settings: Settings) -> DatasetBackend:
-    """Build the backend for one dataset config: the daemon follows XNAT projects."""
-    if settings.store.type == "xnat":
-        from ._xnat_backend import XnatBackend  # imports aiohttp and the engine
-
-        return XnatBackend.from_settings(settings)
-    raise DaemonError(
-        f"{settings.config_path} has [store] type {settings.store.type!r}: the daemon follows"
-        ' XNAT servers, so give it a config with [store] type = "xnat" (run a local dataset'
-        " with `sinagot run CONFIG`)"
-    )

@@ -32,7 +32,7 @@ from ._pace_report import pace_families
 from ._states import DatasetHealth
 
 if TYPE_CHECKING:
-    from ._service import Daemon
+    from ._view import DaemonView
 
 __all__ = ["CONTENT_TYPE", "DaemonMetrics"]
 
@@ -101,7 +101,7 @@ class _Scrape:
 class _StateCollector(Collector):
     """The daemon's state as metric families, from the scrape being rendered."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self._daemon = daemon
         self.scrape: _Scrape | None = None
 
@@ -156,7 +156,7 @@ class _StateCollector(Collector):
         yield notifications
 
 
-def _dataset_families(datasets: Sequence[DatasetStatus], daemon: Daemon) -> Iterator[Metric]:
+def _dataset_families(datasets: Sequence[DatasetStatus], daemon: DaemonView) -> Iterator[Metric]:
     jobs = GaugeMetricFamily(
         "sinagot_jobs", "Jobs in the journal by dataset and state.", labels=["dataset", "state"]
     )
@@ -290,7 +290,7 @@ def _cache_families(counts: CountsSnapshot, caches: dict[Path, _CacheSize]) -> I
 class DaemonMetrics:
     """The registry of one daemon: observe jobs as they end, :meth:`render` at each scrape."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self._daemon = daemon
         self.registry = CollectorRegistry(auto_describe=False)
         self._state = _StateCollector(daemon)
@@ -323,5 +323,5 @@ class DaemonMetrics:
         roots = [resolve_cache_dir(s.store.cache_dir) for s in daemon.dataset_settings()]
         caches = await self._cache_sizes.current(roots)
         # No await from here on: the collector reads this scrape while rendering it.
-        self._state.scrape = _Scrape(datasets, daemon.paces.views(), COUNTERS.snapshot(), caches)
+        self._state.scrape = _Scrape(datasets, daemon.server_paces(), COUNTERS.snapshot(), caches)
         return generate_latest(self.registry)

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..connectors import ServerPaces
+from ..connectors import PaceView, ServerPaces
 from ..errors import ConfigError, DaemonError, SinagotError
 from ._attempt import AttemptEnd, JobLogHandler, Outcome
 from ._backend import BackendFactory
@@ -445,6 +445,9 @@ class Daemon:
 
     def dataset_names(self) -> list[str]:
         return list(self._served.current)
+
+    def server_paces(self) -> list[PaceView]:
+        return self.paces.views()
 
     # -- reload --------------------------------------------------------------------
 
