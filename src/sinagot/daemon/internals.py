@@ -15,6 +15,7 @@ from ._job_records import SCHEMA_VERSION, JobRecord
 from ._journal import Journal
 from ._memory import malloc_trim, trim_free_memory
 from ._paths import SYSTEM_SOCKET
+from ._poll_pace import PollPace, borrow_limit, fixed_count
 from ._polling import Poller, ServerGates, poll_phases
 from ._states import (
     ALLOWED_TRANSITIONS,
@@ -41,12 +42,15 @@ __all__ = [
     "ClusterPool",
     "JobRecord",
     "Journal",
+    "PollPace",
     "Poller",
     "ServedDataset",
     "ServerGates",
     "banners",
+    "borrow_limit",
     "check_status_transition",
     "cluster",
+    "fixed_count",
     "forget_finished_spans",
     "forget_span_metrics",
     "malloc_trim",
