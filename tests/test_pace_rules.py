@@ -187,7 +187,8 @@ def test_a_503_slows_polls_transfers_and_retries_one_step() -> None:
         4,
     )
     view = pace.view()
-    assert view.reason == "HTTP 503" and view.troubles == {"status_503": 1}
+    assert view.reason == "HTTP 503" and view.cause == "status_503"
+    assert view.troubles == {"status_503": 1}
 
 
 def test_troubles_together_are_one_step_and_levels_are_capped() -> None:
@@ -251,28 +252,43 @@ def test_no_answer_is_trouble_by_kind() -> None:
     assert pace.view().reason == "no answer (ConnectionResetError)"
 
 
-def test_recovery_is_step_by_step_and_counts_from_the_last_trouble() -> None:
+def test_recovery_is_step_by_step_from_the_first_good_answer() -> None:
     clock = Clock()
     pace = _pace(clock, recovery=40.0)
     for _ in range(MAX_LEVEL):
         pace.answered(503, 0.05)
         clock.now += BUMP_GAP
-    last = clock.now - BUMP_GAP
     step = 40.0 / MAX_LEVEL
+    # Time alone is no sign of health: a server polled rarely stays slowed.
+    clock.now += 10 * step
+    assert pace.level == MAX_LEVEL
+    healthy = clock.now
+    pace.answered(200, 0.05)
     levels = []
     for k in range(MAX_LEVEL + 1):
-        clock.now = last + k * step
+        clock.now = healthy + k * step
         levels.append(pace.level)
     assert levels == [MAX_LEVEL, 3, 2, 1, 0]
     assert pace.view().reason == "normal"
-    # Trouble during recovery starts the count again.
-    clock.now = last
-    pace2 = _pace(clock, recovery=40.0)
-    pace2.answered(503, 0.05)
-    clock.now += step - 0.1
-    pace2.answered(503, 0.05)
-    clock.now += step - 0.1
-    assert pace2.level == 2
+
+
+def test_trouble_during_recovery_stops_it_until_the_next_good_answer() -> None:
+    clock = Clock()
+    pace = _pace(clock, recovery=40.0)
+    step = 40.0 / MAX_LEVEL
+    pace.answered(503, 0.05)
+    clock.now += BUMP_GAP
+    pace.answered(503, 0.05)
+    pace.answered(200, 0.05)
+    clock.now += step
+    assert pace.level == 1
+    pace.answered(503, 0.05)
+    assert pace.level == 2
+    clock.now += 3 * step
+    assert pace.level == 2
+    pace.answered(200, 0.05)
+    clock.now += step
+    assert pace.level == 1
 
 
 def test_the_paces_are_one_per_server_and_follow_the_recovery_setting() -> None:

@@ -16,10 +16,13 @@ flight together is one sign, not many):
 
 Each level doubles the poll interval, halves the requests allowed in flight (no
 limit but the connection pools at level 0) and takes one try off each request's
-retries. The level falls back one step at a time: one step per
-``recovery / MAX_LEVEL`` seconds without trouble, so that the worst level is back to
-normal ``recovery`` seconds after the last trouble (additive decrease after a
-multiplicative slow-down, as TCP's AIMD).
+retries. The level falls back one step at a time once the server is seen healthy
+again: one step per ``recovery / MAX_LEVEL`` seconds from its first good answer after
+the last trouble, so that the worst level is back to normal ``recovery`` seconds
+after the server answered well again (additive decrease after a multiplicative
+slow-down, as TCP's AIMD). Time alone is no sign of health: a server polled less
+often than a recovery step would otherwise be back to full pace before each of the
+failing polls, and never slowed.
 
 Written here rather than taken from a library: what a pace must slow (polls,
 transfers, retries of one server, across many clients) is Sinagot's own, and the
@@ -61,12 +64,15 @@ class PaceView:
     transfers: int | None
     # Tries of one request (the first one and its retries), out of the configured ones.
     retry_attempts: int
-    # Why the pace is what it is: "normal", or the last trouble.
+    # Why the pace is what it is: "normal", or the last trouble, in words...
     reason: str
     # Seconds left of a hold asked for by the server's Retry-After.
     hold: float
     # Troubles seen since the daemon started, by kind.
     troubles: dict[str, int]
+    # ...and as the kind of that trouble ("status_503", "latency", "timeout",
+    # "no_answer"; "normal"): a metric label of a few values, where the words vary.
+    cause: str = "normal"
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -76,6 +82,7 @@ class PaceView:
             "transfers": self.transfers,
             "retry_attempts": self.retry_attempts,
             "reason": self.reason,
+            "cause": self.cause,
             "hold": round(self.hold, 3),
             "troubles": dict(self.troubles),
         }
@@ -104,11 +111,13 @@ class ServerPace:
         self.attempts = attempts
         self._clock = clock
         self._level = 0
-        # When the level last rose or fell a step: recovery counts from there.
-        self._since = clock()
+        # When recovery started or last fell a step (None: no good answer since the last
+        # trouble, no recovery yet).
+        self._since: float | None = None
         self._last_bump = float("-inf")
         self._hold_until = float("-inf")
         self._reason = "normal"
+        self._cause = "normal"
         self._troubles: collections.Counter[str] = collections.Counter()
         self._latencies: dict[str, collections.deque[float]] = {}
         self._busy = 0
@@ -146,6 +155,7 @@ class ServerPace:
             reason="normal" if level == 0 else self._reason,
             hold=self.hold_left(),
             troubles=dict(self._troubles),
+            cause="normal" if level == 0 else self._cause,
         )
 
     # -- what the server did ---------------------------------------------------------------
@@ -160,6 +170,9 @@ class ServerPace:
             after = "" if retry_after is None else f", Retry-After {retry_after:g} s"
             self.trouble(f"status_{status}", f"HTTP {status}{after}", retry_after)
             return
+        if self._since is None and status < 500:
+            # The first good answer since the trouble: recovery starts.
+            self._since = self._clock()
         if latency is None or status >= 400:
             return
         samples = self._latencies.setdefault(kind, collections.deque(maxlen=_SAMPLES))
@@ -186,16 +199,19 @@ class ServerPace:
         self._settle(now)
         self._troubles[kind] += 1
         self._reason = reason
+        self._cause = kind
         if retry_after is not None:
             self._hold_until = max(self._hold_until, now + min(retry_after, MAX_HOLD))
         if now - self._last_bump >= BUMP_GAP:
             self._last_bump = now
             self._level = min(MAX_LEVEL, self._level + 1)
-        # Recovery starts again from the last trouble.
-        self._since = now
+        # Recovery waits for the server's next good answer.
+        self._since = None
 
     def _settle(self, now: float) -> None:
-        """Come back one level per recovery step without trouble."""
+        """Come back one level per recovery step since the server answered well again."""
+        if self._since is None:
+            return
         step = self.recovery / MAX_LEVEL
         while self._level and now - self._since >= step:
             self._level -= 1

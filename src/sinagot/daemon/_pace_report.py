@@ -23,7 +23,7 @@ def pace_families(
     )
     reason = GaugeMetricFamily(
         "sinagot_server_pace_reason",
-        "Why the server's pace is what it is (1 for the current reason).",
+        "Why the server's pace is what it is: the kind of its last trouble (1 for the current one).",
         labels=["server", "reason"],
     )
     hold = GaugeMetricFamily(
@@ -48,7 +48,7 @@ def pace_families(
     )
     for view in servers:
         pace.add_metric([view.server], view.poll_factor)
-        reason.add_metric([view.server, view.reason], 1)
+        reason.add_metric([view.server, view.cause], 1)
         hold.add_metric([view.server], view.hold)
         retries.add_metric([view.server], view.retry_attempts)
         transfers.add_metric([view.server], view.transfers or 0)

@@ -142,7 +142,8 @@ class Poller:
             slowdown=1.0 if pace is None else pace.poll_factor(),
         )
         if self.dataset.failures:
-            delay = self._backoff()
+            # The dataset's backoff, or the server's pace if that is slower still.
+            delay = max(delay, self._backoff())
         self.dataset.poll_delay = delay
         return delay
 
