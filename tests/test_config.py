@@ -242,3 +242,17 @@ def test_store_settings_alone_are_validated_in_one_line(
     with pytest.raises(ConfigError) as info:
         load_store_settings(config)
     assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_polling_defaults_and_a_minimum_above_the_interval_is_one_clear_line(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(write_project(tmp_path / "a", config=DEMO_CONFIG))
+    assert settings.daemon.min_poll_interval == 10.0
+    assert settings.daemon.server_recovery == 40.0
+    # A poll interval shorter than the default minimum is its own minimum.
+    short = DEMO_CONFIG + "\n[daemon]\npoll_interval = 4.0\n"
+    assert load_settings(write_project(tmp_path / "b", config=short)).daemon.min_poll_interval == 4
+    wrong = DEMO_CONFIG + "\n[daemon]\npoll_interval = 30.0\nmin_poll_interval = 45.0\n"
+    message = _error(tmp_path / "c", wrong)
+    assert "daemon.min_poll_interval: 45 s is longer than poll_interval (30 s)" in message
