@@ -207,7 +207,10 @@ async def send_changes(
     requests = [
         *(functools.partial(put_file, name) for name in alone),
         *(functools.partial(put_archive, index, batch) for index, batch in enumerate(batches, 1)),
-        *(functools.partial(send, "DELETE", quote(n, safe="/"), f"file {n} of {what}") for n in stale),
+        *(
+            functools.partial(send, "DELETE", quote(n, safe="/"), f"file {n} of {what}")
+            for n in stale
+        ),
     ]
     if upload.new and len(requests) == 1:
         try:
