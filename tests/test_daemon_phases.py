@@ -2,7 +2,7 @@
 
 The thread waits only for "running" to be journalled (a script may kill the
 daemon); "fetching" is journalled before the thread starts and "uploading"
-while the upload goes on (``sinagot.daemon._phases.PhaseRelay``).
+while the upload goes on (``PhaseRelay`` in the daemon).
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from daemon_support import wait_for_async
 from daemon_xnat_support import PROJECT, add_session, complete, file_puts, write_project
 from sinagot.config import load_settings
 from sinagot.connectors import LoopPortal
-from sinagot.daemon._phases import PhaseRelay
-from sinagot.daemon._states import JobState
-from sinagot.daemon._xnat_backend import XnatBackend
+from sinagot.daemon import JobState
+from sinagot.daemon.internals import PhaseRelay, XnatBackend
 from sinagot.testing import EmulatorServer
 
 LABEL = "REC-200101-A"
