@@ -15,6 +15,7 @@ from ._job_records import SCHEMA_VERSION, JobRecord
 from ._journal import Journal
 from ._memory import malloc_trim, trim_free_memory
 from ._paths import SYSTEM_SOCKET
+from ._phases import PhaseRelay
 from ._poll_pace import PollPace, borrow_limit, fixed_count
 from ._polling import Poller, ServerGates, poll_phases
 from ._states import (
@@ -26,6 +27,7 @@ from ._states import (
     check_status_transition,
 )
 from ._status_page import banners
+from ._xnat_backend import XnatBackend
 
 __all__ = [
     "ACCEPT_BATCH",
@@ -42,10 +44,12 @@ __all__ = [
     "ClusterPool",
     "JobRecord",
     "Journal",
+    "PhaseRelay",
     "PollPace",
     "Poller",
     "ServedDataset",
     "ServerGates",
+    "XnatBackend",
     "banners",
     "borrow_limit",
     "check_status_transition",
