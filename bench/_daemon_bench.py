@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sinagot.cli import ControlClient
 from sinagot.config import load_settings
-from sinagot.daemon import ControlClient
-from sinagot.daemon._journal import Journal
+from sinagot.daemon.internals import Journal
 from sinagot.engine import FingerprintProbe
 from sinagot.errors import DaemonError
 from sinagot.testing import EmulatorServer, Owner

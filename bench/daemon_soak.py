@@ -34,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _daemon_bench import PASSWORD, PROJECT, USER, DaemonChild, label, wait_until, write_config
-from sinagot.daemon._api import MAX_JOBS_LISTED as JOBS_LIMIT
+from sinagot.daemon.internals import MAX_JOBS_LISTED as JOBS_LIMIT
 from sinagot.testing import EmulatorServer
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from distributed import LocalCluster
 
 from sinagot import Dataset
-from sinagot._dask import local_cluster_options
 from sinagot.config import DaskSettings
+from sinagot.engine.internals import local_cluster_options
 
 CONFIG = """\
 [path]

@@ -15,9 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import sinagot._checksums
-import sinagot._fs
 from sinagot import Dataset
+from sinagot.engine.internals import checksums
 
 CONFIG = """\
 [path]
@@ -72,7 +71,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     reads = 0
-    real_md5 = sinagot._fs.md5_file
+    real_md5 = checksums.md5_file
 
     def counting_md5(path: Path) -> str:
         nonlocal reads
@@ -80,7 +79,7 @@ def main() -> None:
         return real_md5(path)
 
     # Count every input file the engine hashes.
-    sinagot._checksums.md5_file = counting_md5  # type: ignore[attr-defined]
+    checksums.md5_file = counting_md5  # type: ignore[attr-defined]
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -10,10 +10,11 @@ import importlib
 import os
 import sys
 
-import sinagot.daemon._backend as backend_module
+import sinagot.daemon
 from sinagot.cli import main
 
 if __name__ == "__main__":
     module_name, _, attribute = os.environ["SINAGOT_TEST_BACKEND"].partition(":")
-    backend_module.backend_for = getattr(importlib.import_module(module_name), attribute)
+    # `sinagot daemon` looks the factory up on sinagot.daemon when it starts.
+    sinagot.daemon.backend_for = getattr(importlib.import_module(module_name), attribute)
     sys.exit(main(["--log-level", "DEBUG", "daemon", *sys.argv[1:]]))

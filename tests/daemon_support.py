@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
-from sinagot.daemon import ControlClient
+from sinagot.cli import ControlClient
 from sinagot.errors import DaemonError
 
 T = TypeVar("T")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon_support import DaemonProcess, daemon_table, wait_for
-from sinagot.daemon._api import MAX_JOBS_LISTED
+from sinagot.daemon.internals import MAX_JOBS_LISTED
 from sinagot.testing import EmulatorServer, Owner
 from sinagot.testing.pytest_plugin import XNAT_PASSWORD, XNAT_USER
 

@@ -12,18 +12,18 @@ from types import MappingProxyType
 from typing import Any
 
 from daemon_support import daemon_table, wait_for_async, write_config
+from sinagot.cli import ControlClient
 from sinagot.config import Settings, load_settings
 from sinagot.daemon import (
-    ControlClient,
     Daemon,
     Fingerprints,
     JobState,
+    Notifier,
     ProcessResult,
     SessionInfo,
     StepMark,
 )
-from sinagot.daemon._states import PHASES
-from sinagot.daemon._systemd import Notifier
+from sinagot.daemon.internals import PHASES
 
 
 class MemoryBackend:

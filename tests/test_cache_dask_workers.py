@@ -17,8 +17,8 @@ from distributed import Client, LocalCluster
 
 from daemon_xnat_support import PROJECT, STEPS, add_session, raw_signal, write_project
 from sinagot import Dataset
-from sinagot._dask import local_cluster_options
 from sinagot.config import DaskSettings
+from sinagot.engine.internals import local_cluster_options
 from sinagot.testing import EmulatorServer, FaultRule
 
 LABEL = "REC-200101-A"

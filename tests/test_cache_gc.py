@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sinagot.cache import Cache, EntryKey, LocalFileSource, RemoteFile
-from sinagot.cli._cache import parse_size
+from sinagot.cli.internals import parse_size
 from test_cache_helpers import (
     KEY,
     CountingSource,

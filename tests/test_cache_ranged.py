@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from sinagot.cache import Cache, RemoteFile, _download, _ranged
+from sinagot.cache import Cache, RemoteFile
+from sinagot.cache.internals import download as _download
+from sinagot.cache.internals import ranged as _ranged
 from sinagot.connectors import AsyncXnatStore, DataRow
 from sinagot.errors import ChecksumMismatchError
 from sinagot.testing import EmulatorServer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from sinagot._checksums import ChecksumCache
+from sinagot.engine.internals import ChecksumCache
 
 
 def _open_together(root: Path, count: int) -> tuple[list[str], list[BaseException]]:

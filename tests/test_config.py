@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from foundation_support import write_project
-from sinagot._dask import local_cluster_options
 from sinagot.config import DaskSettings, load_settings, load_store_settings
 from sinagot.demo import DEMO_CONFIG
+from sinagot.engine.internals import local_cluster_options
 from sinagot.errors import ConfigError
 
 

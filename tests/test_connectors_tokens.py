@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from sinagot.connectors import RetryPolicy
-from sinagot.connectors._xnat_client import XnatClient
-from sinagot.connectors._xnat_credentials import Credentials, resolve_credentials
+from sinagot.connectors.internals import Credentials, XnatClient, resolve_credentials
 from sinagot.errors import AuthenticationError, ConfigError
 from sinagot.testing import EmulatorServer
 

@@ -19,13 +19,13 @@ import pytest
 from aiohttp.abc import AbstractStreamWriter
 
 from sinagot.connectors import DataRow, FileSet, RetryPolicy, XnatStore
-from sinagot.connectors._xnat_client import XnatClient
-from sinagot.connectors._xnat_credentials import Credentials
-from sinagot.connectors._xnat_upload import (
+from sinagot.connectors.internals import (
     ARCHIVE_MAX_MEMBERS,
     ARCHIVE_MEMBER_MAX,
     ArchiveBody,
+    Credentials,
     FileBody,
+    XnatClient,
     plan_uploads,
 )
 from sinagot.errors import ServerError, StoreError

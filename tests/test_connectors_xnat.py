@@ -24,8 +24,7 @@ from sinagot.connectors import (
     SessionListing,
     XnatStore,
 )
-from sinagot.connectors._xnat_client import XnatClient
-from sinagot.connectors._xnat_credentials import Credentials
+from sinagot.connectors.internals import Credentials, XnatClient
 from sinagot.demo import load_demo
 from sinagot.errors import (
     AccessDeniedError,

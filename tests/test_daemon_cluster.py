@@ -13,10 +13,10 @@ from dask.utils import key_split
 from distributed import Client, LocalCluster
 
 from daemon_support import wait_for
-from sinagot._dask import local_cluster_options
 from sinagot.config import DaskSettings
-from sinagot.daemon import _cluster as cluster_module
-from sinagot.daemon._cluster import ClusterPool, forget_finished_spans, forget_span_metrics
+from sinagot.daemon.internals import ClusterPool, forget_finished_spans, forget_span_metrics
+from sinagot.daemon.internals import cluster as cluster_module
+from sinagot.engine.internals import local_cluster_options
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sinagot.daemon._journal import Journal
-from sinagot.daemon._states import JobState
+from sinagot.daemon import JobState
+from sinagot.daemon.internals import Journal
 from sinagot.errors import DaemonError
 
 

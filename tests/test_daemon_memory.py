@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sinagot.daemon._memory import _malloc_trim, trim_free_memory
+from sinagot.daemon.internals import malloc_trim, trim_free_memory
 
 
 def _rss_mib() -> float:
@@ -18,7 +18,7 @@ def _rss_mib() -> float:
 
 
 def test_memory_freed_in_a_thread_is_given_back() -> None:
-    if _malloc_trim() is None:
+    if malloc_trim() is None:
         pytest.skip("no malloc_trim in this C library (not glibc)")
     figures: dict[str, float] = {}
 

@@ -12,10 +12,9 @@ from types import MappingProxyType
 import pytest
 
 from memory_daemon import Running, memory_daemon
+from sinagot.cli import format_plan, format_status
 from sinagot.daemon import Fingerprints, JobState, StepMark
-from sinagot.daemon._format import format_plan, format_status
-from sinagot.daemon._journal import Journal
-from sinagot.daemon._status_page import banners
+from sinagot.daemon.internals import Journal, banners
 from sinagot.errors import DaemonError
 
 

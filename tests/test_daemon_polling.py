@@ -19,13 +19,11 @@ from sinagot.daemon import (
     Fingerprints,
     JobState,
     ListedSession,
+    Notifier,
     ProcessResult,
     SessionInfo,
 )
-from sinagot.daemon._datasets import ServedDataset
-from sinagot.daemon._journal import Journal
-from sinagot.daemon._polling import Poller, ServerGates, poll_phases
-from sinagot.daemon._systemd import Notifier
+from sinagot.daemon.internals import Journal, Poller, ServedDataset, ServerGates, poll_phases
 
 # Dataset name -> the server its config names.
 SERVERS = {

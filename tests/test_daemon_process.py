@@ -25,7 +25,8 @@ from daemon_support import (
     wait_for,
     write_config,
 )
-from sinagot.daemon._paths import SYSTEM_SOCKET, client_socket_path
+from sinagot.daemon import client_socket_path
+from sinagot.daemon.internals import SYSTEM_SOCKET
 from sinagot.errors import DaemonError
 
 SINAGOT = str(Path(sys.executable).with_name("sinagot"))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from daemon_support import DaemonProcess, daemon_table, wait_for, write_config
-from sinagot.daemon._gate import ACCEPT_BATCH, MAX_CONNECTIONS, REQUEST_TIMEOUT
+from sinagot.daemon.internals import ACCEPT_BATCH, MAX_CONNECTIONS, REQUEST_TIMEOUT
 
 logger = logging.getLogger(__name__)
 

@@ -10,19 +10,16 @@ from types import MappingProxyType
 
 import pytest
 
-from sinagot.daemon import Fingerprints, StepMark
-from sinagot.daemon._job_records import JobRecord
-from sinagot.daemon._journal import Journal
-from sinagot.daemon._states import (
-    FINISHED,
+from sinagot.daemon import FINISHED, DaemonStatus, Fingerprints, JobState, StepMark, shown_status
+from sinagot.daemon.internals import (
+    ALLOWED_TRANSITIONS,
     IN_FLIGHT,
     PHASES,
     STATUS_TRANSITIONS,
     TRANSITIONS,
-    DaemonStatus,
-    JobState,
+    JobRecord,
+    Journal,
     check_status_transition,
-    shown_status,
 )
 from sinagot.errors import DaemonError, InvalidTransitionError
 
@@ -32,10 +29,23 @@ AFTER = Fingerprints(MappingProxyType({"RS/EEG/filter": StepMark("f2", "f2")}))
 # What runs again when its session changes on the server.
 RESET_BY_A_CHANGE = FINISHED | {JobState.STALE}
 
-ALLOWED = [(old, new) for old, targets in TRANSITIONS.items() for new in targets]
+ALLOWED = list(ALLOWED_TRANSITIONS)
 FORBIDDEN = [
     pair for pair in itertools.product(JobState, JobState) if pair[1] not in TRANSITIONS[pair[0]]
 ]
+
+
+def test_the_table_lists_each_allowed_pair_once_and_forbids_the_rest() -> None:
+    assert len(set(ALLOWED)) == len(ALLOWED)
+    assert {(old, new) for old in JobState for new in TRANSITIONS[old]} == set(ALLOWED)
+    assert len(ALLOWED) + len(FORBIDDEN) == len(JobState) ** 2 == 49
+    # A finished job never enters a phase nor ends again: 10 pairs are refused.
+    assert sorted(FORBIDDEN) == sorted(
+        (old, new)
+        for old in FINISHED
+        for new in JobState
+        if new not in (JobState.DISCOVERED, JobState.STALE)
+    )
 
 
 @pytest.fixture

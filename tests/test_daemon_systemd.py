@@ -20,8 +20,8 @@ import pytest
 
 from daemon_support import DaemonProcess, daemon_table, wait_for, write_config
 from sinagot import __version__
-from sinagot.daemon._systemd import Notifier
-from sinagot.daemon._unit import UnitSpec, own_command, render_unit
+from sinagot.cli.internals import UnitSpec, own_command, render_unit
+from sinagot.daemon import Notifier
 from sinagot.errors import DaemonError
 
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "sinagot.service"

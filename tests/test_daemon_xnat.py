@@ -219,7 +219,7 @@ def test_scripts_run_on_a_jobqueue_cluster_whose_jobs_are_cancelled_at_stop(
 _KEEPS_SIGINT = """
 import signal, sys
 from sinagot.config import DaskSettings
-from sinagot._dask import check_available
+from sinagot.engine.internals import check_available
 
 def handler(signum, frame):
     pass

@@ -10,13 +10,18 @@ import pytest
 
 from foundation_support import TWO_RECORDS, write_project
 from sinagot import RunReport, StepResult
-from sinagot._layout import PENDING_DIR
-from sinagot._publish import publish_pending
-from sinagot._runners import Commit, Progress, SerialRunner, Watch
-from sinagot._steps import StepSpec
 from sinagot.config import Settings, load_settings
 from sinagot.connectors import DERIVATIVES_DIR, DataRow, LocalStore
 from sinagot.engine import RunHooks, Scope, run_scope
+from sinagot.engine.internals import (
+    PENDING_DIR,
+    Commit,
+    Progress,
+    SerialRunner,
+    StepSpec,
+    Watch,
+    publish_pending,
+)
 
 RECORD = TWO_RECORDS[0]
 STEPS = 10  # the demo's steps of one record

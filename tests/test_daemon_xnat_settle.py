@@ -29,7 +29,7 @@ from daemon_xnat_support import (
     write_project,
 )
 from sinagot.connectors import AsyncXnatStore, DataRow, XnatStore
-from sinagot.daemon._journal import Journal
+from sinagot.daemon.internals import Journal
 from sinagot.testing import EmulatorServer, FaultRule
 from sinagot.testing.pytest_plugin import XNAT_PASSWORD, XNAT_USER
 

@@ -18,8 +18,8 @@ from distributed import LocalCluster
 
 from daemon_support import listening
 from dask_attacker import assert_refused, attack
-from sinagot._dask import open_client
 from sinagot.config import DaskSettings
+from sinagot.engine.internals import open_client
 
 
 def http_answers(port: int, path: str) -> int | None:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-import sinagot._checksums
 from foundation_support import TWO_RECORDS, config_for, write_project
 from sinagot import Dataset, RecordNotFoundError, RunReport, ScopeError, SinagotError, StepStatus
 from sinagot.demo import DEMO_SCRIPTS
+from sinagot.engine.internals import checksums
 
 A, B = TWO_RECORDS
 
@@ -136,13 +136,13 @@ def test_unchanged_files_are_not_hashed_again(
 ) -> None:
     ds.run()
     calls: list[Path] = []
-    real = sinagot._checksums.md5_file
+    real = checksums.md5_file
 
     def counting(path: Path) -> str:
         calls.append(path)
         return real(path)
 
-    monkeypatch.setattr(sinagot._checksums, "md5_file", counting)
+    monkeypatch.setattr(checksums, "md5_file", counting)
     assert ds.run().skipped == 20
     assert calls == []
     raw = tmp_path / "data" / B / "RS" / "clinical" / "answers.json"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-import sinagot._checksums
 from foundation_support import TWO_RECORDS, write_project
 from sinagot import Dataset, StepStatus
 from sinagot.connectors import DataRow, LocalStore
+from sinagot.engine.internals import checksums
 
 A, _ = TWO_RECORDS
 
@@ -45,10 +45,8 @@ def test_inputs_are_linked_in_and_server_digests_used(
     remote, work = tmp_path / "data", tmp_path / "work"
     ds = Dataset(config, store=MirrorStore(remote, work))
     hashed: list[Path] = []
-    real = sinagot._checksums.md5_file
-    monkeypatch.setattr(
-        sinagot._checksums, "md5_file", lambda path: hashed.append(path) or real(path)
-    )
+    real = checksums.md5_file
+    monkeypatch.setattr(checksums, "md5_file", lambda path: hashed.append(path) or real(path))
 
     report = ds.run()
     assert report.ran == 20 and report.ok

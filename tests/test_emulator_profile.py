@@ -17,8 +17,7 @@ import pytest
 import requests
 import xnat
 
-from sinagot.testing import PROFILES, EmulatorServer, FaultRule, Profile, parse_profile_spec
-from sinagot.testing._pace import Pace
+from sinagot.testing import PROFILES, EmulatorServer, FaultRule, Pace, Profile, parse_profile_spec
 from sinagot.testing.pytest_plugin import XNAT_PASSWORD, XNAT_USER
 
 AUTH = (XNAT_USER, XNAT_PASSWORD)
@@ -239,7 +238,7 @@ async def test_delays_are_drawn_from_the_seed(monkeypatch: pytest.MonkeyPatch) -
     async def record(delay: float) -> None:
         slept.append(delay)
 
-    monkeypatch.setattr("sinagot.testing._pace.asyncio.sleep", record)
+    monkeypatch.setattr(asyncio, "sleep", record)
     for seed in (7, 7, 8):
         pace = Pace(PRODUCTION, seed)
         for _ in range(5):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sinagot.cli._id_pattern import derive_id_pattern
+from sinagot.cli.internals import derive_id_pattern
 from sinagot.config import load_settings
 from sinagot.demo import DEMO_PROJECT, DEMO_RECORDS, load_demo, write_demo_recordings
 from sinagot.testing import EmulatorServer

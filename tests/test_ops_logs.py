@@ -19,7 +19,7 @@ import pytest
 from daemon_support import DaemonProcess, add_session, daemon_table, wait_for, write_config
 from foundation_support import config_for, write_project
 from sinagot import Dataset
-from sinagot.daemon._job_records import SCHEMA_VERSION
+from sinagot.daemon.internals import SCHEMA_VERSION
 from terminal_support import run_on_terminal
 
 SINAGOT = str(Path(sys.executable).with_name("sinagot"))
@@ -274,7 +274,7 @@ def test_the_dask_cluster_chatter_stays_below_the_level_chosen(tmp_path: Path) -
         "from contextlib import ExitStack\n"
         "logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
         "logging.getLogger('distributed').setLevel(logging.WARNING)\n"
-        "from sinagot._dask import open_client\n"
+        "from sinagot.engine.internals import open_client\n"
         "from sinagot.config import DaskSettings\n"
         "assert 'distributed' not in sys.modules, 'the test needs distributed not yet imported'\n"
         "with ExitStack() as stack:\n"
@@ -291,5 +291,5 @@ def test_the_dask_cluster_chatter_stays_below_the_level_chosen(tmp_path: Path) -
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "3"
-    assert "sinagot._dask" in done.stderr  # INFO records of our own still show
+    assert "sinagot.engine._dask" in done.stderr  # INFO records of our own still show
     assert "distributed." not in done.stderr

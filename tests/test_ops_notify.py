@@ -15,7 +15,7 @@ import pytest
 from daemon_support import DaemonProcess, add_session, daemon_table, wait_for, write_config
 from notify_support import MailServer, WebhookReceiver, notify_table, settle
 from sinagot.config import load_settings
-from sinagot.daemon._status_page import banners
+from sinagot.daemon.internals import banners
 from sinagot.errors import ConfigError
 
 HOST = socket.gethostname()

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from sinagot import __version__
-from sinagot.provenance import build_provenance, is_up_to_date, stale_reason
+from sinagot.engine.internals import build_provenance, is_up_to_date, stale_reason
 
 INPUTS = {"REC-1/RS/EEG/raw.csv": "a" * 32}
 

@@ -11,9 +11,9 @@ from distributed import LocalCluster
 
 from foundation_support import TWO_RECORDS, config_for, write_project
 from sinagot import Dataset, RunReport, StepStatus
-from sinagot._dask import local_cluster_options
 from sinagot.config import DaskSettings
 from sinagot.demo import DEMO_CONFIG, DEMO_SCRIPTS
+from sinagot.engine.internals import local_cluster_options
 
 A, B = TWO_RECORDS
 

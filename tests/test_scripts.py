@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sinagot.errors import ScriptError
-from sinagot.scripts import (
+from sinagot.engine.internals import (
     ScriptPaths,
     ScriptTemplate,
     format_paths,
@@ -15,6 +14,7 @@ from sinagot.scripts import (
     records_layout_problem,
     shape_paths,
 )
+from sinagot.errors import ScriptError
 
 GOOD = """
 from sinagot import ScriptTemplate

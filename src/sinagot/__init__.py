@@ -5,7 +5,7 @@ from __future__ import annotations
 from ._report import RunReport, StepResult, StepStatus
 from ._version import __version__
 from .config import Settings, load_settings
-from .dataset import Dataset, Record, RecordCollection, Subset
+from .engine import Dataset, Record, RecordCollection, ScriptTemplate, Subset
 from .errors import (
     AccessDeniedError,
     ArgumentError,
@@ -32,7 +32,6 @@ from .errors import (
     StoreError,
     UnsafeNameError,
 )
-from .scripts import ScriptTemplate
 
 __all__ = [
     "AccessDeniedError",

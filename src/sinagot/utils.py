@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._status_log import LOG_ORIGIN, LOG_RECORD_ID, LOG_STEP_LABEL, LOG_STEP_STATUS
-from ._status_log import LegacyStatus as StepStatus
-from ._worktree import STATUS_LOG_DIR
+from .engine import LOG_ORIGIN, LOG_RECORD_ID, LOG_STEP_LABEL, LOG_STEP_STATUS, STATUS_LOG_DIR
+from .engine import LegacyStatus as StepStatus
 
 __all__ = [
     "LOG_ORIGIN",

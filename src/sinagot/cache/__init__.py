@@ -13,11 +13,11 @@ See ``_cache.py`` for the on-disk layout and the guarantees.
 from __future__ import annotations
 
 from ._cache import Cache, EntryUse
-from ._local import LocalFileSource
+from ._folder_source import LocalFileSource
 from ._location import resolve_cache_dir
 from ._maintenance import EntryInfo, GcReport, VerifyProblem, VerifyReport
 from ._manifest import Manifest
-from ._types import EntryKey, FileSource, ManifestFile, RemoteFile
+from ._remote_files import EntryKey, FileSource, ManifestFile, RemoteFile
 
 __all__ = [
     "Cache",

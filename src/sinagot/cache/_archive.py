@@ -18,9 +18,9 @@ import zipfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+from .._aio import run_to_completion
 from ._lock import Staging
-from ._threads import run_to_completion
-from ._types import RemoteFile
+from ._remote_files import RemoteFile
 
 __all__ = ["ARCHIVE_MIN_FILES", "fetch_archive", "worth_an_archive"]
 

@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from .._aio import first_error, run_to_completion
 from .._counters import COUNTERS
 from .._fs import fsync_dir
 from ..config import CacheSettings
@@ -69,9 +70,15 @@ from ._maintenance import (
 )
 from ._manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
 from ._prune import GENERATION_PREFIX, prune_generations
+from ._remote_files import (
+    ArchiveSource,
+    EntryKey,
+    FileSource,
+    ManifestFile,
+    RemoteFile,
+    check_file_set,
+)
 from ._sync import sync_tree
-from ._threads import first_error, run_to_completion
-from ._types import ArchiveSource, EntryKey, FileSource, ManifestFile, RemoteFile, check_file_set
 
 __all__ = ["Cache", "EntryUse"]
 
@@ -184,7 +191,10 @@ class Cache:
 
     @classmethod
     def from_settings(cls, settings: CacheSettings) -> Cache:
-        """The cache ``settings`` describe (the one way Sinagot itself opens a cache)."""
+        """The cache ``settings`` describe, as the stores and ``sinagot cache`` open it.
+
+        The daemon's metrics, which only list a cache's entries, open it by its root.
+        """
         return cls(
             resolve_cache_dir(settings.dir),
             race_condition_delay=settings.race_condition_delay,

@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._aio import run_to_completion, settle, start_in_thread
 from .._fs import md5_file
 from ..errors import ChecksumMismatchError
 from ._lock import Staging
 from ._ranged import RANGED_MIN, RangeMismatch, first_part, one_stream_is_slow, receive_ranged
-from ._threads import run_to_completion, settle, start_in_thread
-from ._types import FileSource, RemoteFile
+from ._remote_files import FileSource, RemoteFile
 
 __all__ = ["CHECKPOINT", "WholeFileWriter", "download_file", "keep_completed"]
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from ._lock import EntryLock
-from ._types import ArchiveSource, FileSource, RemoteFile
+from ._remote_files import ArchiveSource, FileSource, RemoteFile
 
 __all__ = ["NetworkWaits", "heartbeat"]
 

@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from .._aio import run_to_completion
 from ..errors import CacheLockTimeoutError
-from ._threads import run_to_completion
 
 __all__ = [
     "COMMIT_NAME",
@@ -223,6 +223,22 @@ def _release_if_lock(result: object) -> None:
         result.release()
 
 
+def _open_in_entry_folder(home: Path, path: Path) -> int:
+    """Open a lock file in ``home``, making the folder; FileNotFoundError means try again.
+
+    gc may evict the entry (its whole folder) at any moment: between mkdir and open, or
+    during mkdir itself, where pathlib sees EEXIST and then no folder and raises
+    FileExistsError. Both are a lost race with eviction, not an error.
+    """
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as lost_race:
+        if home.exists():
+            raise
+        raise FileNotFoundError(str(home)) from lost_race
+    return _open_lock_file(path)
+
+
 @dataclass(frozen=True, slots=True)
 class _Busy:
     inode: int
@@ -234,11 +250,10 @@ def _poll(home: Path, token: str) -> EntryLock | _Busy:
     """One non-blocking attempt: the lock, or what the current holder looks like."""
     path = home / LOCK_NAME
     while True:
-        home.mkdir(parents=True, exist_ok=True)
         try:
-            fd = _open_lock_file(path)
+            fd = _open_in_entry_folder(home, path)
         except FileNotFoundError:
-            continue  # gc evicted the entry between mkdir and open: make its folder again
+            continue
         try:
             if _flock_nb(fd, fcntl.LOCK_EX):
                 if _is_current(fd, path):
@@ -443,11 +458,9 @@ def try_use_lock(home: Path, *, exclusive: bool) -> UseLock | None:
     path = home / USE_LOCK_NAME
     operation = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
     while True:
-        home.mkdir(parents=True, exist_ok=True)
         try:
-            fd = _open_lock_file(path)
+            fd = _open_in_entry_folder(home, path)
         except FileNotFoundError:
-            # gc evicted the entry (its folder) between mkdir and open: make it again.
             continue
         if not _flock_nb(fd, operation):
             os.close(fd)

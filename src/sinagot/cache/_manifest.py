@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .._fs import atomic_write_bytes
-from ._types import ManifestFile, RemoteFile
+from ._remote_files import ManifestFile, RemoteFile
 
 __all__ = ["MANIFEST_NAME", "Manifest", "read_manifest", "write_manifest"]
 

@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._threads import first_error, run_to_completion
-from ._types import FileSource, RemoteFile
+from .._aio import first_error, run_to_completion
+from ._remote_files import FileSource, RemoteFile
 
 __all__ = [
     "PART",

@@ -17,14 +17,25 @@ from collections.abc import Callable, Sequence
 
 from .._version import __version__
 from ..connectors import take_environment_password
-from ..daemon import register_commands as register_daemon
 from ..errors import ConfigError, SinagotError
 from ._cache import register as register_cache
+from ._control import ControlClient
+from ._daemon import register as register_daemon
 from ._emulator import register as register_emulator
+from ._format import format_job, format_jobs, format_plan, format_status
 from ._init import register as register_init
 from ._run import register as register_foundation
 
-__all__ = ["build_parser", "daemon_main", "main"]
+__all__ = [
+    "ControlClient",
+    "build_parser",
+    "daemon_main",
+    "format_job",
+    "format_jobs",
+    "format_plan",
+    "format_status",
+    "main",
+]
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 

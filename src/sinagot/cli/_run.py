@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .._report import RunReport
-    from ..dataset import Dataset, Record, Subset
-    from ..engine import RunHooks
+    from ..engine import Dataset, Record, RunHooks, Subset
     from ._progress import ProgressDisplay
 
 __all__ = ["add_quiet", "register"]
@@ -69,7 +68,7 @@ def _report_out(report: RunReport, as_json: bool) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..dataset import Dataset
+    from ..engine import Dataset
 
     dataset = Dataset(args.config)
     _apply_log_level(args, dataset)
@@ -85,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _ids(args: argparse.Namespace) -> int:
-    from ..dataset import Dataset
+    from ..engine import Dataset
 
     ids = Dataset(args.config).ids()
     if args.json:
@@ -97,13 +96,13 @@ def _ids(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     if args.daemon:
-        from ..demo import demo_daemon
+        from ._demo import demo_daemon
         from ._progress import ProgressDisplay
 
         with ProgressDisplay(quiet=args.quiet) as display, display.logging_above():
             return demo_daemon(args, sessions=display.counter("demo", "session"))
-    from ..dataset import Dataset
     from ..demo import write_demo
+    from ..engine import Dataset
 
     config = write_demo(Path(args.dir).resolve())
     dataset = Dataset(config)

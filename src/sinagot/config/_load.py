@@ -220,7 +220,7 @@ def _validate(reader: Reader, document: Mapping[str, Any]) -> Settings:
 
 
 def _file_match(reader: Reader, table: Mapping[str, Any], key: str) -> FileMatch | None:
-    """Sinagot 0.1's ``file_match = [whole pattern, files]`` (see sinagot._freeform)."""
+    """Sinagot 0.1's ``file_match = [whole pattern, files]`` (see sinagot.engine._freeform)."""
     if "file_match" not in table:
         return None
     value = table["file_match"]

@@ -188,7 +188,7 @@ class Settings:
     store: StoreSettings = StoreSettings()
     daemon: DaemonSettings = DaemonSettings()
     # How Sinagot 0.1 layouts find record ids in file names (None: the whole pattern, files
-    # or folders; see sinagot._freeform).
+    # or folders; see sinagot.engine._freeform).
     file_match: FileMatch | None = None
     # [log] format of the console lines (None: Sinagot's own).
     log_format: str | None = None

@@ -6,11 +6,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .._layout import DERIVATIVES_DIR
-from ._factory import open_store
-from ._local import LocalStore
-from ._remote import RemoteStore
-from ._store import FieldValue, Store
-from ._values import (
+from ._data_model import (
     DataEntry,
     DataRow,
     DataTree,
@@ -20,6 +16,10 @@ from ._values import (
     validate_label,
     validate_relative_path,
 )
+from ._factory import open_store
+from ._local_store import LocalStore
+from ._remote import RemoteStore
+from ._store import FieldValue, Store
 from ._xnat_credentials import take_environment_password
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from ._local import LocalStore
+from ._local_store import LocalStore
 from ._store import Store
 
 if TYPE_CHECKING:

@@ -1,17 +1,14 @@
 """The partial implementation for managed servers (FrameTree's ``RemoteStore``).
 
 A remote store implements the guide's lower-level methods (connect,
-download_files, upload_files, get/put_provenance, ...) and gets the
-:class:`Store` interface the Dataset engine uses on top of them here:
-inputs come from the checksum-verified cache, outputs are uploaded, their
-digests checked against the server's, and provenance is written last as the
+download_files, upload_files, get/put_checksums, get/put_provenance, ...);
+the field and provenance parts of the :class:`Store` interface are built on
+them here. File-sets are the subclass's own: :class:`XnatStore` fetches and
+sends them on its async core, which hard-links an entry's cached files into
+the local work tree (:func:`link_entry`, where a :class:`LocalStore` would
+have them) while it holds the entry in use, checks uploaded digests against
+the server's (:func:`check_uploaded`) and writes provenance last, as the
 commit of each derivative.
-
-``get_fileset`` hard-links an entry's cached files into the local work tree,
-where a :class:`LocalStore` would have them (``<id>/<task>/<modality>/`` or
-``<id>/derivatives/``), while it holds the entry in use: the cache may
-publish a newer generation and prune the old one at any time once nobody
-uses it, but the links stay valid.
 """
 
 from __future__ import annotations
@@ -27,16 +24,15 @@ import platformdirs
 
 from .._fs import link_or_copy, md5_file
 from .._layout import DERIVATIVES_DIR, list_files
-from ..errors import ServerError, StoreError
-from ._store import FieldValue, Store
-from ._values import (
+from ..errors import ServerError
+from ._data_model import (
     DataEntry,
     DataRow,
     DataTree,
     FileSet,
     validate_label,
-    validate_relative_path,
 )
+from ._store import FieldValue, Store
 
 __all__ = [
     "RemoteStore",
@@ -94,7 +90,8 @@ def link_entry(root: Path, destination: Path) -> tuple[str, ...]:
 class RemoteStore(Store):
     """A store on a managed server; files are read through a local cache in ``cache_dir``.
 
-    The password is kept private and never shown by ``repr``.
+    ``password`` is the guide's argument; a subclass authenticates its own way (the
+    XNAT store hands it to its client), so none is kept here, and ``repr`` shows none.
     """
 
     def __init__(
@@ -112,7 +109,6 @@ class RemoteStore(Store):
         self.server = server.rstrip("/")
         self.cache_dir = Path(cache_dir)
         self.user = user
-        self._password = password
         self.race_condition_delay = race_condition_delay
         self._local_root = (
             Path(local_root) if local_root else default_work_dir(self.server, name or "default")
@@ -142,10 +138,6 @@ class RemoteStore(Store):
         The cache keeps those files in place until it is released (see
         :meth:`sinagot.cache.Cache.using`).
         """
-
-    def work_dir(self, entry: DataEntry) -> Path:
-        """Where :meth:`get_fileset` puts the files of ``entry``: the LocalStore layout."""
-        return entry_work_dir(self._local_root, entry)
 
     @abstractmethod
     def upload_files(
@@ -190,24 +182,6 @@ class RemoteStore(Store):
     def populate_row(self, row: DataRow) -> None: ...
 
     # -- the Store interface on top of them ----------------------------------------------
-
-    def get_fileset(self, entry: DataEntry) -> FileSet:
-        destination = self.work_dir(entry)
-        with self.entry_in_use(entry):
-            names = link_entry(self.download_files(entry, self.cache_dir), destination)
-        return FileSet(root=destination, names=names)
-
-    def put_fileset(self, fileset: FileSet, entry: DataEntry) -> FileSet:
-        if not entry.is_derivative:
-            raise StoreError(
-                f"refusing to write acquired data {entry.path} of {entry.row_id}:"
-                " Sinagot only writes derivatives (name@pipeline)"
-            )
-        for name in fileset.names:
-            validate_relative_path(name, "output")
-        self.upload_files(fileset.root, entry, fileset.names)
-        self.put_checksums(entry.uri, fileset)
-        return fileset
 
     def get_fileset_provenance(self, entry: DataEntry) -> dict[str, Any] | None:
         return self.get_provenance(entry)

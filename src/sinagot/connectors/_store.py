@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._values import DataEntry, DataRow, DataTree, FileSet
+from ._data_model import DataEntry, DataRow, DataTree, FileSet
 
 if TYPE_CHECKING:
     from ..axes import Axes

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..cache import Cache, EntryUse
 from ..config import CacheSettings
+from ._data_model import DataEntry, DataRow, DataTree, FileSet
 from ._remote import RemoteStore
 from ._store import FieldValue
-from ._values import DataEntry, DataRow, DataTree, FileSet
 from ._xnat_async import DEFAULT_SESSION_TYPE, AsyncXnatStore
 from ._xnat_client import RetryPolicy, XnatClient
 from ._xnat_loop import LoopThread, Portal

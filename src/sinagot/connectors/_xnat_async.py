@@ -35,13 +35,7 @@ from .._layout import PROVENANCE_DIR
 from ..cache import Cache, EntryKey, EntryUse, RemoteFile
 from ..config import CacheSettings
 from ..errors import ConfigError, RemoteNotFoundError, ServerError, StoreError
-from ._remote import (
-    default_work_dir,
-    entry_work_dir,
-    link_entry,
-)
-from ._store import FieldValue
-from ._values import (
+from ._data_model import (
     DataEntry,
     DataRow,
     DataTree,
@@ -51,6 +45,12 @@ from ._values import (
     validate_label,
     validate_relative_path,
 )
+from ._remote import (
+    default_work_dir,
+    entry_work_dir,
+    link_entry,
+)
+from ._store import FieldValue
 from ._xnat_client import RetryPolicy, XnatClient
 from ._xnat_credentials import resolve_credentials
 from ._xnat_fields import (

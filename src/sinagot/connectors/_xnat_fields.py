@@ -11,8 +11,8 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import RemoteNotFoundError, ServerError
+from ._data_model import DataEntry, validate_label
 from ._store import FieldValue
-from ._values import DataEntry, validate_label
 from ._xnat_client import XnatClient
 from ._xnat_names import DEFINITIONS_RESOURCE, decode_value, quote_segment, resource_label
 

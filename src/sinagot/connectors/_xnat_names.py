@@ -6,18 +6,17 @@ validated here before it can reach the disk.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import posixpath
 import re
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple, TypeVar
 from urllib.parse import quote, unquote
 
 from ..cache import RemoteFile
 from ..errors import ServerError
+from ._data_model import split_derivative_path, validate_label, validate_relative_path
 from ._store import FieldValue
-from ._values import split_derivative_path, validate_label, validate_relative_path
 
 __all__ = [
     "AT",
@@ -39,7 +38,6 @@ __all__ = [
     "same_files",
     "scan_resource_uri",
     "session_path",
-    "together",
 ]
 
 T = TypeVar("T")
@@ -151,18 +149,3 @@ def decode_value(text: str) -> FieldValue:
     if isinstance(value, int | float | str | list):
         return value
     return text
-
-
-async def together(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
-    """Run ``coros`` as tasks of one group; the first failure cancels the rest and is raised."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(coro) for coro in coros]
-    except BaseExceptionGroup as errors:
-        first = errors.exceptions[0]
-        for error in errors.exceptions:
-            if not isinstance(error, asyncio.CancelledError):
-                first = error
-                break
-        raise first from None
-    return [task.result() for task in tasks]

@@ -17,14 +17,15 @@ from pathlib import Path
 from types import MappingProxyType
 from urllib.parse import quote
 
+from .._aio import together
 from .._layout import list_files
 from ..cache import RemoteFile
 from ..errors import RemoteNotFoundError, StoreError
+from ._data_model import DataEntry, FileSet, validate_relative_path
 from ._remote import check_uploaded, checksums_of
-from ._values import DataEntry, FileSet, validate_relative_path
 from ._xnat_client import XnatClient
 from ._xnat_fields import UPLOAD_PARAMS
-from ._xnat_names import PROVENANCE_FILE, file_name, output_prefix, remote_file, together
+from ._xnat_names import PROVENANCE_FILE, file_name, output_prefix, remote_file
 from ._xnat_upload import ArchiveBody, FileBody, UploadBody, plan_uploads
 
 __all__ = [

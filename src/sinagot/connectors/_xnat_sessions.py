@@ -15,9 +15,10 @@ import sys
 from collections.abc import Sequence
 from urllib.parse import unquote
 
+from .._aio import together
 from ..cache import RemoteFile
 from ..errors import RemoteNotFoundError, RequestRefusedError, ServerError, StoreError
-from ._values import DataRow, derivative_path, validate_label
+from ._data_model import DataRow, derivative_path, validate_label
 from ._xnat_client import XnatClient
 from ._xnat_names import (
     AT,
@@ -33,7 +34,6 @@ from ._xnat_names import (
     same_files,
     scan_resource_uri,
     session_path,
-    together,
 )
 
 __all__ = ["SessionIndex"]

@@ -5,9 +5,8 @@ Library use::
     from sinagot.daemon import serve
     serve(["lab.toml"], backend_factory=my_factory)   # blocks until SIGTERM
 
-Clients of a running daemon use :class:`ControlClient` and render its answers with
-:func:`format_status` and :func:`format_jobs`; :func:`register_commands` adds the
-daemon's sub-commands to the ``sinagot`` command.
+Clients of a running daemon (the control client, the command's output, the systemd
+unit) live in :mod:`sinagot.cli`.
 """
 
 from __future__ import annotations
@@ -19,20 +18,17 @@ from ._backend import (
     ListedSession,
     ProcessResult,
     SessionInfo,
-    backend_for,
 )
-from ._cli import register as register_commands
-from ._client import ControlClient
-from ._format import format_job, format_jobs, format_status
+from ._factory import backend_for
+from ._paths import client_socket_path
 from ._serve import serve
 from ._service import Daemon
-from ._states import FINISHED, DaemonStatus, JobState
+from ._states import FINISHED, DaemonStatus, JobState, shown_status
 from ._systemd import Notifier
 
 __all__ = [
     "FINISHED",
     "BackendFactory",
-    "ControlClient",
     "Daemon",
     "DaemonStatus",
     "DatasetBackend",
@@ -44,9 +40,7 @@ __all__ = [
     "SessionInfo",
     "StepMark",
     "backend_for",
-    "format_job",
-    "format_jobs",
-    "format_status",
-    "register_commands",
+    "client_socket_path",
     "serve",
+    "shown_status",
 ]

@@ -26,7 +26,7 @@ from ._peers import PeerCredentials, may_control, peer_credentials
 from ._states import JobState
 
 if TYPE_CHECKING:
-    from ._service import Daemon
+    from ._view import DaemonControls, DaemonView
 
 __all__ = [
     "MAX_JOBS_LISTED",
@@ -50,7 +50,7 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-async def status_document(daemon: Daemon) -> dict[str, Any]:
+async def status_document(daemon: DaemonView) -> dict[str, Any]:
     """The daemon's status as the control API and the status page answer it."""
     datasets = await daemon.dataset_statuses()
     return {
@@ -68,7 +68,7 @@ async def status_document(daemon: Daemon) -> dict[str, Any]:
     }
 
 
-async def list_jobs(daemon: Daemon, query: Mapping[str, str]) -> list[dict[str, Any]]:
+async def list_jobs(daemon: DaemonView, query: Mapping[str, str]) -> list[dict[str, Any]]:
     """The jobs a query asks for (``state``, ``dataset``, ``session`` search, ``limit``);
     a bad query raises HTTPBadRequest naming the parameter."""
     unknown = set(query) - {"state", "dataset", "session", "limit"}
@@ -101,7 +101,7 @@ def job_id_of(request: web.Request) -> int:
     return int(raw)
 
 
-async def job_document(daemon: Daemon, job_id: int) -> dict[str, Any]:
+async def job_document(daemon: DaemonView, job_id: int) -> dict[str, Any]:
     """One job with its history and log tail; HTTPNotFound when there is none."""
     found = await daemon.job_detail(job_id)
     if found is None:
@@ -114,13 +114,13 @@ async def job_document(daemon: Daemon, job_id: int) -> dict[str, Any]:
     }
 
 
-def control_app(daemon: Daemon, gate: ConnectionGate) -> web.Application:
+def control_app(daemon: DaemonControls, gate: ConnectionGate) -> web.Application:
     """The aiohttp application of the control API; ``gate`` sees each request handled."""
     return _Api(daemon, gate).app()
 
 
 class _Api:
-    def __init__(self, daemon: Daemon, gate: ConnectionGate) -> None:
+    def __init__(self, daemon: DaemonControls, gate: ConnectionGate) -> None:
         self.daemon = daemon
         self._gate = gate
 

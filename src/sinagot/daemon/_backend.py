@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from ..errors import DaemonError
 from ._states import JobState
 
 if TYPE_CHECKING:
@@ -19,7 +18,6 @@ __all__ = [
     "ListedSession",
     "ProcessResult",
     "SessionInfo",
-    "backend_for",
 ]
 
 
@@ -120,16 +118,3 @@ class DatasetBackend(Protocol):
 
 
 BackendFactory = Callable[["Settings"], DatasetBackend]
-
-
-def backend_for(settings: Settings) -> DatasetBackend:
-    """Build the backend for one dataset config: the daemon follows XNAT projects."""
-    if settings.store.type == "xnat":
-        from ._xnat_backend import XnatBackend  # imports aiohttp and the engine
-
-        return XnatBackend.from_settings(settings)
-    raise DaemonError(
-        f"{settings.config_path} has [store] type {settings.store.type!r}: the daemon follows"
-        ' XNAT servers, so give it a config with [store] type = "xnat" (run a local dataset'
-        " with `sinagot run CONFIG`)"
-    )

@@ -22,7 +22,7 @@ from ._api import control_app
 from ._gate import MAX_CONNECTIONS, REQUEST_TIMEOUT, ConnectionGate, GatedUnixSite
 
 if TYPE_CHECKING:
-    from ._service import Daemon
+    from ._view import DaemonControls
 
 __all__ = ["ControlServer"]
 
@@ -82,9 +82,9 @@ def _group_id(name: str | None) -> int | None:
 
 
 class ControlServer:
-    """Serves the control API of one :class:`Daemon` on a Unix socket."""
+    """Serves the control API of one daemon on a Unix socket."""
 
-    def __init__(self, daemon: Daemon, path: Path) -> None:
+    def __init__(self, daemon: DaemonControls, path: Path) -> None:
         self.daemon = daemon
         self.path = path
         self._runner: web.AppRunner | None = None

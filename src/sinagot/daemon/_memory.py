@@ -18,13 +18,13 @@ import functools
 import logging
 from collections.abc import Callable
 
-__all__ = ["trim_free_memory"]
+__all__ = ["malloc_trim", "trim_free_memory"]
 
 logger = logging.getLogger(__name__)
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def malloc_trim() -> Callable[[int], int] | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
@@ -42,7 +42,7 @@ def trim_free_memory() -> bool:
 
     Blocking (milliseconds: it walks the heap); call it from a thread.
     """
-    trim = _malloc_trim()
+    trim = malloc_trim()
     if trim is None:
         return False
     released = bool(trim(0))

@@ -30,7 +30,7 @@ from ._datasets import DatasetStatus
 from ._states import DatasetHealth
 
 if TYPE_CHECKING:
-    from ._service import Daemon
+    from ._view import DaemonView
 
 __all__ = ["CONTENT_TYPE", "DaemonMetrics"]
 
@@ -98,7 +98,7 @@ class _Scrape:
 class _StateCollector(Collector):
     """The daemon's state as metric families, from the scrape being rendered."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self._daemon = daemon
         self.scrape: _Scrape | None = None
 
@@ -152,7 +152,7 @@ class _StateCollector(Collector):
         yield notifications
 
 
-def _dataset_families(datasets: Sequence[DatasetStatus], daemon: Daemon) -> Iterator[Metric]:
+def _dataset_families(datasets: Sequence[DatasetStatus], daemon: DaemonView) -> Iterator[Metric]:
     jobs = GaugeMetricFamily(
         "sinagot_jobs", "Jobs in the journal by dataset and state.", labels=["dataset", "state"]
     )
@@ -286,7 +286,7 @@ def _cache_families(counts: CountsSnapshot, caches: dict[Path, _CacheSize]) -> I
 class DaemonMetrics:
     """The registry of one daemon: observe jobs as they end, :meth:`render` at each scrape."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self._daemon = daemon
         self.registry = CollectorRegistry(auto_describe=False)
         self._state = _StateCollector(daemon)

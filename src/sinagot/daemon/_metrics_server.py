@@ -18,7 +18,7 @@ from ._metrics import CONTENT_TYPE
 from ._status_page import add_status_page
 
 if TYPE_CHECKING:
-    from ._service import Daemon
+    from ._view import DaemonView
 
 __all__ = ["MetricsServer"]
 
@@ -29,7 +29,7 @@ class MetricsServer:
     """Serves ``GET /metrics`` of ``daemon`` and its status page on ``host:port`` (port 0:
     a free one)."""
 
-    def __init__(self, daemon: Daemon, host: str, port: int) -> None:
+    def __init__(self, daemon: DaemonView, host: str, port: int) -> None:
         self._daemon = daemon
         self._host = host
         self._port = port

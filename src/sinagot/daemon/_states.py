@@ -17,6 +17,7 @@ from typing import TypeVar
 from ..errors import InvalidTransitionError
 
 __all__ = [
+    "ALLOWED_TRANSITIONS",
     "FINISHED",
     "INITIAL",
     "IN_FLIGHT",
@@ -60,80 +61,67 @@ FINISHED = frozenset({JobState.DONE, JobState.FAILED})
 # The state of a job the journal creates for a new session.
 INITIAL = JobState.DISCOVERED
 
-# The states a job may move to, by the state it is in. A move from a state to itself
-# notes something in the job's history without moving it (an attempt counted or given
-# back, a resume, a new stamp while the job waits or runs). A waiting job (discovered,
-# stale) may
-# - enter any phase: a backend may skip the phases it has no use for;
-# - end done, failed or stale before any phase (an error or a timeout before the first,
-#   a backend with nothing to do, too many attempts, the pipeline changed meanwhile);
-# - wait as discovered: its session changed on the server, or a retry was asked.
-# A job in flight may enter any phase (one resumed after a restart starts over from its
-# first phase, whatever phase it died in), end done, failed or stale (the pipeline
-# changed while it ran), or wait again: a failed attempt backs off for the next one
-# (stale again if it was), and a session that changed while its job ran is processed
-# again. A finished job only waits again: when its session changes on the server or
-# someone retries it (discovered), or when the pipeline that produced it changes
-# (stale); it is never noted, so no attempt and no phase starts on it.
+# Every change of state a job may make, and what makes it. A move from a state to itself
+# notes something in the job's history without moving it. The waiting and in-flight
+# rows are full on purpose: a backend may skip the phases it has no use for, and a job
+# resumed after a restart starts over from its first phase whatever phase it died in.
+# A finished job only waits again; it is never noted, so no attempt starts on it.
+# tests/test_daemon_states.py makes each pair below through the journal, and walks
+# every other pair to see it refused.
+ALLOWED_TRANSITIONS: tuple[tuple[JobState, JobState], ...] = (
+    # waiting, discovered: noted (an attempt counted, a new stamp), a phase entered
+    # (the first a backend has), ended before any phase (an error or a timeout, nothing
+    # to do, too many attempts, a pipeline changed meanwhile)
+    (JobState.DISCOVERED, JobState.DISCOVERED),
+    (JobState.DISCOVERED, JobState.FETCHING),
+    (JobState.DISCOVERED, JobState.RUNNING),
+    (JobState.DISCOVERED, JobState.UPLOADING),
+    (JobState.DISCOVERED, JobState.DONE),
+    (JobState.DISCOVERED, JobState.FAILED),
+    (JobState.DISCOVERED, JobState.STALE),
+    # waiting, stale: the same, and discovered when its session changes or on a retry
+    (JobState.STALE, JobState.STALE),
+    (JobState.STALE, JobState.FETCHING),
+    (JobState.STALE, JobState.RUNNING),
+    (JobState.STALE, JobState.UPLOADING),
+    (JobState.STALE, JobState.DONE),
+    (JobState.STALE, JobState.FAILED),
+    (JobState.STALE, JobState.DISCOVERED),
+    # in flight: noted (a resume, an attempt given back), the next phase (or the first,
+    # resumed), ended, or waiting again (a failed attempt backs off as discovered, or as
+    # stale if it was; a session changed while its job ran is processed again)
+    (JobState.FETCHING, JobState.FETCHING),
+    (JobState.FETCHING, JobState.RUNNING),
+    (JobState.FETCHING, JobState.UPLOADING),
+    (JobState.FETCHING, JobState.DONE),
+    (JobState.FETCHING, JobState.FAILED),
+    (JobState.FETCHING, JobState.DISCOVERED),
+    (JobState.FETCHING, JobState.STALE),
+    (JobState.RUNNING, JobState.RUNNING),
+    (JobState.RUNNING, JobState.UPLOADING),
+    (JobState.RUNNING, JobState.FETCHING),
+    (JobState.RUNNING, JobState.DONE),
+    (JobState.RUNNING, JobState.FAILED),
+    (JobState.RUNNING, JobState.DISCOVERED),
+    (JobState.RUNNING, JobState.STALE),
+    (JobState.UPLOADING, JobState.UPLOADING),
+    (JobState.UPLOADING, JobState.FETCHING),
+    (JobState.UPLOADING, JobState.RUNNING),
+    (JobState.UPLOADING, JobState.DONE),
+    (JobState.UPLOADING, JobState.FAILED),
+    (JobState.UPLOADING, JobState.DISCOVERED),
+    (JobState.UPLOADING, JobState.STALE),
+    # finished: waits again when its session changes or someone retries it
+    # (discovered), or when the pipeline that produced it changes (stale)
+    (JobState.DONE, JobState.DISCOVERED),
+    (JobState.DONE, JobState.STALE),
+    (JobState.FAILED, JobState.DISCOVERED),
+    (JobState.FAILED, JobState.STALE),
+)
 TRANSITIONS: Mapping[JobState, frozenset[JobState]] = MappingProxyType(
     {
-        JobState.DISCOVERED: frozenset(
-            {
-                JobState.DISCOVERED,
-                JobState.STALE,
-                JobState.FETCHING,
-                JobState.RUNNING,
-                JobState.UPLOADING,
-                JobState.DONE,
-                JobState.FAILED,
-            }
-        ),
-        JobState.STALE: frozenset(
-            {
-                JobState.DISCOVERED,
-                JobState.STALE,
-                JobState.FETCHING,
-                JobState.RUNNING,
-                JobState.UPLOADING,
-                JobState.DONE,
-                JobState.FAILED,
-            }
-        ),
-        JobState.FETCHING: frozenset(
-            {
-                JobState.DISCOVERED,
-                JobState.STALE,
-                JobState.FETCHING,
-                JobState.RUNNING,
-                JobState.UPLOADING,
-                JobState.DONE,
-                JobState.FAILED,
-            }
-        ),
-        JobState.RUNNING: frozenset(
-            {
-                JobState.DISCOVERED,
-                JobState.STALE,
-                JobState.FETCHING,
-                JobState.RUNNING,
-                JobState.UPLOADING,
-                JobState.DONE,
-                JobState.FAILED,
-            }
-        ),
-        JobState.UPLOADING: frozenset(
-            {
-                JobState.DISCOVERED,
-                JobState.STALE,
-                JobState.FETCHING,
-                JobState.RUNNING,
-                JobState.UPLOADING,
-                JobState.DONE,
-                JobState.FAILED,
-            }
-        ),
-        JobState.DONE: frozenset({JobState.DISCOVERED, JobState.STALE}),
-        JobState.FAILED: frozenset({JobState.DISCOVERED, JobState.STALE}),
+        state: frozenset(new for old, new in ALLOWED_TRANSITIONS if old is state)
+        for state in JobState
     }
 )
 

@@ -31,7 +31,7 @@ from ._states import JobState
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ._service import Daemon
+    from ._view import DaemonView
 
 __all__ = ["add_status_page", "banners", "derivative_links"]
 
@@ -137,7 +137,7 @@ def derivative_links(settings: Settings, session: str) -> list[dict[str, str]]:
 
 
 class _Page:
-    def __init__(self, daemon: Daemon, own_names: frozenset[str]) -> None:
+    def __init__(self, daemon: DaemonView, own_names: frozenset[str]) -> None:
         self.daemon = daemon
         self._own = own_names
 
@@ -185,7 +185,7 @@ class _Page:
         return web.json_response(document)
 
 
-def add_status_page(app: web.Application, daemon: Daemon, bind_host: str) -> None:
+def add_status_page(app: web.Application, daemon: DaemonView, bind_host: str) -> None:
     """Add the page and its read-only API to ``app`` (the metrics listener's)."""
     page = _Page(daemon, _own_names(bind_host))
     app.middlewares.append(page.guard)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ._cli import demo_daemon
 from ._command import CONFIG_NAME, write_demo
 from ._data import (
     DEMO_PROJECT,
@@ -20,7 +19,6 @@ __all__ = [
     "DEMO_RECORDS",
     "DEMO_SCRIPTS",
     "DEMO_TASK_MODALITIES",
-    "demo_daemon",
     "load_demo",
     "write_demo",
     "write_demo_recordings",

@@ -10,11 +10,10 @@ of ``Record``; ``ConfigurationError`` is :class:`sinagot.ConfigError`.
 
 from __future__ import annotations
 
-from .._stepview import Step, StepCollection
-from ..dataset import Dataset, Record, RecordCollection, Subset, _Scope
+from ..engine import Dataset, Record, RecordCollection, Step, StepCollection, Subset
+from ..engine import ScopeBase as Scope
 from ..errors import ConfigError
 
-Scope = _Scope
 ConfigurationError = ConfigError
 
 __all__ = [

@@ -84,6 +84,7 @@ from __future__ import annotations
 from ._auth import parse_user_spec
 from ._extract import ExtractLimits
 from ._faults import FAULT_KINDS, FaultRule, parse_fault_spec
+from ._pace import Pace
 from ._profile import PROFILES, Profile, parse_profile_spec
 from ._records import Owner
 from ._server import EmulatorServer
@@ -95,6 +96,7 @@ __all__ = [
     "ExtractLimits",
     "FaultRule",
     "Owner",
+    "Pace",
     "Profile",
     "parse_fault_spec",
     "parse_profile_spec",

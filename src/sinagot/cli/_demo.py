@@ -21,10 +21,10 @@ def _say(line: str) -> None:
 def demo_daemon(
     args: argparse.Namespace, sessions: Callable[[int, int], None] | None = None
 ) -> int:
-    """Run the daemon demo (see :mod:`sinagot.demo._daemon`) and print what it did;
+    """Run the daemon demo (see :mod:`sinagot.cli._demo_daemon`) and print what it did;
     ``sessions(done, total)`` counts the sessions processed (default: a line each)."""
-    from ..daemon import format_jobs, format_status
-    from ._daemon import PASSWORD, PROJECT, USER, run_daemon_demo
+    from ._demo_daemon import PASSWORD, PROJECT, USER, run_daemon_demo
+    from ._format import format_jobs, format_status
 
     if args.log_level is None:
         # The daemon's one line per event would bury the result: only problems show.

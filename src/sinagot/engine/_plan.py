@@ -4,7 +4,7 @@ A record's steps come from the config (task -> modalities -> scripts) and the
 scripts' PATH_IN / PATH_OUT: a step whose input is another step's output runs
 after it. :class:`StepGraph` knows that structure without touching any store;
 :func:`step_spec` turns one planned step, with what the fetch phase brought
-(see ``_fetch``), into the picklable :class:`~sinagot._steps.StepSpec` a runner
+(see ``_fetch``), into the picklable :class:`~sinagot.engine._steps.StepSpec` a runner
 executes.
 """
 
@@ -17,14 +17,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .._layout import derivatives_dir, list_files
+from .._report import StepKey
+from ..config import Settings
+from ..errors import ScriptError
 from ._checksums import ChecksumCache
-from ._layout import derivatives_dir, list_files
-from ._report import StepKey
+from ._scripts import LoadedScript, format_paths, load_script, spec_parts
 from ._steps import StepSpec
 from ._worktree import WorkTree
-from .config import Settings
-from .errors import ScriptError
-from .scripts import LoadedScript, format_paths, load_script, spec_parts
 
 __all__ = [
     "FetchedRecord",

@@ -21,9 +21,9 @@ import string
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .config import FileMatch, Settings
-from .errors import ScriptError
-from .scripts import load_script, spec_parts
+from ..config import FileMatch, Settings
+from ..errors import ScriptError
+from ._scripts import load_script, spec_parts
 
 __all__ = ["unit_ids", "units_ids"]
 

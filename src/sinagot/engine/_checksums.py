@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from ._fs import md5_file
+from .._fs import md5_file
 
 __all__ = ["ChecksumCache"]
 
@@ -91,11 +91,6 @@ class ChecksumCache:
         self.hashed += 1
         self._pending[key] = (stat.st_size, stat.st_mtime_ns, digest)
         return digest
-
-    def remember(self, path: Path, digest: str) -> None:
-        """Record a digest computed elsewhere (e.g. while writing the file)."""
-        stat = os.stat(path)
-        self._pending[str(path)] = (stat.st_size, stat.st_mtime_ns, digest)
 
     def flush(self) -> None:
         if not self._pending:

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._fs import fsync_dir, md5_file
-from ._layout import LOGS_DIR, STAGING_DIR, list_files
-from ._report import StepKey, StepResult, StepStatus
+from .._fs import fsync_dir, md5_file
+from .._layout import LOGS_DIR, STAGING_DIR, list_files
+from .._report import StepKey, StepResult, StepStatus
+from ..errors import ScriptError
+from ._provenance import STATUS_ADOPTED, STATUS_SUCCESS, build_provenance, stale_reason, utc_now
+from ._scripts import LoadedScript, PathSpec, ScriptPaths, load_script, shape_paths
 from ._status_log import LegacyStatus, write_status
 from ._worktree import output_folder
-from .errors import ScriptError
-from .provenance import STATUS_ADOPTED, STATUS_SUCCESS, build_provenance, stale_reason, utc_now
-from .scripts import LoadedScript, PathSpec, ScriptPaths, load_script, shape_paths
 
 __all__ = [
     "StepSpec",
@@ -203,7 +203,7 @@ def _collect_outputs(spec: StepSpec, staging: Path) -> tuple[dict[str, Path], di
     return staged, kept
 
 
-def _publish(spec: StepSpec, staging: Path, files: Mapping[str, Path]) -> dict[str, str]:
+def _move_into_place(spec: StepSpec, staging: Path, files: Mapping[str, Path]) -> dict[str, str]:
     """Hash, fsync and rename staged outputs into place; returns name -> md5."""
     checksums: dict[str, str] = {}
     for name, path in files.items():
@@ -244,7 +244,7 @@ def _run_script(spec: StepSpec, inputs: dict[str, str], started: str) -> StepRes
         script = loaded.cls(id=spec.key.record, task=spec.key.task, path=paths, logger=logger)
         script.run()
         staged, kept = _collect_outputs(spec, staging)
-        checksums = _publish(spec, staging, staged)
+        checksums = _move_into_place(spec, staging, staged)
         checksums.update({name: md5_file(path) for name, path in kept.items()})
     except Exception as exc:
         logger.propagate = False  # the traceback goes to the step's log file only

@@ -20,12 +20,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ._fs import atomic_write_bytes, fsync_dir, md5_file
-from ._layout import PENDING_DIR, derivatives_dir, pending_file
-from ._report import StepResult, StepStatus
+from .._fs import atomic_write_bytes, fsync_dir, md5_file
+from .._layout import PENDING_DIR, derivatives_dir, pending_file
+from .._report import StepResult, StepStatus
+from ..connectors import DataRow, FileSet, Store, derivative_path
+from ..errors import SinagotError
 from ._worktree import WorkTree
-from .connectors import DataRow, FileSet, Store, derivative_path
-from .errors import SinagotError
 
 __all__ = ["Publication", "commit_result", "publish_pending", "read_pending_provenance"]
 

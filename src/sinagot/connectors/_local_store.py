@@ -11,8 +11,15 @@ from typing import TYPE_CHECKING, Any
 from .._fs import atomic_copy, atomic_write_bytes
 from .._layout import DERIVATIVES_DIR, PROVENANCE_DIR, list_files
 from ..errors import RemoteNotFoundError, StoreError
+from ._data_model import (
+    DataEntry,
+    DataRow,
+    DataTree,
+    FileSet,
+    validate_label,
+    validate_relative_path,
+)
 from ._store import FieldValue, Store
-from ._values import DataEntry, DataRow, DataTree, FileSet, validate_label, validate_relative_path
 
 if TYPE_CHECKING:
     from ..axes import Axes

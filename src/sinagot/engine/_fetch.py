@@ -15,15 +15,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ._fs import link_or_copy
-from ._layout import derivatives_dir
+from .._fs import link_or_copy
+from .._layout import derivatives_dir
+from .._report import StepKey
+from ..connectors import DataEntry, DataRow, FileSet, Store, derivative_path
+from ..errors import SinagotError, StoreError
 from ._plan import FetchedRecord, RecordPlan
 from ._publish import read_pending_provenance
-from ._report import StepKey
 from ._steps import remove_dead_staging
 from ._worktree import WorkTree
-from .connectors import DataEntry, DataRow, FileSet, Store, derivative_path
-from .errors import SinagotError, StoreError
 
 __all__ = ["fetch_record"]
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..daemon import client_socket_path
 from ..errors import DaemonError, DaemonNotRunningError
-from ._paths import client_socket_path
 
 __all__ = ["ControlClient"]
 

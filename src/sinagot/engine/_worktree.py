@@ -26,11 +26,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._layout import DERIVATIVES_DIR, LOGS_DIR, derivatives_dir
-from ._report import StepKey
-from .config import Settings
-from .errors import ScriptError
-from .scripts import load_script, records_layout_problem
+from .._layout import DERIVATIVES_DIR, LOGS_DIR, derivatives_dir
+from .._report import StepKey
+from ..config import Settings
+from ..errors import ScriptError
+from ._scripts import load_script, records_layout_problem
 
 __all__ = [
     "STATUS_LOG_DIR",

@@ -19,10 +19,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .._report import StepKey, StepResult, StepStatus
+from ..config import DaskSettings
 from ._dask import open_client
-from ._report import StepKey, StepResult, StepStatus
 from ._steps import StepSpec, attempt_marker, execute_step
-from .config import DaskSettings
 
 __all__ = ["Commit", "DaskRunner", "Progress", "Runner", "SerialRunner", "Watch"]
 

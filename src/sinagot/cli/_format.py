@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._states import JobState, shown_status
+from ..daemon import JobState, shown_status
 
 __all__ = ["format_job", "format_jobs", "format_plan", "format_status"]
 

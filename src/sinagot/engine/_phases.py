@@ -6,7 +6,7 @@
               the work tree once; stored (or pending) provenance read      (``_fetch``)
     plan      a spec per step: input checksums, what is stale               (``_plan``)
     run       the steps on a runner, serially or on Dask, each result
-              committed as it finishes: stored at once, or left pending     (``_runners``)
+              committed as it finishes: stored at once, or left pending     (``_run``)
     publish   with deferred publication, pending results uploaded,
               provenance last                                               (``_publish``)
 
@@ -26,45 +26,24 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._report import RunReport, StepResult, StepStatus
+from ..config import Settings
+from ..connectors import DataRow, Store
+from ..errors import SinagotError
 from ._checksums import ChecksumCache
-from ._dask import check_available, open_client
 from ._fetch import fetch_record
 from ._fingerprints import (
-    FingerprintProbe,
     Fingerprints,
-    PipelineChange,
-    StepMark,
     pipeline_fingerprints,
 )
 from ._ledger import record_ledger, up_to_date
 from ._plan import RecordPlan, Scope, StepGraph, step_spec
 from ._publish import Publication, commit_result, publish_pending
-from ._report import RunReport, StepResult, StepStatus
-from ._runners import DaskRunner, Progress, Runner, SerialRunner, Watch
+from ._run import DaskRunner, Progress, Runner, SerialRunner, Watch
 from ._steps import StepSpec
-from ._worktree import WorkTree, detect_layout
-from .config import Settings
-from .connectors import DataRow, Store
-from .errors import SinagotError
+from ._worktree import WorkTree
 
-__all__ = [
-    "DaskRunner",
-    "FingerprintProbe",
-    "Fingerprints",
-    "PipelineChange",
-    "Progress",
-    "Publication",
-    "RunHooks",
-    "RunOutcome",
-    "Scope",
-    "StepMark",
-    "WorkTree",
-    "check_available",
-    "detect_layout",
-    "open_client",
-    "run_scope",
-    "runner_for",
-]
+__all__ = ["RunHooks", "RunOutcome", "run_scope", "runner_for"]
 
 _log = logging.getLogger("sinagot.run")
 

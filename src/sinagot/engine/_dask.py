@@ -20,7 +20,6 @@ else's business.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 import shutil
 import signal
@@ -31,11 +30,11 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .connectors import take_environment_password
-from .errors import ConfigError, SinagotError
+from ..connectors import take_environment_password
+from ..errors import ConfigError, SinagotError
 
 if TYPE_CHECKING:
-    from .config import DaskSettings
+    from ..config import DaskSettings
 
 __all__ = [
     "HTTP_HEALTH_ONLY",
@@ -94,10 +93,6 @@ def local_cluster_options(settings: DaskSettings) -> dict[str, Any]:
 
 def check_available(settings: DaskSettings) -> None:
     """Raise ConfigError now if the cluster ``settings`` ask for cannot be built here."""
-    if importlib.util.find_spec("distributed") is None:
-        raise ConfigError(
-            "scripts run on Dask but distributed is not installed: pip install 'dask[distributed]'"
-        )
     if settings.jobqueue is not None:
         import_jobqueue(settings.jobqueue)
 
@@ -212,7 +207,7 @@ def _external_client(distributed: Any, settings: DaskSettings, stack: ExitStack)
 def _jobqueue_cluster(
     dask: Any, settings: DaskSettings, stack: ExitStack, secrets_dir: Path | None
 ) -> Any:
-    from .config import JOBQUEUE_CLUSTERS
+    from ..config import JOBQUEUE_CLUSTERS
 
     assert settings.jobqueue is not None
     jobqueue = import_jobqueue(settings.jobqueue)

@@ -1,12 +1,16 @@
-"""Blocking work in threads, without losing track of it when the awaiting task is cancelled."""
+"""Asyncio helpers of the cache and the connectors.
+
+Blocking work in threads, without losing track of it when the awaiting task is
+cancelled; and the first real error of a task group, raised alone.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["first_error", "run_to_completion", "settle", "start_in_thread"]
+__all__ = ["first_error", "run_to_completion", "settle", "start_in_thread", "together"]
 
 T = TypeVar("T")
 
@@ -57,3 +61,13 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
         if not isinstance(leaf, asyncio.CancelledError):
             return leaf
     return leaves[0]
+
+
+async def together(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run ``coros`` as tasks of one group; the first failure cancels the rest and is raised."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(coro) for coro in coros]
+    except BaseExceptionGroup as errors:
+        raise first_error(errors) from None
+    return [task.result() for task in tasks]

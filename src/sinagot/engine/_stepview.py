@@ -1,14 +1,14 @@
 """Sinagot 0.1's view of steps: ``scope.steps``, ``Step``, statuses and counts as DataFrames.
 
 A step is a script of one modality within a scope; for a record, of one task too.
-Its status is Sinagot 0.1's (:class:`~sinagot._status_log.LegacyStatus`), read from
+Its status is Sinagot 0.1's (:class:`~sinagot.engine._status_log.LegacyStatus`), read from
 the work tree and the record's status log, as 0.1 showed it:
 
 - DONE when its outputs exist,
 - else PROCESSING or ERROR when that is the last status logged for it,
 - else DATA_READY when its inputs exist, INIT when they do not.
 
-Runs decide by provenance, not by these (see ``sinagot.provenance``). The tables
+Runs decide by provenance, not by these (see ``sinagot.engine._provenance``). The tables
 are pandas DataFrames, as in 0.1: pandas is imported when one is asked for.
 """
 
@@ -17,11 +17,13 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ._report import RunReport
+from .._report import RunReport
+from ..errors import NoModalityError, NotFoundError, NotUnitError, SinagotError
+from ._scripts import ScriptPaths, ScriptTemplate, format_paths, load_script, shape_paths
 from ._status_log import (
     LOG_STEP_LABEL,
     LOG_STEP_STATUS,
@@ -29,13 +31,13 @@ from ._status_log import (
     last_statuses,
     read_status_log,
 )
-from .errors import NoModalityError, NotFoundError, NotUnitError, SinagotError
-from .scripts import ScriptPaths, ScriptTemplate, format_paths, load_script, shape_paths
 
 if TYPE_CHECKING:
     import pandas
 
-    from .dataset import Dataset, Record, _Scope
+    from ..config import Settings
+    from ..connectors import Store
+    from ._worktree import WorkTree
 
 __all__ = [
     "Step",
@@ -45,6 +47,40 @@ __all__ = [
     "record_logs",
     "record_status_json",
 ]
+
+
+# The views read a dataset's scopes through these protocols, not the classes of
+# _dataset (which builds its views from this module).
+class ViewedDataset(Protocol):
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def _tree(self) -> WorkTree: ...
+
+
+class ViewedScope(Protocol):
+    @property
+    def task(self) -> str | None: ...
+    @property
+    def modality(self) -> str | None: ...
+    @property
+    def _dataset(self) -> ViewedDataset: ...
+    @property
+    def steps(self) -> StepCollection: ...
+    def run(self, step_label: str | None = None, force: bool = False) -> RunReport: ...
+    def modalities(self) -> Iterator[ViewedScope]: ...
+    def _units(self) -> list[tuple[str, str]]: ...
+    def _script_names(self) -> list[str]: ...
+    def _scope_records(self) -> Sequence[ViewedRecord]: ...
+
+
+class ViewedRecord(ViewedScope, Protocol):
+    @property
+    def id(self) -> str: ...
+    def units(self) -> Iterator[ViewedScope]: ...
+
 
 _STATUS_COLUMNS = ("record_id", "task", "modality", "step_index", LOG_STEP_LABEL, LOG_STEP_STATUS)
 _COUNT_COLUMNS = ("task", "modality", "count")
@@ -73,7 +109,7 @@ class Step:
     loaded again whenever its file changed.
     """
 
-    def __init__(self, script: str, model: _Scope) -> None:
+    def __init__(self, script: str, model: ViewedScope) -> None:
         if model.modality is None:
             raise NoModalityError(
                 f"{model!r} has no modality: a step is a script of one modality; scope it"
@@ -143,12 +179,12 @@ class StepCollection:
     """The steps of a scope (``scope.steps``): for a scope without a modality, ``get``,
     ``first`` and ``count`` answer a dict by modality (as Sinagot 0.1.4 did)."""
 
-    def __init__(self, model: _Scope) -> None:
+    def __init__(self, model: ViewedScope) -> None:
         self.model = model
         self.task = model.task
         self.modality = model.modality
 
-    def _modality_scopes(self) -> list[_Scope]:
+    def _modality_scopes(self) -> list[ViewedScope]:
         return list(self.model.modalities())
 
     def get(self, script: str) -> Any:
@@ -205,7 +241,7 @@ def _or_none(make: Any) -> Step | None:
     return step
 
 
-def _record_status_rows(record: Record) -> list[dict[str, Any]]:
+def _record_status_rows(record: ViewedRecord) -> list[dict[str, Any]]:
     rows = []
     for unit in record.units():
         for index, name in enumerate(unit._script_names(), 1):
@@ -223,7 +259,7 @@ def _record_status_rows(record: Record) -> list[dict[str, Any]]:
     return rows
 
 
-def record_status_json(record: Record) -> str:
+def record_status_json(record: ViewedRecord) -> str:
     """The record's step statuses as JSON: ``{task: {modality: [{step_index, step_label,
     step_status}, ...]}}`` (Sinagot 0.1's ``Record.status_json()``, for web pages)."""
     tree: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -233,7 +269,7 @@ def record_status_json(record: Record) -> str:
     return json.dumps(tree)
 
 
-def _has_data(record: Record, task: str, modality: str) -> int:
+def _has_data(record: ViewedRecord, task: str, modality: str) -> int:
     """1 if the first script of the unit finds its inputs for ``record``, else 0."""
     dataset = record._dataset
     scripts = dataset.settings.modalities[modality].scripts_for(task)
@@ -244,7 +280,7 @@ def _has_data(record: Record, task: str, modality: str) -> int:
 
 
 def record_count_detail(
-    record: Record, groupby: str | list[str] | None, group_mode: str = "all"
+    record: ViewedRecord, groupby: str | list[str] | None, group_mode: str = "all"
 ) -> pandas.DataFrame:
     """Whether ``record`` has data in each of its units, optionally grouped."""
     if group_mode not in _GROUP_MODES:
@@ -264,7 +300,7 @@ def record_count_detail(
 
 
 def count_detail(
-    scope: _Scope, records: Iterable[Record], groupby: str | list[str] | None
+    scope: ViewedScope, records: Iterable[ViewedRecord], groupby: str | list[str] | None
 ) -> pandas.DataFrame:
     """How many of ``records`` have data in each unit of ``scope`` (summed, sorted)."""
     pandas = _pandas()
@@ -277,7 +313,7 @@ def count_detail(
     return frame.groupby(keys)["count"].sum().reset_index()
 
 
-def record_logs(dataset: Dataset, records: list[Record]) -> pandas.DataFrame:
+def record_logs(dataset: ViewedDataset, records: Sequence[ViewedRecord]) -> pandas.DataFrame:
     """The status log lines of ``records`` (of their task and modality), newest first."""
     pandas = _pandas()
     lines: list[dict[str, Any]] = []

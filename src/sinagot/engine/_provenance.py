@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ._version import __version__
+from .._version import __version__
 
 __all__ = [
     "COMPLETE_STATUSES",

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from ._types import RemoteFile
+from ._remote_files import RemoteFile
 
 __all__ = ["LocalFileSource"]
 

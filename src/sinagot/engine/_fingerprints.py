@@ -28,11 +28,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from .._version import __version__
+from ..config import Settings
+from ..errors import ScriptError
 from ._plan import PlannedStep, StepGraph
-from ._version import __version__
-from .config import Settings
-from .errors import ScriptError
-from .scripts import LoadedScript, load_script
+from ._scripts import LoadedScript, load_script
 
 __all__ = [
     "FingerprintProbe",

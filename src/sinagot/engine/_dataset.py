@@ -23,9 +23,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .._ids import IdFilter
+from .._report import RunReport
+from ..config import Settings, load_settings
+from ..connectors import DataTree, LocalStore, Store, open_store
+from ..errors import ArgumentError, NotFoundError, RecordNotFoundError, ScopeError, ScriptError
 from ._freeform import units_ids
-from ._ids import IdFilter
-from ._report import RunReport
+from ._phases import RunHooks, run_scope, runner_for
+from ._plan import Scope
+from ._run import Progress
+from ._scripts import load_user_class
 from ._stepview import (
     StepCollection,
     count_detail,
@@ -34,11 +41,6 @@ from ._stepview import (
     record_status_json,
 )
 from ._worktree import WorkTree, detect_layout, in_place_store_root
-from .config import Settings, load_settings
-from .connectors import DataTree, LocalStore, Store, open_store
-from .engine import Progress, RunHooks, Scope, run_scope, runner_for
-from .errors import ArgumentError, NotFoundError, RecordNotFoundError, ScopeError, ScriptError
-from .scripts import load_user_class
 
 if TYPE_CHECKING:
     import pandas

@@ -21,8 +21,8 @@ from pathlib import Path
 from types import MappingProxyType, ModuleType
 from typing import Any, ClassVar, TypeVar
 
-from ._layout import DERIVATIVES_DIR
-from .errors import ScriptError
+from .._layout import DERIVATIVES_DIR
+from ..errors import ScriptError
 
 __all__ = [
     "LoadedScript",

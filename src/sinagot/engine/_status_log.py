@@ -19,7 +19,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-from ._report import StepKey
+from .._report import StepKey
 
 __all__ = [
     "LOG_ORIGIN",

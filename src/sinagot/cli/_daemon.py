@@ -11,18 +11,17 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from ._states import JobState
+from ..daemon import JobState
 from ._unit import DEFAULT_ACCOUNT, installed_unit
 
 if TYPE_CHECKING:
-    from ._client import ControlClient
+    from ._control import ControlClient
 
 __all__ = ["register"]
 
 
 def _run_daemon(args: argparse.Namespace) -> int:
-    from ._backend import backend_for
-    from ._serve import serve
+    from ..daemon import backend_for, serve
 
     return serve(args.configs, backend_factory=backend_for, log_level=args.log_level)
 
@@ -33,7 +32,7 @@ def _systemd_unit(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> ControlClient:
-    from ._client import ControlClient
+    from ._control import ControlClient
 
     return ControlClient(args.socket)
 

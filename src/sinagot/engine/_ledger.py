@@ -17,11 +17,11 @@ import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from .._fs import atomic_write_bytes
+from .._layout import derivatives_dir
+from .._report import StepResult, StepStatus
 from ._fingerprints import Fingerprints
-from ._fs import atomic_write_bytes
-from ._layout import derivatives_dir
 from ._plan import RecordPlan
-from ._report import StepResult, StepStatus
 
 __all__ = ["record_ledger", "up_to_date"]
 

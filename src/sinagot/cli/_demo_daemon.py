@@ -20,9 +20,8 @@ from typing import Any
 
 from .._fs import atomic_write_bytes
 from ..daemon import FINISHED
+from ..demo import DEMO_CONFIG, DEMO_RECORDS, DEMO_SCRIPTS, load_demo
 from ..errors import DaemonError
-from ._data import DEMO_RECORDS, load_demo
-from ._scripts import DEMO_CONFIG, DEMO_SCRIPTS
 
 __all__ = ["DaemonDemo", "run_daemon_demo"]
 
@@ -92,7 +91,7 @@ async def _watch(
     socket: Path, running: asyncio.Task[None], sessions: Callable[[int, int], None]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Wait (over the control socket) until every session is finished and stays so."""
-    from ..daemon import ControlClient
+    from ._control import ControlClient
 
     client = ControlClient(socket)
     reported = -1

@@ -1,0 +1,13 @@
+"""The cache's testing API: what tests use below :mod:`sinagot.cache`.
+
+Declared here so that they import no private module (tests/test_architecture.py checks
+it). The modules themselves, for tests that change their tuning constants. Not for
+product code.
+"""
+
+from __future__ import annotations
+
+from . import _download as download
+from . import _ranged as ranged
+
+__all__ = ["download", "ranged"]
