@@ -131,8 +131,18 @@ _XNAT_STORE = '\n[store]\ntype = "xnat"\nserver = "http://127.0.0.1:1"\nproject 
         ('scripts = "scripts"', f'scripts = "{"x" * 300}"', "", "255-byte limit"),
         ('scripts = "scripts"', 'scripts = "a\\nb"', "", "path.scripts: folder"),
         ("[tasks.MMN]", '[tasks."M\\nN"]', "", "is not a valid task name"),
+        ('dataset = "data"', 'dataset = "a\\u0000b"', _XNAT_STORE, "path.dataset: got"),
     ],
-    ids=["a file", "below a file", "too long xnat", "too long local", "scripts", "newline", "key"],
+    ids=[
+        "a file",
+        "below a file",
+        "too long xnat",
+        "too long local",
+        "scripts",
+        "newline",
+        "key",
+        "nul",
+    ],
 )
 def test_a_path_the_disk_refuses_is_one_clear_line(
     tmp_path: Path, old: str, new: str, store: str, expected: str
