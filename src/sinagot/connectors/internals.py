@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ._xnat_client import XnatClient
 from ._xnat_credentials import Credentials, resolve_credentials
+from ._xnat_names import file_name, quote_segment
 from ._xnat_upload import (
     ARCHIVE_MAX_MEMBERS,
     ARCHIVE_MEMBER_MAX,
@@ -23,6 +24,8 @@ __all__ = [
     "Credentials",
     "FileBody",
     "XnatClient",
+    "file_name",
     "plan_uploads",
+    "quote_segment",
     "resolve_credentials",
 ]
