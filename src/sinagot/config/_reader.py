@@ -11,7 +11,7 @@ from typing import Any, TypeVar, cast
 from .._names import length_problem
 from ..errors import ConfigError
 
-__all__ = ["KNOWN_TABLES", "NAME", "Reader", "close_names", "one_line"]
+__all__ = ["KNOWN_TABLES", "NAME", "Reader", "close_names", "printable"]
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -69,7 +69,7 @@ KNOWN_TABLES: dict[str, tuple[str, ...]] = {
 }
 
 
-def one_line(text: str) -> str:
+def printable(text: str) -> str:
     """``text`` with its unprintable characters (newlines among them) escaped."""
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
@@ -88,7 +88,7 @@ class Reader:
 
     def error(self, key: str, problem: str, fix: str) -> ConfigError:
         # Keys and paths come from the file: a newline in one must not break the line.
-        return ConfigError(one_line(f"{self.config_file}: {key}: {problem}; {fix}"))
+        return ConfigError(printable(f"{self.config_file}: {key}: {problem}; {fix}"))
 
     def check_length(self, key: str, name: str, what: str) -> None:
         """Raise unless ``name`` fits as a file or folder name (names become both, and XNAT labels)."""
