@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sinagot import Dataset
-from sinagot.cache._lock import NEW_STAGING_PREFIX, STAGING_PREFIX
+from sinagot.cache.internals import NEW_STAGING_PREFIX, STAGING_PREFIX
 
 PIPELINE = "sinagot"
 MARKERS = "PROVENANCE"

@@ -44,7 +44,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import math
 import os
 import random
 import selectors
@@ -57,7 +56,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,8 +73,8 @@ from _chaos_checks import (
     clean_run,
 )
 from _daemon_bench import SINAGOT, DaemonChild, percentile
-from sinagot.daemon import ControlClient
-from sinagot.daemon._api import MAX_JOBS_LISTED
+from sinagot.cli import ControlClient
+from sinagot.daemon.internals import MAX_JOBS_LISTED
 
 USER, PASSWORD, PROJECT = "chaos", "chaos", "CHAOS"
 TASK, MODALITY = "RS", "EEG"
@@ -244,8 +243,18 @@ class CacheDisk:
         mountpoint.mkdir(parents=True, exist_ok=True)
         script = 'mount -t tmpfs -o size="$2"m tmpfs "$1" && echo ready && exec sleep infinity'
         self.holder = subprocess.Popen(
-            ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh"]
-            + [str(mountpoint), str(mib)],
+            [
+                "unshare",
+                "--user",
+                "--map-root-user",
+                "--mount",
+                "sh",
+                "-c",
+                script,
+                "sh",
+                str(mountpoint),
+                str(mib),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -820,14 +829,18 @@ class Campaign:
     def check(self) -> None:
         """Every invariant, from the server and the disk (and the daemon's failed jobs)."""
         assert self.server is not None and self.daemon is not None
-        expected = clean_run(
-            self.scripts, {TASK: MODALITY}, self.inputs, self.base / "clean"
-        )
+        expected = clean_run(self.scripts, {TASK: MODALITY}, self.inputs, self.base / "clean")
         snapshot = self.server.call("snapshot")
         self.violations += check_server(snapshot, expected, self.inputs, self.deleted)
         self.violations += check_failed_jobs(self.call("jobs", limit=MAX_JOBS_LISTED))
         verify = subprocess.run(
-            [*(self.disk.prefix if self.disk else ()), SINAGOT, "cache", "verify", str(self.config)],
+            [
+                *(self.disk.prefix if self.disk else ()),
+                SINAGOT,
+                "cache",
+                "verify",
+                str(self.config),
+            ],
             capture_output=True,
             text=True,
         )
