@@ -28,7 +28,7 @@ from sinagot.demo import DEMO_CONFIG
 from sinagot.errors import ConfigError, UnsafeNameError
 
 FUZZ = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 # The demo config, plus the tables a daemon's config adds (an XNAT store, a daemon).
@@ -242,7 +242,7 @@ def test_valid_names_and_numbers_come_back_as_written(
     assert loaded.daemon.max_attempts == attempts
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(name=st.text(max_size=80) | st.from_regex(r"[A-Za-z_][A-Za-z0-9_]*", fullmatch=True))
 def test_a_task_name_is_an_identifier_or_has_a_problem(name: str) -> None:
     problem = name_problem(name)
@@ -261,7 +261,7 @@ _LABELS = st.text(max_size=300) | st.from_regex(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(label=_LABELS)
 def test_a_label_is_one_safe_path_component_or_unsafe(label: str) -> None:
     try:
@@ -281,7 +281,7 @@ _PATHS = st.lists(
 ).map("/".join) | st.text(max_size=60)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(name=_PATHS)
 def test_a_relative_path_stays_in_its_folder_or_is_unsafe(name: str) -> None:
     try:
