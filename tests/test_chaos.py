@@ -32,6 +32,7 @@ def test_a_three_minute_campaign_loses_nothing(tmp_path: Path) -> None:
     lines = done.stdout.strip().splitlines()
     assert lines, done.stderr[-4000:]
     figures = json.loads(lines[-1])
+    print(lines[-1])  # the figures, for the run's log (pytest -s or -rP)
     assert figures["violations"] == [], done.stdout[-4000:]
     assert done.returncode == 0
     # About 40 faults a minute at the default rates: a campaign that injected far fewer
