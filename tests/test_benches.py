@@ -38,6 +38,7 @@ class Tiny:
 TINY = {
     "cache_hit": Tiny("--entries 20"),
     "cache_race": Tiny("--mib 2 --rounds 1"),
+    "chaos": Tiny("--minutes 0.2 --initial 2 --quiesce 120", slow=True),
     "daemon_poll": Tiny("--sessions 5 --cycles 2"),
     "daemon_scale": Tiny("--servers 1 --projects 2 --sessions 5 --interval 2 --cycles 1"),
     "daemon_soak": Tiny("--seconds 6 --rate 2 --window 5", slow=True),

@@ -111,6 +111,46 @@ def test_names_too_long_for_a_file_name_are_one_clear_line(
     assert "A" * 100 not in message and "a" * 100 not in message
 
 
+_XNAT_STORE = '\n[store]\ntype = "xnat"\nserver = "http://127.0.0.1:1"\nproject = "P"\nuser = "u"\n'
+
+
+# Found by tests/test_properties_config.py: each used to escape as an OSError, or as a
+# ConfigError of two lines.
+@pytest.mark.parametrize(
+    ("old", "new", "store", "expected"),
+    [
+        (
+            'dataset = "data"',
+            'dataset = "sinagot.toml"',
+            _XNAT_STORE,
+            "path.dataset: cannot create",
+        ),
+        ('dataset = "data"', 'dataset = "sinagot.toml/x"', _XNAT_STORE, "path.dataset: cannot"),
+        ('dataset = "data"', f'dataset = "{"x" * 300}"', _XNAT_STORE, "255-byte limit"),
+        ('dataset = "data"', f'dataset = "{"x" * 300}"', "", "255-byte limit"),
+        ('scripts = "scripts"', f'scripts = "{"x" * 300}"', "", "255-byte limit"),
+        ('scripts = "scripts"', 'scripts = "a\\nb"', "", "path.scripts: folder"),
+        ("[tasks.MMN]", '[tasks."M\\nN"]', "", "is not a valid task name"),
+        ('dataset = "data"', 'dataset = "a\\u0000b"', _XNAT_STORE, "path.dataset: got"),
+    ],
+    ids=[
+        "a file",
+        "below a file",
+        "too long xnat",
+        "too long local",
+        "scripts",
+        "newline",
+        "key",
+        "nul",
+    ],
+)
+def test_a_path_the_disk_refuses_is_one_clear_line(
+    tmp_path: Path, old: str, new: str, store: str, expected: str
+) -> None:
+    assert old in DEMO_CONFIG
+    assert expected in _error(tmp_path, DEMO_CONFIG.replace(old, new, 1) + store)
+
+
 def test_a_script_name_at_the_limit_loads(tmp_path: Path) -> None:
     script = "a" * 252
     path = write_project(tmp_path, config=DEMO_CONFIG.replace('["accuracy"]', f'["{script}"]'))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from ._server_pace import BUMP_GAP, MAX_HOLD, MAX_LEVEL, MIN_SAMPLES
 from ._xnat_client import XnatClient
 from ._xnat_credentials import Credentials, resolve_credentials
+from ._xnat_names import file_name, quote_segment
 from ._xnat_upload import (
     ARCHIVE_MAX_MEMBERS,
     ARCHIVE_MEMBER_MAX,
@@ -28,6 +29,8 @@ __all__ = [
     "Credentials",
     "FileBody",
     "XnatClient",
+    "file_name",
     "plan_uploads",
+    "quote_segment",
     "resolve_credentials",
 ]

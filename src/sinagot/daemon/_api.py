@@ -47,7 +47,8 @@ _PEER = web.RequestKey("peer", PeerCredentials)
 
 
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    # Messages quote the request's decoded path and query: a %0A there must not break the line.
+    return web.json_response({"error": " ".join(message.split())}, status=status)
 
 
 async def status_document(daemon: DaemonView) -> dict[str, Any]:
