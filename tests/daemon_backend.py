@@ -62,6 +62,9 @@ class DirBackend:
                 sessions.append(SessionInfo(entry.name, str(mtime)))
         return sessions
 
+    async def still_listed(self, label: str) -> bool:
+        return await asyncio.to_thread((self.root / label).is_dir)
+
     async def process_session(
         self, label: str, enter_phase: Callable[[JobState], Awaitable[None]]
     ) -> ProcessResult:

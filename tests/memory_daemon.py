@@ -46,6 +46,9 @@ class MemoryBackend:
         self.listings += 1
         return [SessionInfo(label, stamp) for label, stamp in self.sessions.items()]
 
+    async def still_listed(self, label: str) -> bool:
+        return label in self.sessions
+
     async def process_session(
         self, label: str, enter_phase: Callable[[JobState], Awaitable[None]]
     ) -> ProcessResult:

@@ -65,6 +65,9 @@ class SlowListing:
         self.listings += 1
         return self.listing
 
+    async def still_listed(self, label: str) -> bool:
+        return any(session.label == label for session in self.listing)
+
     async def process_session(
         self, label: str, enter_phase: Callable[[JobState], Awaitable[None]]
     ) -> ProcessResult:

@@ -251,6 +251,10 @@ class AsyncXnatStore:
         """Every session of the project with its last modification time, in ONE request."""
         return await self._index.list_sessions()
 
+    async def still_listed(self, label: str) -> bool:
+        """Whether the project still lists session ``label``: its one row of the listing."""
+        return await self._index.session_stamp(label) is not None
+
     async def populate_tree(self, tree: DataTree) -> None:
         for session in await self._index.list_sessions():
             tree.add_leaf((session.label,), last_modified=session.last_modified)

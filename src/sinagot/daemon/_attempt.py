@@ -32,6 +32,8 @@ __all__ = ["JobLog", "JobLogHandler", "Outcome", "attempt"]
 logger = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 50
+# How long a failed attempt waits for the server to say whether its session is still there.
+STILL_LISTED_TIMEOUT = 30.0
 
 
 @dataclass(slots=True)
@@ -78,6 +80,8 @@ class Outcome(StrEnum):
     # Failed; the job waits for another attempt.
     RETRY = "retry"
     FAILED = "failed"
+    # Failed because the session left the server meanwhile: the job is dropped.
+    GONE = "gone"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +152,13 @@ async def attempt(
         )
         outcome = Outcome.DONE if state == JobState.DONE else Outcome.CHANGED
         return AttemptEnd(outcome, result.steps)
+    steps = () if result is None else result.steps
+    if not await _still_listed(dataset, job.session, where):
+        logger.info(
+            "%s: the session is no longer on the server: its job is dropped (%s)", where, error
+        )
+        await journal.drop(job_id)
+        return AttemptEnd(Outcome.GONE, steps)
     logger.warning("%s: attempt %d failed: %s", where, job.attempts, error)
     failed = await journal.fail(
         job_id,
@@ -157,7 +168,6 @@ async def attempt(
         log_tail=tuple(job_log.lines),
         fingerprints=None if result is None else result.fingerprints,
     )
-    steps = () if result is None else result.steps
     if failed.state != JobState.FAILED:
         return AttemptEnd(Outcome.RETRY, steps)
     logger.error(
@@ -167,3 +177,14 @@ async def attempt(
         job_id,
     )
     return AttemptEnd(Outcome.FAILED, steps, failed.last_error)
+
+
+async def _still_listed(dataset: ServedDataset, label: str, where: str) -> bool:
+    """Whether the server still lists the session; True when it cannot tell (the attempt
+    then fails as any other, and the next one asks again)."""
+    try:
+        async with asyncio.timeout(STILL_LISTED_TIMEOUT):
+            return await dataset.backend.still_listed(label)
+    except Exception as exc:
+        logger.debug("%s: could not ask whether the session is still listed: %s", where, exc)
+        return True

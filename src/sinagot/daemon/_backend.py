@@ -95,6 +95,15 @@ class DatasetBackend(Protocol):
         """
         ...
 
+    async def still_listed(self, label: str) -> bool:
+        """Whether the server still lists session ``label``, with ONE small request (not
+        the whole project's listing); raise StoreError when the server cannot tell.
+
+        Asked after a failed attempt: a session deleted on the server is dropped, not
+        retried until its job fails.
+        """
+        ...
+
     async def process_session(
         self, label: str, enter_phase: Callable[[JobState], Awaitable[None]]
     ) -> ProcessResult:

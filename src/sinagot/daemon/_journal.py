@@ -538,6 +538,20 @@ class Journal:
 
         return await self._call(self._transaction, run)
 
+    async def drop(self, job_id: int) -> None:
+        """Forget a job and its history: its session has left the server.
+
+        Not a change of state: the journal mirrors the server's sessions, and a session
+        it no longer lists has nothing left to process. If the label comes back, the
+        next listing finds no job for it and makes a new one.
+        """
+
+        def run(db: sqlite3.Connection, now: float) -> None:
+            db.execute("DELETE FROM history WHERE job_id = ?", (job_id,))
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+        await self._call(self._transaction, run)
+
     async def retry(self, job_id: int, who: str) -> JobRecord | None:
         """Reset a failed, stale or backing-off job to run now; None if there is no such job."""
 

@@ -126,6 +126,9 @@ class XnatBackend:
         # As the store gives it: the same list again while the server's answer is unchanged.
         return await self.store.list_sessions()
 
+    async def still_listed(self, label: str) -> bool:
+        return await self.store.still_listed(label)
+
     async def pipeline(self, settings: Settings | None = None) -> Fingerprints:
         if settings is not None:
             return await asyncio.to_thread(_fingerprints_for, settings)
