@@ -37,7 +37,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -46,6 +46,7 @@ from .._counters import COUNTERS
 from .._fs import fsync_dir
 from ..config import CacheSettings
 from ..errors import CacheFullError, CacheLockTimeoutError
+from ._adopt import copy_verified
 from ._archive import fetch_archive, worth_an_archive
 from ._download import CHECKPOINT, WholeFileWriter, download_file, keep_completed
 from ._heartbeat import NetworkWaits, heartbeat
@@ -324,6 +325,61 @@ class Cache:
                 return hit
             return await self._fill(lock, key, list(files), source, last_modified, what, committed)
         finally:
+            lock.release()
+
+    async def adopt(
+        self, key: EntryKey, files: Sequence[RemoteFile], sources: Mapping[str, Path]
+    ) -> Path:
+        """Enter ``files``, each at its path in ``sources`` (by name), as the verified files
+        of entry ``key``.
+
+        For files the caller holds and the server lists with these digests (its own
+        uploads): each is copied and checked against its digest (a mismatch raises
+        ChecksumMismatchError), then committed as a download would be. Nothing is
+        downloaded, and the cache counts no lookup: this is no cache miss. An entry
+        that already holds exactly ``files`` is left as it is. Every file needs a digest.
+        """
+        check_file_set(files)
+        if any(not f.digest for f in files):
+            raise ValueError("only files listed with a digest can be adopted into the cache")
+
+        def committed() -> Path | None:
+            return self.lookup(key, files)
+
+        held = await asyncio.to_thread(committed)
+        if held is not None:
+            return held
+        home = self.entry_dir(key)
+        what = self._describe(key)
+        lock = await acquire(
+            home,
+            uuid.uuid4().hex,
+            race_condition_delay=self.race_condition_delay,
+            patience=self.lock_timeout,
+            what=what,
+            ready=committed,
+            watch=home / MANIFEST_NAME,
+        )
+        if isinstance(lock, Path):
+            return lock
+        staging: Staging | None = None
+        try:
+            staging = await run_to_completion(
+                create_staging, home, lock.token, discard=lambda made: made.close()
+            )
+            lock.announce(staging.path.name)
+            md5s = await run_to_completion(copy_verified, sources, staging.files, files)
+            names = [f.name for f in files]
+            return await run_to_completion(
+                self._commit, lock, staging, key, list(files), md5s, names, None
+            )
+        except BaseException:
+            if staging is not None:
+                await run_to_completion(shutil.rmtree, staging.path, True)
+            raise
+        finally:
+            if staging is not None:
+                staging.close()
             lock.release()
 
     def _prepare_staging(
