@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..errors import ChecksumMismatchError
-from ._types import RemoteFile
+from ._remote_files import RemoteFile
 
 __all__ = ["copy_verified"]
 

@@ -5,7 +5,8 @@ Layout below the root (see ``EntryKey.relative_dir``)::
     <scheme>-<host>-<port>[+<path>]/<project>/<session>/<entry>/   the entry's home
         manifest.json      commit point: names the current generation
         g-<token>/         a generation: exactly the entry's verified files
-        tmp-<token>/       a download in progress (parts/ + files/), flocked by its writer
+        tmp-<token>/       a download (or adoption) in progress (parts/ + files/), flocked by
+                           its writer
         lock               download lock (flock) + holder pid/host/start time
         takeover.lock      serialises takeovers of a stalled holder
         commit.lock        serialises commits of the entry
@@ -24,6 +25,9 @@ same files stops downloading and uses it.
 Old generations are pruned right after a commit when no job uses the entry,
 otherwise by ``gc``: a path returned by ``fetch``/``lookup`` stays valid while
 the caller holds ``using(key)``.
+Files the caller holds and the server lists with their digests (what Sinagot
+uploaded) are adopted the same way (``adopt``): copied into a staging folder,
+checked against those digests, committed; a killed adopter leaves no entry.
 """
 
 from __future__ import annotations
@@ -365,9 +369,8 @@ class Cache:
         staging: Staging | None = None
         try:
             staging = await run_to_completion(
-                create_staging, home, lock.token, discard=lambda made: made.close()
+                self._new_staging, lock, discard=lambda made: made.close()
             )
-            lock.announce(staging.path.name)
             md5s = await run_to_completion(copy_verified, sources, staging.files, files)
             names = [f.name for f in files]
             return await run_to_completion(
@@ -381,6 +384,15 @@ class Cache:
             if staging is not None:
                 staging.close()
             lock.release()
+
+    def _new_staging(self, lock: EntryLock) -> Staging:
+        """A new staging folder, dead holders' ones dropped: a copy is not worth resuming."""
+        for dead in claim_dead_stagings(lock.home):
+            shutil.rmtree(dead.path, ignore_errors=True)
+            dead.close()
+        staging = create_staging(lock.home, lock.token)
+        lock.announce(staging.path.name)
+        return staging
 
     def _prepare_staging(
         self, lock: EntryLock, files: list[RemoteFile]

@@ -77,9 +77,7 @@ async def cached_provenance(cache: Cache, key: EntryKey, md5: str) -> dict[str, 
         return None
     held = manifest.files[0]
     async with cache.using(key):
-        folder = await asyncio.to_thread(
-            cache.lookup, key, [RemoteFile(held.name, held.size, md5)]
-        )
+        folder = await asyncio.to_thread(cache.lookup, key, [RemoteFile(held.name, held.size, md5)])
         if folder is None:
             return None
         return await asyncio.to_thread(_read, folder / held.name, md5)
