@@ -9,7 +9,10 @@ would have brought, and no one downloads it.
 
 A provenance document is a file of the session's ``PROVENANCE`` resource, shared by
 every derivative of the session: each one is its own cache entry, keyed by the
-file's path in the session, so that entering one never replaces another.
+file's path in the session, so that entering one never replaces another. It is
+entered as sent (listing the resource after each PUT would cost a request per
+step), and read from the cache only when the session's provenance listing shows
+its digest (:func:`cached_provenance`): the server's word still decides.
 
 Feeding the cache is a saving, never a condition: a failure is logged and the upload
 stands.
