@@ -30,6 +30,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
+from .._aio import together
 from .._fs import atomic_write_bytes
 from .._layout import PROVENANCE_DIR
 from ..cache import Cache, EntryKey, EntryUse, RemoteFile
@@ -493,21 +494,27 @@ class AsyncXnatStore:
         body = (json.dumps(provenance, indent=2, sort_keys=True) + "\n").encode()
         what = f"provenance of {entry.path} of session {entry.row_id}"
         uri = self._marker_uri(entry)
-        try:
-            await self.client.request("PUT", uri, what, params=UPLOAD_PARAMS, body=body)
-        except RemoteNotFoundError:
-            resource = f"{self.session_path(entry.row_id)}/resources/{PROVENANCE_RESOURCE}"
-            await self.client.request("PUT", resource, what, params={"format": "PROVENANCE"})
-            await self.client.request("PUT", uri, what, params=UPLOAD_PARAMS, body=body)
+
+        async def send() -> None:
+            try:
+                await self.client.request("PUT", uri, what, params=UPLOAD_PARAMS, body=body)
+            except RemoteNotFoundError:
+                resource = f"{self.session_path(entry.row_id)}/resources/{PROVENANCE_RESOURCE}"
+                await self.client.request("PUT", resource, what, params={"format": "PROVENANCE"})
+                await self.client.request("PUT", uri, what, params=UPLOAD_PARAMS, body=body)
+
+        # The copy is read only where the session's listing shows its digest, and so is
+        # the cache entry made of it (listing the resource after the PUT would cost a
+        # request per step): both can be written while the PUT is out.
         copy = self._provenance_copy(entry)
         await asyncio.to_thread(atomic_write_bytes, copy, body)
         md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
-        self._note_marker(entry, md5)
-        # No listing is asked for after this PUT (it would cost a request per step): the
-        # entry is read only where the session's provenance listing shows this digest.
         name = f"{resource_label(entry.path)}.json"
         sent = {name: RemoteFile(name, len(body), md5)}
-        await cache_upload(self.cache, self._marker_key(entry), sent, {name: copy})
+        await together(
+            [send(), cache_upload(self.cache, self._marker_key(entry), sent, {name: copy})]
+        )
+        self._note_marker(entry, md5)
 
     # -- fields and frameset definitions -------------------------------------------------
 
