@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -18,12 +19,14 @@ import time
 from pathlib import Path
 
 import pytest
+import xnat
 
 from sinagot import Dataset
 from sinagot.cache import Cache, LocalFileSource, RemoteFile
 from sinagot.demo import load_demo
 from sinagot.errors import ChecksumMismatchError
 from sinagot.testing import EmulatorServer
+from sinagot.testing.pytest_plugin import XNAT_PASSWORD, XNAT_USER
 from test_cache_helpers import KEY, expected_digests, make_files, tree_digests
 from test_connectors_roundtrip import PROJECT, SCAN_FILE_GET, STEPS, write_config
 
@@ -78,6 +81,44 @@ def test_a_fresh_tree_and_another_node_download_no_derivative_sinagot_put_up(
     assert node.stdout.split() == ["0", str(STEPS), "0"], node.stderr
     counts = xnat_server.request_counts()
     assert SCAN_FILE_GET not in counts and DERIVED_FILE_GET not in counts, counts
+
+
+def test_a_provenance_the_server_lists_with_another_digest_is_downloaded(
+    xnat_server: EmulatorServer, tmp_path: Path
+) -> None:
+    load_demo(xnat_server, PROJECT)
+    record = "REC-200331-A"
+    first = Dataset(write_config(tmp_path, xnat_server, "work")).get(record).run()
+    assert first.failed == 0 and first.ran > 0, str(first)
+    # Someone else rewrites one provenance document after Sinagot's upload (a key added,
+    # written as Sinagot writes it: the step stays up to date, and the work tree's copy
+    # is read again): the cache's copy is no longer what the server lists.
+    name = "RS_EEG_preprocess___at___sinagot.json"
+    marker = (
+        tmp_path
+        / "work"
+        / record
+        / "derivatives"
+        / ".provenance"
+        / "RS_EEG_preprocess@sinagot.json"
+    )
+    document = json.loads(marker.read_bytes())
+    document["note"] = "rewritten on the server"
+    uri = f"/data/projects/{PROJECT}/experiments/{record}/resources/PROVENANCE/files/{name}"
+    with xnat.connect(xnat_server.url, user=XNAT_USER, password=XNAT_PASSWORD) as session:
+        session.put(
+            uri,
+            query={"overwrite": "true", "inbody": "true"},
+            data=json.dumps(document, indent=2, sort_keys=True) + "\n",
+        )
+
+    xnat_server.reset_counters()
+    fresh = Dataset(write_config(tmp_path, xnat_server, "fresh")).get(record).run()
+    assert (fresh.ran, fresh.failed) == (0, 0), str(fresh)
+    # That one document is fetched; every other one, and every output, comes from the cache.
+    assert _file_gets(xnat_server.request_counts()) == {DERIVED_FILE_GET: 1}
+    copy = tmp_path / "fresh" / marker.relative_to(tmp_path / "work")
+    assert json.loads(copy.read_bytes())["note"] == "rewritten on the server"
 
 
 def test_only_bytes_of_the_listed_digest_are_adopted(tmp_path: Path) -> None:
