@@ -447,7 +447,7 @@ class AsyncXnatStore:
                 known = await asyncio.to_thread(_read_copy, copy, listed)
                 if known is not None:
                     return known, False
-                # A fresh work tree: the cache holds it if Sinagot uploaded it from here.
+                # A fresh work tree: the cache has it if it was uploaded through this cache.
                 known = await cached_provenance(self.cache, self._marker_key(entry), listed)
                 if known is not None:
                     await asyncio.to_thread(_keep_copy, copy, known)
