@@ -368,6 +368,9 @@ class Cache:
             return lock
         staging: Staging | None = None
         try:
+            held = await asyncio.to_thread(committed)
+            if held is not None:
+                return held
             staging = await run_to_completion(
                 self._new_staging, lock, discard=lambda made: made.close()
             )
