@@ -7,13 +7,16 @@ as the race test's (200 MiB). Rounds alternate; each figure is the fastest of
 its rounds, since on a shared machine interference only ever adds time (the
 medians are printed too). Target: <= 1.2x.
 
-Run: python bench/cache_race.py
+Run: python bench/cache_race.py [--mib N] [--rounds K]; the last line printed is one JSON
+object with every figure.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
+import json
 import multiprocessing
 import statistics
 import tempfile
@@ -24,7 +27,7 @@ from sinagot.cache import Cache, EntryKey, LocalFileSource, RemoteFile
 
 RACERS = 8
 ROUNDS = 5
-SIZE = 200 << 20
+MIB = 200
 KEY = EntryKey("http://127.0.0.1:8080", "BENCH", "REC-000001-A", "scans/1/resources/EEG")
 
 
@@ -54,6 +57,11 @@ def timed(
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mib", type=int, default=MIB, help="size of the entry, MiB")
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    args = parser.parse_args()
+    size, rounds = args.mib << 20, args.rounds
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="sinagot-bench-") as tmp:
         src = Path(tmp) / "src"
@@ -61,19 +69,19 @@ def main() -> None:
         block = hashlib.sha256(b"bench").digest() * (1 << 15)  # 1 MiB
         digest = hashlib.md5()
         with (src / "data.bin").open("wb") as handle:
-            for _ in range(SIZE // len(block)):
+            for _ in range(size // len(block)):
                 handle.write(block)
                 digest.update(block)
-        listing = [("data.bin", SIZE, digest.hexdigest())]
+        listing = [("data.bin", size, digest.hexdigest())]
         with context.Pool(1) as alone, context.Pool(RACERS) as racers:
             alone.map(warm, range(1))
             racers.map(warm, range(RACERS * 4))
             single, race = [], []
-            for i in range(ROUNDS):
+            for i in range(rounds):
                 single.append(timed(alone, 1, Path(tmp) / f"alone{i}", src, listing))
                 race.append(timed(racers, RACERS, Path(tmp) / f"race{i}", src, listing))
         one, eight = min(single), min(race)
-        print(f"entry of {SIZE >> 20} MiB, fastest of {ROUNDS} rounds")
+        print(f"entry of {args.mib} MiB, fastest of {rounds} rounds")
         print(f"1 process alone: {one:.3f} s   {RACERS} racing processes: {eight:.3f} s")
         print(
             f"(medians: {statistics.median(single):.3f} s and {statistics.median(race):.3f} s,"
@@ -81,6 +89,17 @@ def main() -> None:
         )
         verdict = "met" if eight / one <= 1.2 else "MISSED"
         print(f"ratio {eight / one:.2f}x (target <= 1.2x: {verdict})")
+        figures = {
+            "mib": args.mib,
+            "rounds": rounds,
+            "racers": RACERS,
+            "alone_s": round(one, 4),
+            "race_s": round(eight, 4),
+            "ratio": round(eight / one, 3),
+            "median_ratio": round(statistics.median(race) / statistics.median(single), 3),
+            "target_met": verdict == "met",
+        }
+        print(json.dumps(figures))
 
 
 if __name__ == "__main__":

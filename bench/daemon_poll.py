@@ -7,6 +7,7 @@ Each cycle is one ``POST /v1/poll`` on the control socket. The baseline is the c
 of the listing request alone (``XnatStore.list_sessions`` in this process), measured
 in the same run; the ratio shows what the daemon adds (diffing against the journal's
 last listing, the control calls). Targets: 1 request per cycle, < 200 ms CPU per cycle.
+The last line printed is one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -105,6 +106,16 @@ def bench(sessions: int, cycles: int, base: Path) -> None:
     )
     print(f"baseline (the listing request alone, client side): {listing_ms:.1f} ms CPU")
     print(f"ratio poll / listing: {1000 * cpu / max(listing_ms, 1e-3):.2f}x")
+    figures = {
+        "sessions": sessions,
+        "cycles": cycles,
+        "requests_per_cycle": requests,
+        "cpu_ms_per_cycle": round(1000 * cpu, 2),
+        "wall_ms_per_cycle": round(1000 * wall, 2),
+        "listing_ms": round(listing_ms, 2),
+        "ratio_to_listing": round(1000 * cpu / max(listing_ms, 1e-3), 3),
+    }
+    print(json.dumps(figures))
 
 
 def main() -> None:

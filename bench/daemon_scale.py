@@ -59,8 +59,8 @@ from sinagot.testing import EmulatorServer
 # A listing delayed this long by the servers shows how many ran at once on each.
 LISTING_DELAY = 1.0
 LISTING_ROUTE = "GET /data/projects/{project}/experiments"
-# prometheus_client prints counters as floats ("3.0").
-_POLLS = re.compile(r'^sinagot_polls_total\{dataset="([^"]+)",outcome="ok"\} (\d+)(?:\.0)?$', re.M)
+# prometheus_client prints counters as floats ("3.0", "1.2e+06" when large).
+_POLLS = re.compile(r'^sinagot_polls_total\{dataset="([^"]+)",outcome="ok"\} (\S+)$', re.M)
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def _requests(emulators: list[Emulator]) -> Counter[str]:
 
 
 def _polls(daemon: DaemonChild) -> dict[str, int]:
-    return {name: int(n) for name, n in _POLLS.findall(daemon.call("metrics"))}
+    return {name: int(float(n)) for name, n in _POLLS.findall(daemon.call("metrics"))}
 
 
 def _last_polls(daemon: DaemonChild) -> dict[str, float | None]:

@@ -10,8 +10,9 @@ archiving its recordings would), so what the daemon must hold for the project it
 stays the same size and any growth comes from the jobs; ``--window 0`` keeps every
 session instead.
 
-RSS and open fds are sampled every 10 s after a warm-up. Targets: RSS growth over the
-last third of the arrivals < 1 MiB (a least-squares fit of its samples), fds flat.
+RSS and open fds are sampled every 10 s (a tenth of a shorter run) after a warm-up.
+Targets: RSS growth over the last third of the arrivals < 1 MiB (a least-squares fit
+of its samples), fds flat.
 The probe prints the sizes of the daemon's bounded structures (the XNAT store's
 session index, the last listing, Dask's histories, SQLite's memory, the largest
 object counts) after warm-up, at each third and at the end, so one sees that each
@@ -95,9 +96,10 @@ def soak(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         probes: list[dict[str, Any]] = []
         parts: list[dict[str, int]] = []
         warmup = min(60.0, seconds / 6)
+        every = min(10.0, seconds / 10)
         # The probe (gc of the whole heap, inside the daemon) after warm-up, at each third,
         # and at the end; not at the RSS samples' moments.
-        probe_at = [warmup + 5, seconds / 3, 2 * seconds / 3]
+        probe_at = sorted([warmup + 5, seconds / 3, 2 * seconds / 3])
         start = time.monotonic()
         try:
             while (elapsed := time.monotonic() - start) < seconds:
@@ -113,7 +115,7 @@ def soak(args: argparse.Namespace, base: Path) -> dict[str, Any]:
                         deleted += 1
                 daemon.call("status")
                 daemon.call("metrics")
-                if elapsed >= warmup and (not samples or elapsed - samples[-1][0] >= 10):
+                if elapsed >= warmup and (not samples or elapsed - samples[-1][0] >= every):
                     samples.append((elapsed, daemon.rss_kib(), daemon.open_fds()))
                     parts.append(daemon.rss_parts_kib())
                 if probe_at and elapsed >= probe_at[0]:
@@ -144,11 +146,11 @@ def soak(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     # The same growth by kind of RSS (samples taken during the arrivals only).
     first_third = next(i for i, s in enumerate(samples) if s[0] >= 2 * seconds / 3)
     last_arrival = min(len(parts), len(arriving)) - 1
-    by_kind = {
-        kind: parts[last_arrival][kind] - parts[first_third][kind]
-        for kind in parts[first_third]
+    by_kind = (
+        {kind: parts[last_arrival][kind] - parts[first_third][kind] for kind in parts[first_third]}
         if first_third < last_arrival
-    }
+        else {}
+    )
     fds_before = [s[2] for s in arriving if s[0] < 2 * seconds / 3]
     # Jobs in flight hold connections and files (a sample can catch a few more): fds are
     # flat when the last third's median is the earlier samples' and the drained daemon

@@ -1,6 +1,7 @@
 """Overhead of the Dask runner: 500 trivial script runs on Dask vs. the serial runner.
 
-Run: python bench/dask_overhead.py [--steps N]
+Run: python bench/dask_overhead.py [--steps N]; the last line printed is one JSON object
+with every figure.
 
 Target: Dask <= 2x serial on a LocalCluster(processes=False). Both runs do the
 same work on identical fresh datasets; the Dask figure is given with the
@@ -10,6 +11,7 @@ cluster already running and with the cluster started by the run itself.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import tempfile
 import time
@@ -104,6 +106,16 @@ def main() -> None:
         f"dask, LocalCluster started by the run:    {own_cluster:6.2f} s  ratio {own_cluster / serial:.2f}x"
     )
     print(f"target dask <= 2x serial -> {'OK' if running <= 2 * serial else 'MISSED'}")
+    figures = {
+        "steps": args.steps,
+        "serial_s": round(serial, 3),
+        "dask_running_cluster_s": round(running, 3),
+        "dask_own_cluster_s": round(own_cluster, 3),
+        "ratio_running": round(running / serial, 3),
+        "ratio_own": round(own_cluster / serial, 3),
+        "target_met": running <= 2 * serial,
+    }
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

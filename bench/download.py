@@ -19,7 +19,8 @@ latency, first-byte delays, archive build time, bandwidth caps; see README):
 Medians of --rounds interleaved runs (the machine may be shared); the last line is
 one JSON object with every figure.
 
-Run: python bench/download.py [--small]   (--small: 256 MiB and 500 files)
+Run: python bench/download.py [--small]   (--small: 256 MiB and 500 files;
+--big-mib N --files K for a smoke run of any size)
 """
 
 from __future__ import annotations
@@ -103,32 +104,34 @@ class PeakRss:
 
 def md5_rate(total: int) -> float:
     """One core's MD5 throughput in bytes/s (best of three)."""
-    buffer = os.urandom(64 * MiB)
+    buffer = os.urandom(min(total, 64 * MiB))
+    count = max(1, total // len(buffer))
 
     def hash_all() -> None:
         digest = hashlib.md5(usedforsecurity=False)
-        for _ in range(total // len(buffer)):
+        for _ in range(count):
             digest.update(buffer)
 
-    return max(total / timed(hash_all) for _ in range(3))
+    return max(count * len(buffer) / timed(hash_all) for _ in range(3))
 
 
 def disk_rate(folder: Path, total: int) -> float:
     """Sequential writes with fdatasync on ``folder``'s file system, in bytes/s."""
     path = folder / "disk-rate.bin"
-    block = os.urandom(4 * MiB)
+    block = os.urandom(min(total, 4 * MiB))
+    count = max(1, total // len(block))
 
     def write() -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            for _ in range(total // len(block)):
+            for _ in range(count):
                 os.write(fd, block)
             os.fdatasync(fd)
         finally:
             os.close(fd)
 
     try:
-        return total / timed(write)
+        return count * len(block) / timed(write)
     finally:
         path.unlink(missing_ok=True)
 
@@ -279,10 +282,14 @@ def many(url: str, scratch: Path, count: int, rounds: int, concurrency: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="256 MiB and 500 files")
+    parser.add_argument("--big-mib", type=int, help="size of the big file, MiB (a smoke run)")
+    parser.add_argument("--files", type=int, help="number of 50 KiB files (a smoke run)")
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="files at once")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="runs per figure (median)")
     args = parser.parse_args()
     big_size, count = (256 * MiB, 500) if args.small else (1024 * MiB, 2000)
+    big_size = big_size if args.big_mib is None else args.big_mib * MiB
+    count = count if args.files is None else args.files
     figures: dict[str, Any] = {"rounds": args.rounds, "concurrency": args.concurrency}
     with tempfile.TemporaryDirectory(prefix="sinagot-bench-") as scratch_name:
         scratch = Path(scratch_name)

@@ -8,13 +8,16 @@ Two workloads, each fetched by 8 concurrent clients on persistent connections:
 The baseline serves the same files from another process over plain TCP
 (``socket.sendfile`` after a one-line request), so the ratio shows what HTTP,
 authentication, the index lookup and aiohttp cost. Run:
-``python bench/emulator_throughput.py`` (about a minute; temporary files only).
+``python bench/emulator_throughput.py [--big-mib N] [--small-count K]`` (about a minute;
+temporary files only). The last line printed is one JSON object with every figure.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
+import json
 import re
 import selectors
 import subprocess
@@ -30,7 +33,7 @@ import aiohttp
 from sinagot.testing import EmulatorServer
 
 CLIENTS = 8
-BIG_SIZE = 1024**3
+BIG_MIB = 1024
 SMALL_COUNT = 1000
 SMALL_SIZE = 100 * 1024
 READ_SIZE = 256 * 1024
@@ -61,23 +64,23 @@ Job = tuple[str, int, int]  # file name, offset, length
 Fetch = Callable[[Job], Awaitable[int]]
 
 
-def _big_jobs() -> list[Job]:
-    part = BIG_SIZE // CLIENTS
+def _big_jobs(big_size: int) -> list[Job]:
+    part = big_size // CLIENTS
     return [("big.bin", i * part, part) for i in range(CLIENTS)]
 
 
-def _small_jobs() -> list[Job]:
-    return [(f"small{i:04d}.bin", 0, SMALL_SIZE) for i in range(SMALL_COUNT)]
+def _small_jobs(small_count: int) -> list[Job]:
+    return [(f"small{i:04d}.bin", 0, SMALL_SIZE) for i in range(small_count)]
 
 
-def _prepare(root: Path) -> Path:
+def _prepare(root: Path, big_size: int, small_count: int) -> Path:
     """Write the files once: as plain files for the baseline and into an emulator data dir."""
     files = root / "files"
     files.mkdir()
     with (files / "big.bin").open("wb") as out:
-        out.truncate(BIG_SIZE)  # sparse: quick to create; served like any other file
+        out.truncate(big_size)  # sparse: quick to create; served like any other file
     pattern = bytes(range(256)) * (SMALL_SIZE // 256)
-    for i in range(SMALL_COUNT):
+    for i in range(small_count):
         (files / f"small{i:04d}.bin").write_bytes(i.to_bytes(4, "big") + pattern[4:])
     data = root / "emulator"
     server = EmulatorServer(data, users={"bench": "bench"})
@@ -189,10 +192,15 @@ def _stop(process: subprocess.Popen[str]) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--big-mib", type=int, default=BIG_MIB, help="size of the big file")
+    parser.add_argument("--small-count", type=int, default=SMALL_COUNT, help="small files")
+    args = parser.parse_args()
+    figures: dict[str, float] = {"big_mib": args.big_mib, "small_count": args.small_count}
     with tempfile.TemporaryDirectory(prefix="sinagot-bench-") as scratch:
         root = Path(scratch)
-        print("preparing 1 GiB + 1,000 x 100 KiB files ...", flush=True)
-        files = _prepare(root)
+        print(f"preparing {args.big_mib} MiB + {args.small_count} x 100 KiB files ...", flush=True)
+        files = _prepare(root, args.big_mib << 20, args.small_count)
         raw, port = _start([sys.executable, "-c", _RAW_SERVER, str(files)], r"(\d+)")
         emulator, url = _start(
             [
@@ -208,9 +216,9 @@ def main() -> None:
             r"listening on (http://\S+)",
         )
         try:
-            for title, jobs in (
-                ("1 x 1 GiB (8 Range slices)", _big_jobs()),
-                ("1,000 x 100 KiB", _small_jobs()),
+            for name, title, jobs in (
+                ("big", f"1 x {args.big_mib} MiB (8 Range slices)", _big_jobs(args.big_mib << 20)),
+                ("small", f"{args.small_count} x 100 KiB", _small_jobs(args.small_count)),
             ):
                 baseline = asyncio.run(_raw_copy(int(port), jobs))
                 served = asyncio.run(_emulator_copy(url, jobs))
@@ -219,9 +227,13 @@ def main() -> None:
                     f"   raw socket {baseline / 1e6:8.1f} MB/s   ratio {served / baseline:5.2f}",
                     flush=True,
                 )
+                figures[f"{name}_emulator_mb_s"] = round(served / 1e6, 1)
+                figures[f"{name}_raw_mb_s"] = round(baseline / 1e6, 1)
+                figures[f"{name}_ratio"] = round(served / baseline, 3)
         finally:
             _stop(emulator)
             _stop(raw)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ not be read into memory. The last line is one JSON object of all the figures.
 About 15 minutes, most of it xnatpy compressing 1 GiB at gzip's level 9.
 
 Run: python bench/upload.py [--small] [--rounds N] [--cases big,many,many-production]
-(--small: 256 MiB and 500 files, for a quick look)
+(--small: 256 MiB and 500 files, for a quick look; --big-mib N --files K for a smoke run)
 """
 
 from __future__ import annotations
@@ -279,6 +279,8 @@ def print_row(name: str, row: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="256 MiB and 500 files")
+    parser.add_argument("--big-mib", type=int, help="size of the big file, MiB (a smoke run)")
+    parser.add_argument("--files", type=int, help="number of 50 KiB files (a smoke run)")
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="files at once")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="runs per figure (median)")
     parser.add_argument(
@@ -289,6 +291,8 @@ def main() -> None:
     args = parser.parse_args()
     wanted = args.cases.split(",")
     big_size, many = (256 * MiB, 500) if args.small else (1024 * MiB, 2000)
+    big_size = big_size if args.big_mib is None else args.big_mib * MiB
+    many = many if args.files is None else args.files
     results: dict[str, dict[str, Any]] = {}
     with deadline(BUDGET_SECONDS), tempfile.TemporaryDirectory(prefix="sinagot-bench-") as name:
         scratch = Path(name)

@@ -34,7 +34,7 @@ from sinagot.errors import (
     StoreError,
     UnsafeNameError,
 )
-from sinagot.testing import EmulatorServer
+from sinagot.testing import EmulatorServer, FaultRule
 
 PROJECT = "SONETAA"
 RECORD = "REC-200331-A"
@@ -240,10 +240,45 @@ def test_reupload_is_idempotent_and_uncommits_first(
     store.put_fileset(FileSet(fileset.root, ("a.txt",)), entry)
     assert store.get_checksums(entry.uri) == {"a.txt": hashlib.md5(b"A").hexdigest()}
     assert demo.request_counts()[f"PUT {DERIVED}"] == 1
-    # The provenance at each put (the second finds it gone already), then old.txt.
-    assert demo.request_counts()[f"DELETE {DERIVED}"] == 3
+    # The provenance at the first put only (the store knows it removed it), then old.txt.
+    assert demo.request_counts()[f"DELETE {DERIVED}"] == 2
     store.put_fileset_provenance({"run": 2}, entry)
     assert store.get_fileset_provenance(entry) == {"run": 2}
+
+
+RESOURCE = "/data/projects/{project}/experiments/{experiment}/resources/{resource}"
+
+
+def test_a_new_derivative_is_uploaded_without_asking_about_it(
+    demo: EmulatorServer, store: XnatStore, tmp_path: Path
+) -> None:
+    row = populated(store)
+    entry = store.create_fileset_entry("clean@sinagot", row)
+    fileset = write_outputs(tmp_path / "out", {"a.txt": b"a"})
+    demo.reset_counters()
+    store.put_fileset(fileset, entry)
+    store.put_fileset_provenance({"run": 1}, entry)
+    # The session's listing showed neither its resource nor its provenance: no 404 is
+    # asked for, and the file's one PUT creates the resource.
+    assert demo.request_counts() == {f"PUT {DERIVED}": 2, f"GET {RESOURCE}/files": 1}
+    assert store.get_checksums(entry.uri) == {"a.txt": hashlib.md5(b"a").hexdigest()}
+    assert store.get_fileset_provenance(entry) == {"run": 1}
+
+
+def test_a_server_refusing_uploads_into_a_missing_resource_gets_it_created(
+    demo: EmulatorServer, store: XnatStore, tmp_path: Path
+) -> None:
+    row = populated(store)
+    entry = store.create_fileset_entry("clean@sinagot", row)
+    fileset = write_outputs(tmp_path / "out", {"a.txt": b"a"})
+    demo.set_faults(
+        [FaultRule("status", path="clean___at___sinagot/files/", method="PUT", status=404, times=1)]
+    )
+    demo.reset_counters()
+    store.put_fileset(fileset, entry)
+    counts = demo.request_counts()
+    assert (counts[f"PUT {DERIVED}"], counts[f"PUT {RESOURCE}"]) == (2, 1), counts
+    assert store.get_checksums(entry.uri) == {"a.txt": hashlib.md5(b"a").hexdigest()}
 
 
 def test_primary_data_is_never_written(store: XnatStore, tmp_path: Path) -> None:
@@ -418,7 +453,6 @@ async def test_async_and_blocking_callers_share_one_store(
 def test_retry_after_is_honoured(
     demo: EmulatorServer, store: XnatStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from sinagot.testing import FaultRule
 
     demo.set_faults(
         [FaultRule("status", path=r"/experiments$", status=429, retry_after=1, times=1)]

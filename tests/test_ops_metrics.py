@@ -24,7 +24,7 @@ from daemon_xnat_support import (
 )
 from sinagot.config import load_settings
 from sinagot.errors import ConfigError
-from sinagot.testing import EmulatorServer
+from sinagot.testing import EmulatorServer, FaultRule
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -52,6 +52,10 @@ def daemon(tmp_path: Path, xnat_server: EmulatorServer) -> Iterator[XnatDaemon]:
     for label in ("REC-200101-A", "REC-200101-B"):
         add_session(xnat_server, label)
     xnat_server.create_session(PROJECT, "phantom-1")
+    # One error answer (retried): a job asks nothing that is bound to be a 404.
+    xnat_server.set_faults(
+        [FaultRule("status", path=r"/scans$", method="GET", status=503, retry_after=0, times=1)]
+    )
     config, _ = write_project(tmp_path, xnat_server.url, {"metrics_address": "0"})
     process = XnatDaemon(tmp_path, config).start()
     try:
@@ -83,8 +87,7 @@ def test_prometheus_scrapes_jobs_transfers_cache_and_durations_over_tcp(
     assert _value(samples, "sinagot_dataset_up", dataset="lab") == 1
     server = xnat_server.url
     assert _value(samples, "sinagot_http_requests_total", server=server) > 10
-    # The first look for a derivative's provenance is a 404: an error answer.
-    assert _value(samples, "sinagot_http_request_errors_total", server=server) >= 1
+    assert _value(samples, "sinagot_http_request_errors_total", server=server) == 1
     assert _value(samples, "sinagot_downloaded_bytes_total", server=server) > 2 * 1000
     assert _value(samples, "sinagot_uploaded_bytes_total", server=server) > 0
     assert _value(samples, "sinagot_cache_lookups_total", result="miss") >= 2

@@ -386,8 +386,11 @@ class AsyncXnatStore:
     ) -> dict[str, str]:
         """Upload ``names`` (default: every file) below ``input_dir`` as the files of
         derivative ``entry``, skipping those the server already holds; their MD5s."""
-        upload = await prepare_upload(self.client, Path(input_dir), entry, names, checksums or {})
+        upload = await prepare_upload(
+            self.client, Path(input_dir), entry, names, checksums or {}, absent=self._absent(entry)
+        )
         await send_changes(self.client, entry, upload, self.concurrent_files)
+        self._note_resource(entry)
         return upload.local
 
     async def get_checksums(self, uri: str) -> dict[str, str]:
@@ -401,14 +404,18 @@ class AsyncXnatStore:
 
         The entry is un-committed first (its provenance removed): an upload cut short
         never looks complete. Its resource gets the files relative to their folder
-        (:func:`output_prefix`), as FrameTree reads a column.
+        (:func:`output_prefix`), as FrameTree reads a column. What the session's listing
+        (:meth:`populate_row`) showed absent, the resource or its provenance, is not
+        asked about again.
         """
         check_derivative(entry)
         # Both before the first PUT, and independent: one round trip for the two requests.
         (relative, upload), _ = await asyncio.gather(
-            prepare_fileset(self.client, fileset, entry), self._uncommit(entry)
+            prepare_fileset(self.client, fileset, entry, absent=self._absent(entry)),
+            self._uncommit(entry),
         )
         await send_changes(self.client, entry, upload, self.concurrent_files)
+        self._note_resource(entry)
         listed = await verify_upload(self.client, entry, upload)
         sources = {name: upload.root / name for name in upload.local}
         await cache_upload(self.cache, self.entry_key(entry), listed, sources)
@@ -477,7 +484,21 @@ class AsyncXnatStore:
             else:
                 markers[name] = md5
 
+    def _absent(self, entry: DataEntry) -> bool:
+        """Whether the session's listing showed no resource for derivative ``entry``."""
+        labels = self._index.resources.get(entry.row_id)
+        return labels is not None and resource_label(entry.path) not in labels
+
+    def _note_resource(self, entry: DataEntry) -> None:
+        """Keep the session's resource listing true to our own uploads."""
+        labels = self._index.resources.get(entry.row_id)
+        if labels is not None:
+            labels.add(resource_label(entry.path))
+
     async def _uncommit(self, entry: DataEntry) -> None:
+        markers = self._index.markers.get(entry.row_id)
+        if markers is not None and f"{resource_label(entry.path)}.json" not in markers:
+            return  # the session's listing showed no provenance of it: nothing to remove
         self._note_marker(entry, None)
         # Not found: never committed.
         with contextlib.suppress(RemoteNotFoundError):

@@ -2,14 +2,16 @@
 
 An upload compares the local files (MD5s, sizes) with the resource's listing, PUTs
 what the server lacks or holds other bytes of, DELETEs what it should not hold, and
-checks the digests the server lists afterwards (sizes where it lists none). How the
-bytes travel is :mod:`._xnat_upload`'s business.
+checks the digests the server lists afterwards (sizes where it lists none). A resource
+the caller knows to be absent is not listed: its files all go, and its first PUT
+creates it. How the bytes travel is :mod:`._xnat_upload`'s business.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import posixpath
 from collections.abc import Mapping, Sequence
@@ -46,13 +48,15 @@ _EXTRACT_PARAMS = MappingProxyType({**UPLOAD_PARAMS, "extract": "true"})
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ResourceUpload:
-    """The files below ``root`` to upload (MD5s, sizes) and those the server holds."""
+    """The files below ``root`` to upload (MD5s, sizes) and those the server holds
+    (``new``: none, the resource does not exist yet)."""
 
     root: Path
     what: str
     local: dict[str, str]
     sizes: dict[str, int]
     remote: dict[str, RemoteFile]
+    new: bool = False
 
 
 async def list_resource(client: XnatClient, uri: str, what: str) -> dict[str, RemoteFile]:
@@ -96,13 +100,16 @@ def _local_files(fileset: FileSet) -> tuple[dict[str, str], dict[str, int]]:
     return checksums_of(fileset), sizes
 
 
-async def _resource_files(client: XnatClient, entry: DataEntry, what: str) -> dict[str, RemoteFile]:
+async def _resource_files(
+    client: XnatClient, entry: DataEntry, what: str, absent: bool
+) -> dict[str, RemoteFile] | None:
+    """The files of ``entry``'s resource; None if it does not exist (``absent``: known so)."""
+    if absent:
+        return None
     try:
         return await list_resource(client, entry.uri, what)
     except RemoteNotFoundError:
-        # Created once up front: parallel first uploads could each create one.
-        await client.request("PUT", entry.uri, f"resource of {what}")
-        return {}
+        return None
 
 
 async def prepare_upload(
@@ -111,10 +118,13 @@ async def prepare_upload(
     entry: DataEntry,
     names: Sequence[str] | None,
     checksums: Mapping[str, str],
+    *,
+    absent: bool = False,
 ) -> ResourceUpload:
     """The local files to upload as ``entry`` (MD5s, sizes) and those the server holds.
 
-    Their resource is created if it does not exist yet.
+    ``absent``: the caller knows that the resource does not exist (it listed the
+    session without it): it is not listed.
     """
     check_derivative(entry)
     what = f"{entry.path} of session {entry.row_id}"
@@ -122,21 +132,21 @@ async def prepare_upload(
     fileset = FileSet(root, checked, checksums)
     # Files without a known MD5 are hashed while the request is out.
     (local, sizes), remote = await asyncio.gather(
-        asyncio.to_thread(_local_files, fileset), _resource_files(client, entry, what)
+        asyncio.to_thread(_local_files, fileset), _resource_files(client, entry, what, absent)
     )
-    return ResourceUpload(root, what, local, sizes, remote)
+    return ResourceUpload(root, what, local, sizes, remote or {}, new=remote is None)
 
 
 async def prepare_fileset(
-    client: XnatClient, fileset: FileSet, entry: DataEntry
+    client: XnatClient, fileset: FileSet, entry: DataEntry, *, absent: bool = False
 ) -> tuple[dict[str, str], ResourceUpload]:
     """The upload of ``fileset`` as its resource holds it (relative to the outputs' folder,
     as FrameTree reads a column, or to ``fileset.folder``), with each name's name in the
-    resource."""
+    resource (``absent``: as for :func:`prepare_upload`)."""
     prefix, relative = await asyncio.to_thread(_resource_names, fileset.names, fileset.folder)
     known = {relative[n]: md5 for n, md5 in fileset.checksums.items() if n in relative}
     upload = await prepare_upload(
-        client, fileset.root / prefix, entry, list(relative.values()), known
+        client, fileset.root / prefix, entry, list(relative.values()), known, absent=absent
     )
     return relative, upload
 
@@ -147,6 +157,10 @@ async def send_changes(
     """PUT the files the server lacks or holds other bytes of; DELETE those it should not.
 
     Many small files go as a few archives the server unpacks (see :mod:`._xnat_upload`).
+    A new resource is created by its one PUT when a single request carries its files
+    (XNAT creates the resource a file is uploaded into); otherwise, or when the server
+    refuses that, by a request of its own first: PUTs side by side into a missing
+    resource could each create one.
     """
     local, remote, what = upload.local, upload.remote, upload.what
     files = f"{entry.uri}/files"
@@ -179,6 +193,9 @@ async def send_changes(
         about = f"{len(batch)} files of {what} ({batch[0]} to {batch[-1]}, in an archive)"
         await send("PUT", f"upload-{index}.tar", about, body, _EXTRACT_PARAMS)
 
+    async def create() -> None:
+        await client.request("PUT", entry.uri, f"resource of {what}")
+
     logger.info(
         "uploading %d of %d files of %s (%d in %d archives; %d stale removed)",
         len(changed),
@@ -188,13 +205,24 @@ async def send_changes(
         len(batches),
         len(stale),
     )
-    await together(
-        [
-            *(put_file(name) for name in alone),
-            *(put_archive(index, batch) for index, batch in enumerate(batches, 1)),
-            *(send("DELETE", quote(name, safe="/"), f"file {name} of {what}") for name in stale),
-        ]
-    )
+    requests = [
+        *(functools.partial(put_file, name) for name in alone),
+        *(functools.partial(put_archive, index, batch) for index, batch in enumerate(batches, 1)),
+        *(
+            functools.partial(send, "DELETE", quote(n, safe="/"), f"file {n} of {what}")
+            for n in stale
+        ),
+    ]
+    if upload.new and len(requests) == 1:
+        try:
+            await requests[0]()
+        except RemoteNotFoundError:
+            await create()
+            await requests[0]()
+        return
+    if upload.new:
+        await create()
+    await together([request() for request in requests])
 
 
 async def verify_upload(

@@ -63,6 +63,9 @@ class SessionIndex:
         # The provenance files of each populated session with their digests: a derivative
         # whose provenance has the digest of the copy in the work tree needs no request.
         self.markers: dict[str, dict[str, str]] = {}
+        # The labels of each populated session's resources: a derivative without one is
+        # new, nothing of it is on the server to list or remove.
+        self.resources: dict[str, set[str]] = {}
         self.all_files_listing = True
         # The last listing and the digest of the answer it was read from.
         self._listing: list[SessionListing] = []
@@ -159,7 +162,7 @@ class SessionIndex:
             ]
         )
         types = {s.get("ID", ""): s.get("type", "") for s in scans}
-        labels = {resource.get("label", "") for resource in resources}
+        labels = self.resources[row.id] = {resource.get("label", "") for resource in resources}
         if PROVENANCE_RESOURCE in labels:
             # Both listings at once; the markers' own failure is raised after the files'.
             markers = asyncio.ensure_future(self._markers(session, row.id))
@@ -260,6 +263,7 @@ class SessionIndex:
         # One dict operation, atomic under the GIL: safe from any thread.
         self.listings.pop(label, None)
         self.markers.pop(label, None)
+        self.resources.pop(label, None)
         self.stamps.pop(label, None)
 
     async def unchanged_since_fetch(self, label: str) -> str | None:

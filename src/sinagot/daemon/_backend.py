@@ -96,10 +96,13 @@ class DatasetBackend(Protocol):
     async def process_session(
         self, label: str, enter_phase: Callable[[JobState], Awaitable[None]]
     ) -> ProcessResult:
-        """Fetch, run and upload one session, awaiting ``enter_phase`` before each phase.
+        """Fetch, run and upload one session, journalling each phase with ``enter_phase``.
 
         The phases are the in-flight job states, ``JobState.FETCHING``, ``RUNNING`` and
-        ``UPLOADING``; ``enter_phase`` refuses any other state.
+        ``UPLOADING``; ``enter_phase`` refuses any other state. ``RUNNING`` is awaited
+        before any script runs (a script may kill the daemon: the journal must show
+        it); another phase may be journalled while it is under way, but every call is
+        awaited before this returns.
         """
         ...
 

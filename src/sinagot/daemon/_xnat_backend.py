@@ -1,8 +1,10 @@
 """The daemon's backend for XNAT projects: the async XNAT connector plus the library's engine.
 
 A job is one engine run of a session (``run_scope``, see ``sinagot.engine``),
-with publication deferred to the run's last phase. The engine announces each
-phase through its hooks and the daemon journals it before the phase starts:
+with publication deferred to the run's last phase. The daemon journals each
+phase as it starts: fetching before it hands the job to the engine's thread,
+running while that thread waits (it must be durable before any script runs),
+uploading without making the thread wait (see ``_phases``):
 
 - fetching: the session's scans and derivatives listed, the inputs the
   configured tasks and modalities use fetched into the verified cache and
@@ -50,6 +52,7 @@ from ..engine import (
 from ._backend import ListedSession, ProcessResult
 from ._cluster import ClusterLease, cluster_pool
 from ._configs import without_password
+from ._phases import PhaseRelay
 from ._states import JobState
 
 if TYPE_CHECKING:
@@ -123,31 +126,28 @@ class XnatBackend:
     async def process_session(
         self, label: str, enter_phase: Callable[[JobState], Awaitable[None]]
     ) -> ProcessResult:
-        portal = LoopPortal(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        portal = LoopPortal(loop)
         cancel = threading.Event()
-
-        async def enter(phase: JobState) -> None:
-            await enter_phase(phase)
-
-        def entering(phase: JobState) -> Callable[[], None]:
-            return lambda: portal.run(enter(phase))
-
+        phases = PhaseRelay(loop, portal, enter_phase)
         hooks = RunHooks(
-            fetching=entering(JobState.FETCHING),
-            running=entering(JobState.RUNNING),
-            publishing=entering(JobState.UPLOADING),
+            running=functools.partial(phases.enter, JobState.RUNNING),
+            publishing=functools.partial(phases.report, JobState.UPLOADING),
             cancel=cancel,
         )
         try:
+            await enter_phase(JobState.FETCHING)
             try:
                 outcome = await self._blocking(
                     self._run, XnatStore.over(self.store, portal), label, hooks
                 )
+                await phases.settle()
             except BaseException:
                 # Cancelled (job timeout, shutdown) or failed: the run stops waiting for
                 # its scripts and its store calls.
                 cancel.set()
                 portal.cancel()
+                await phases.cancel()
                 raise
             await self._blocking(self._cluster.tidy)
             result = _result(outcome.report, outcome.publications[label])

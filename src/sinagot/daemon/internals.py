@@ -15,6 +15,7 @@ from ._job_records import SCHEMA_VERSION, JobRecord
 from ._journal import Journal
 from ._memory import malloc_trim, trim_free_memory
 from ._paths import SYSTEM_SOCKET
+from ._phases import PhaseRelay
 from ._polling import Poller, ServerGates, poll_phases
 from ._states import (
     ALLOWED_TRANSITIONS,
@@ -25,6 +26,7 @@ from ._states import (
     check_status_transition,
 )
 from ._status_page import banners
+from ._xnat_backend import XnatBackend
 
 __all__ = [
     "ACCEPT_BATCH",
@@ -41,9 +43,11 @@ __all__ = [
     "ClusterPool",
     "JobRecord",
     "Journal",
+    "PhaseRelay",
     "Poller",
     "ServedDataset",
     "ServerGates",
+    "XnatBackend",
     "banners",
     "check_status_transition",
     "cluster",
