@@ -133,9 +133,11 @@ class DaemonChild:
         *,
         probe: Path | None = None,
         env: Mapping[str, str] | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
         """``probe``: run the daemon under ``bench/_probe.py``, which writes what it measures
-        inside the daemon to that file when :meth:`probe` asks."""
+        inside the daemon to that file when :meth:`probe` asks. ``prefix``: a command the
+        daemon runs under, which must exec it (``nsenter``): the child is the daemon."""
         configs = [config] if isinstance(config, Path) else list(config)
         self._log = log.open("ab")
         self._probe = probe
@@ -145,7 +147,7 @@ class DaemonChild:
             command = [sys.executable, str(Path(__file__).with_name("_probe.py")), str(probe)]
             command += ["daemon", *map(str, configs)]
         self.proc = subprocess.Popen(
-            command,
+            [*prefix, *command],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,

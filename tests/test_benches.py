@@ -38,6 +38,7 @@ class Tiny:
 TINY = {
     "cache_hit": Tiny("--entries 20"),
     "cache_race": Tiny("--mib 2 --rounds 1"),
+    "chaos": Tiny("--minutes 0.2 --initial 2 --quiesce 120", slow=True),
     "daemon_poll": Tiny("--sessions 5 --cycles 2"),
     "daemon_scale": Tiny("--servers 1 --projects 2 --sessions 5 --interval 2 --cycles 1"),
     "daemon_soak": Tiny("--seconds 6 --rate 2 --window 5", slow=True),
@@ -53,6 +54,11 @@ TINY = {
         "--sessions 2 --new 1 --jobs 2 --poll-interval 0.5 --limit 60", slow=True
     ),
     "rerun_unchanged": Tiny("--records 5"),
+    "server_load": Tiny(
+        "--minutes 0.3 --studies 1 --sessions-per-study 2 --phase 3 --server-recovery 2"
+        " --profile fast",
+        slow=True,
+    ),
     "rerun_xnat": Tiny("--sessions 3 --repeats 1"),
     "upload": Tiny("--big-mib 2 --files 5 --rounds 1", needs=("xnat",)),
 }

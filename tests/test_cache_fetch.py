@@ -7,7 +7,6 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -273,25 +272,6 @@ def test_resume_refuses_an_altered_prefix(tmp_path: Path) -> None:
     folder = asyncio.run(cache.fetch(KEY, files, CountingSource(src, log)))
     assert tree_digests(folder) == expected_digests(files)
     assert reads(log)[-1] == ("big.bin", 0)
-
-
-@pytest.fixture
-def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tiny tmpfs needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 async def test_disk_full_raises_and_leaves_no_partial_entry(tmp_path: Path, tiny_fs: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sinagot.cache import Cache, EntryKey, LocalFileSource, RemoteFile, resolve_cache_dir
+from sinagot.connectors import validate_relative_path
 from sinagot.errors import ServerError, UnsafeNameError
 
 MD5 = "d41d8cd98f00b204e9800998ecf8427e"
@@ -18,6 +19,13 @@ BAD_NAMES = ["", "/etc/passwd", "../x", "a/../../x", "a//b", "a/", "./a", "a\\b"
 def test_unsafe_file_names_are_rejected(name: str) -> None:
     with pytest.raises(UnsafeNameError):
         RemoteFile(name, 0, MD5)
+
+
+@pytest.mark.parametrize("name", [*BAD_NAMES, "0/.", "a/./b"])
+def test_the_connectors_refuse_the_file_names_the_cache_refuses(name: str) -> None:
+    # Found by tests/test_properties_config.py: "0/." passed as the file "0" by another name.
+    with pytest.raises(UnsafeNameError):
+        validate_relative_path(name, "file name")
 
 
 @pytest.mark.parametrize("field", ["project", "session", "entry"])

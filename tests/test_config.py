@@ -111,6 +111,46 @@ def test_names_too_long_for_a_file_name_are_one_clear_line(
     assert "A" * 100 not in message and "a" * 100 not in message
 
 
+_XNAT_STORE = '\n[store]\ntype = "xnat"\nserver = "http://127.0.0.1:1"\nproject = "P"\nuser = "u"\n'
+
+
+# Found by tests/test_properties_config.py: each used to escape as an OSError, or as a
+# ConfigError of two lines.
+@pytest.mark.parametrize(
+    ("old", "new", "store", "expected"),
+    [
+        (
+            'dataset = "data"',
+            'dataset = "sinagot.toml"',
+            _XNAT_STORE,
+            "path.dataset: cannot create",
+        ),
+        ('dataset = "data"', 'dataset = "sinagot.toml/x"', _XNAT_STORE, "path.dataset: cannot"),
+        ('dataset = "data"', f'dataset = "{"x" * 300}"', _XNAT_STORE, "255-byte limit"),
+        ('dataset = "data"', f'dataset = "{"x" * 300}"', "", "255-byte limit"),
+        ('scripts = "scripts"', f'scripts = "{"x" * 300}"', "", "255-byte limit"),
+        ('scripts = "scripts"', 'scripts = "a\\nb"', "", "path.scripts: folder"),
+        ("[tasks.MMN]", '[tasks."M\\nN"]', "", "is not a valid task name"),
+        ('dataset = "data"', 'dataset = "a\\u0000b"', _XNAT_STORE, "path.dataset: got"),
+    ],
+    ids=[
+        "a file",
+        "below a file",
+        "too long xnat",
+        "too long local",
+        "scripts",
+        "newline",
+        "key",
+        "nul",
+    ],
+)
+def test_a_path_the_disk_refuses_is_one_clear_line(
+    tmp_path: Path, old: str, new: str, store: str, expected: str
+) -> None:
+    assert old in DEMO_CONFIG
+    assert expected in _error(tmp_path, DEMO_CONFIG.replace(old, new, 1) + store)
+
+
 def test_a_script_name_at_the_limit_loads(tmp_path: Path) -> None:
     script = "a" * 252
     path = write_project(tmp_path, config=DEMO_CONFIG.replace('["accuracy"]', f'["{script}"]'))
@@ -242,3 +282,17 @@ def test_store_settings_alone_are_validated_in_one_line(
     with pytest.raises(ConfigError) as info:
         load_store_settings(config)
     assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_polling_defaults_and_a_minimum_above_the_interval_is_one_clear_line(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(write_project(tmp_path / "a", config=DEMO_CONFIG))
+    assert settings.daemon.min_poll_interval == 10.0
+    assert settings.daemon.server_recovery == 40.0
+    # A poll interval shorter than the default minimum is its own minimum.
+    short = DEMO_CONFIG + "\n[daemon]\npoll_interval = 4.0\n"
+    assert load_settings(write_project(tmp_path / "b", config=short)).daemon.min_poll_interval == 4
+    wrong = DEMO_CONFIG + "\n[daemon]\npoll_interval = 30.0\nmin_poll_interval = 45.0\n"
+    message = _error(tmp_path / "c", wrong)
+    assert "daemon.min_poll_interval: 45 s is longer than poll_interval (30 s)" in message

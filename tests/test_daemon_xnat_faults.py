@@ -79,7 +79,9 @@ def test_server_faults_are_survived_and_shown(
         assert complete(server, label)
     faults = server.fault_counts()
     assert faults.get("reset") == 1 and faults.get("corrupt") == 1
-    assert faults.get("status_503", 0) >= 5 + 2
+    # The first listing's 4 tries (the server's pace took one off after the first 503),
+    # and the 2 PUTs.
+    assert faults.get("status_503", 0) >= 4 + 2
     log = daemon.log_text()
     assert log.count("logged in to") >= 2  # the expired session was renewed
     assert daemon.stop() == 0

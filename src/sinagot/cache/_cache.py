@@ -408,14 +408,20 @@ class Cache:
             if other is not adopted:
                 shutil.rmtree(other.path, ignore_errors=True)
                 other.close()
-        if adopted is None:
-            staging = create_staging(lock.home, lock.token)
+        staging = adopted if adopted is not None else create_staging(lock.home, lock.token)
+        try:
             done: dict[str, str] = {}
-        else:
-            logger.info("resuming the download left in %s", adopted.path)
-            staging = adopted
-            done = keep_completed(staging, files)
-        lock.announce(staging.path.name)
+            if adopted is not None:
+                logger.info("resuming the download left in %s", adopted.path)
+                done = keep_completed(staging, files)
+            lock.announce(staging.path.name)
+        except BaseException:
+            # A full disk fails the holder record's write: a fresh folder holds nothing worth
+            # keeping, and an adopted one is left, unlocked, for the next holder to resume.
+            if adopted is None:
+                shutil.rmtree(staging.path, ignore_errors=True)
+            staging.close()
+            raise
         return staging, done
 
     def _link_unchanged(

@@ -35,6 +35,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -419,10 +420,16 @@ def create_staging(home: Path, token: str) -> Staging:
     fd = _lock_dir(hidden)
     if fd is None:  # pragma: no cover - nobody else knows the hidden name
         raise RuntimeError(f"cannot lock fresh staging folder {hidden}")
-    (hidden / "parts").mkdir()
-    (hidden / "files").mkdir()
-    final = home / f"{STAGING_PREFIX}{token}"
-    os.rename(hidden, final)
+    try:
+        (hidden / "parts").mkdir()
+        (hidden / "files").mkdir()
+        final = home / f"{STAGING_PREFIX}{token}"
+        os.rename(hidden, final)
+    except BaseException:
+        # Still hidden: no scan for dead holders would ever find and remove it.
+        shutil.rmtree(hidden, ignore_errors=True)
+        os.close(fd)
+        raise
     return Staging(final, fd)
 
 

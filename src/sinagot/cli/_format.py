@@ -93,6 +93,7 @@ def format_status(status: Mapping[str, Any], now: float | None = None) -> str:
         if dataset["last_error"]:
             notes.append(f"{dataset['name']}: {dataset['last_error']}")
         notes += _pipeline_lines(dataset["name"], dataset.get("pipeline") or {}, "stale")
+    notes += _pace_lines(status.get("servers", ()))
     header = [
         "DATASET",
         "HEALTH",
@@ -107,6 +108,20 @@ def format_status(status: Mapping[str, Any], now: float | None = None) -> str:
     if notes:
         parts += ["", *notes]
     return "\n".join(parts)
+
+
+def _pace_lines(servers: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per server that back-pressure slows now."""
+    lines = []
+    for server in servers:
+        if not server["level"]:
+            continue
+        hold = f", on hold {server['hold']:.0f} s more" if server["hold"] >= 0.5 else ""
+        lines.append(
+            f"{server['server']}: slowed {server['poll_factor']:g}x ({server['reason']}{hold}):"
+            f" {server['transfers']} request(s) at once, {server['retry_attempts']} tries each"
+        )
+    return lines
 
 
 def _steps(counts: Mapping[str, int]) -> str:

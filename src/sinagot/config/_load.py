@@ -155,7 +155,14 @@ def _validate(reader: Reader, document: Mapping[str, Any]) -> Settings:
             )
     elif dataset_dir is not None:
         # A remote store's local work tree: created on first use.
-        dataset_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            dataset_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise reader.error(
+                "path.dataset",
+                f"cannot create folder {dataset_dir} ({exc.strerror})",
+                "fix the path",
+            ) from None
 
     scripts_dir = reader.path(tables["path"], "path", "scripts")
     if scripts_dir is None:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar, cast
 from .._names import length_problem
 from ..errors import ConfigError
 
-__all__ = ["KNOWN_TABLES", "NAME", "Reader", "close_names"]
+__all__ = ["KNOWN_TABLES", "NAME", "Reader", "close_names", "printable"]
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -51,6 +51,8 @@ KNOWN_TABLES: dict[str, tuple[str, ...]] = {
     ),
     "daemon": (
         "poll_interval",
+        "min_poll_interval",
+        "server_recovery",
         "listings_per_server",
         "pipeline_check_interval",
         "max_concurrent_jobs",
@@ -69,6 +71,11 @@ KNOWN_TABLES: dict[str, tuple[str, ...]] = {
 }
 
 
+def printable(text: str) -> str:
+    """``text`` with its unprintable characters (newlines among them) escaped."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def close_names(name: str, choices: Sequence[str]) -> list[str]:
     # Names here are short ("RS", "EEG"): one wrong letter already halves the ratio.
     return difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
@@ -82,7 +89,8 @@ class Reader:
         self.base = path.parent
 
     def error(self, key: str, problem: str, fix: str) -> ConfigError:
-        return ConfigError(f"{self.config_file}: {key}: {problem}; {fix}")
+        # Keys and paths come from the file: a newline in one must not break the line.
+        return ConfigError(printable(f"{self.config_file}: {key}: {problem}; {fix}"))
 
     def check_length(self, key: str, name: str, what: str) -> None:
         """Raise unless ``name`` fits as a file or folder name (names become both, and XNAT labels)."""
@@ -138,9 +146,19 @@ class Reader:
         return self.typed(table, key, name, str, None, lambda v: bool(v), "a non-empty string")
 
     def path(self, table: Mapping[str, Any], key: str, name: str) -> Path | None:
-        value = self.text(table, key, name)
+        value = self.typed(
+            table,
+            key,
+            name,
+            str,
+            None,
+            lambda v: bool(v) and "\x00" not in v,
+            "a folder or file path",
+        )
         if value is None:
             return None
+        # A part over NAME_MAX would fail later, as an OSError from whatever touches it.
+        self.check_length(f"{key}.{name}", value, "path")
         return (self.base / Path(value).expanduser()).resolve()
 
     def names(

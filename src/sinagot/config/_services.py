@@ -17,6 +17,8 @@ __all__ = ["daemon_settings", "dask_settings", "store_settings"]
 _STORE_TYPES = ("local", "xnat")
 # What systemd accepts as a credential name, without a path separator.
 _CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,254}")
+# [daemon] min_poll_interval unless set (or poll_interval, if that is shorter).
+_MIN_POLL_INTERVAL = 10.0
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
 
@@ -208,9 +210,28 @@ def _metrics_address(reader: Reader, table: Mapping[str, Any]) -> tuple[str, int
     return host, int(port_text)
 
 
+def _min_poll_interval(reader: Reader, table: Mapping[str, Any], poll_interval: float) -> float:
+    """``[daemon] min_poll_interval``: 10 s by default, never above ``poll_interval``."""
+    if "min_poll_interval" not in table:
+        return min(_MIN_POLL_INTERVAL, poll_interval)
+    minimum = reader.number(table, "daemon", "min_poll_interval", poll_interval)
+    if minimum > poll_interval:
+        raise reader.error(
+            "daemon.min_poll_interval",
+            f"{minimum:g} s is longer than poll_interval ({poll_interval:g} s): it is the"
+            " shortest interval polling speeds up to after a listing that found new sessions",
+            f"set it to at most {poll_interval:g}, or equal to poll_interval to keep a fixed"
+            " interval",
+        )
+    return minimum
+
+
 def daemon_settings(reader: Reader, table: Mapping[str, Any]) -> DaemonSettings:
+    poll_interval = reader.number(table, "daemon", "poll_interval", 60.0)
     return DaemonSettings(
-        poll_interval=reader.number(table, "daemon", "poll_interval", 60.0),
+        poll_interval=poll_interval,
+        min_poll_interval=_min_poll_interval(reader, table, poll_interval),
+        server_recovery=reader.number(table, "daemon", "server_recovery", 40.0),
         listings_per_server=reader.count(table, "daemon", "listings_per_server", 2),
         pipeline_check_interval=reader.number(table, "daemon", "pipeline_check_interval", 10.0),
         max_concurrent_jobs=reader.count(table, "daemon", "max_concurrent_jobs", 4),

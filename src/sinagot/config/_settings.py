@@ -136,6 +136,12 @@ class DaemonSettings:
     """Settings of the long-running service; every one has a default."""
 
     poll_interval: float = 60.0
+    # After a listing that found new or changed sessions, the next one comes sooner, down
+    # to this (see sinagot.daemon's adaptive polling); poll_interval itself: no speed-up.
+    min_poll_interval: float = 10.0
+    # Seconds of good answers for a server slowed down by back-pressure to be back to its
+    # normal pace, step by step (see sinagot.connectors.ServerPace).
+    server_recovery: float = 40.0
     # Project listings in flight at once on one server, all configs together: a
     # whole-project listing is the heaviest query a poll makes of an XNAT.
     listings_per_server: int = 2

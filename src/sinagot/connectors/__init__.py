@@ -19,6 +19,7 @@ from ._data_model import (
 from ._factory import open_store
 from ._local_store import LocalStore
 from ._remote import RemoteStore
+from ._server_pace import PaceView, ServerPace, ServerPaces
 from ._store import FieldValue, Store
 from ._xnat_credentials import take_environment_password
 
@@ -60,8 +61,11 @@ __all__ = [
     "FileSet",
     "LocalStore",
     "LoopPortal",
+    "PaceView",
     "RemoteStore",
     "RetryPolicy",
+    "ServerPace",
+    "ServerPaces",
     "SessionListing",
     "Store",
     "XnatStore",

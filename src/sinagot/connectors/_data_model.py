@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -53,8 +53,9 @@ def validate_relative_path(name: str, what: str) -> str:
     """Return ``name`` if it is a relative POSIX path staying inside its folder."""
     if not name or "\x00" in name or "\\" in name or name.startswith("/"):
         raise UnsafeNameError(f"{what} {name!r} is not a safe relative path")
-    parts = PurePosixPath(name).parts
-    if any(part in ("", ".", "..") for part in parts) or name.endswith("/"):
+    # Split by hand: PurePosixPath drops "." and empty parts, so "a/./b" would pass as "a/b",
+    # one file under two names (the cache refuses those).
+    if any(part in ("", ".", "..") for part in name.split("/")):
         raise UnsafeNameError(f"{what} {name!r} is not a safe relative path")
     check_length(name, what, _SHORTER)
     return name

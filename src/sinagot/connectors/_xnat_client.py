@@ -7,6 +7,10 @@ retries with tenacity (exponential backoff with jitter, bounded attempts,
 ``Retry-After`` honoured) on connection errors, timeouts, 429 and 5xx. Other
 4xx answers are never retried: they become one-line :mod:`sinagot.errors`.
 
+Given a :class:`~._server_pace.ServerPace` (the daemon shares one per server), every
+request waits for the pace's slot, tells the pace how the server answered, and is
+retried only as often as the pace allows: a struggling server gets fewer requests.
+
 At login the client exchanges what it was given (a password, or an alias token)
 for an alias token of its own (XNAT's advice for scripted clients) and forgets the
 password: later logins, after a session expired or the server restarted, use the
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -28,6 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import tenacity
@@ -42,6 +48,7 @@ from ..errors import (
     ServerError,
     SinagotError,
 )
+from ._server_pace import ServerPace
 from ._xnat_credentials import PASSWORD_ENV, Credentials
 from ._xnat_tokens import ISSUE_PATH, IssuedToken, is_alias, parse_issued_token
 from ._xnat_upload import UploadBody
@@ -107,6 +114,31 @@ def _delay(policy: RetryPolicy, error: BaseException | None, attempt: int) -> fl
     return policy.backoff(attempt)
 
 
+class _Stop(tenacity.stop.stop_base):
+    """Tenacity's stop after ``done`` first tries, at the tries allowed when each one ends
+    (the server's pace may take some away meanwhile)."""
+
+    def __init__(self, allowed: Callable[[], int], done: int) -> None:
+        self._allowed = allowed
+        self._done = done
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return retry_state.attempt_number + self._done >= self._allowed()
+
+
+# The last path segments that name a collection: a request's kind for its latency.
+_COLLECTIONS = frozenset(
+    {"projects", "subjects", "experiments", "scans", "resources", "files", "JSESSION", "auth"}
+)
+
+
+def _kind(method: str, path: str) -> str:
+    """What kind of request this is, for the pace's latency medians: a project listing
+    and a file's metadata are not expected to take as long."""
+    last = unquote(urlsplit(path).path.rstrip("/").rsplit("/", 1)[-1])
+    return f"{method} {last if last in _COLLECTIONS else 'item'}"
+
+
 class _Wait(tenacity.wait.wait_base):
     """Tenacity's wait for tries after the ``done`` first ones (see :meth:`XnatClient._retried`)."""
 
@@ -143,8 +175,11 @@ class XnatClient:
         max_connections: int = 8,
         retry: RetryPolicy | None = None,
         timeout: float = 60.0,
+        pace: ServerPace | None = None,
     ) -> None:
         self.server = server.rstrip("/")
+        # The server's pace, if requests follow one (see the module docstring).
+        self.pace = pace
         self.project = project
         # What logins use: the credentials given until they are exchanged for our token.
         self._credentials = credentials
@@ -173,6 +208,11 @@ class XnatClient:
     @property
     def retry(self) -> RetryPolicy:
         return self._retry
+
+    def _attempts(self) -> int:
+        """Tries of one request now: the policy's, less what the server's pace takes off."""
+        attempts = self._retry.attempts
+        return attempts if self.pace is None else self.pace.retry_attempts(attempts)
 
     # -- session and login ---------------------------------------------------------------
 
@@ -282,7 +322,9 @@ class XnatClient:
 
     async def _issue_once(self) -> tuple[int, bytes]:
         headers = {"Cookie": f"JSESSIONID={self._token}"}
-        response = await self._counted(self._http().get(self._url(ISSUE_PATH), headers=headers))
+        response = await self._counted(
+            "GET", ISSUE_PATH, lambda: self._http().get(self._url(ISSUE_PATH), headers=headers)
+        )
         async with response:
             body = await response.read()
         if response.status == 429 or (response.status >= 500 and response.status != 501):
@@ -305,11 +347,13 @@ class XnatClient:
         path = f"/data/services/tokens/invalidate/{token.alias}/{token.secret}"
         try:
             response = await self._counted(
-                self._http().get(
+                "GET",
+                path,
+                lambda: self._http().get(
                     self._url(path),
                     headers={"Cookie": f"JSESSIONID={self._token}"},
                     timeout=aiohttp.ClientTimeout(total=5),
-                )
+                ),
             )
             response.release()
         except (*_TRANSIENT, aiohttp.ClientError):
@@ -318,7 +362,9 @@ class XnatClient:
     async def _login_once(self) -> str:
         pair = f"{self._credentials.user}:{self._credentials.password}".encode()
         auth = {"Authorization": f"Basic {base64.b64encode(pair).decode()}"}
-        response = await self._counted(self._http().get(self._url(_JSESSION), headers=auth))
+        response = await self._counted(
+            "GET", _JSESSION, lambda: self._http().get(self._url(_JSESSION), headers=auth)
+        )
         async with response:
             body = await response.read()
             self._check_status(response, "GET", _JSESSION, "the login service")
@@ -364,13 +410,13 @@ class XnatClient:
         try:
             return await fn(*args, **kwargs)
         except (*_TRANSIENT, _TransientStatus) as exc:
-            if self._retry.attempts <= 1:
+            if self._attempts() <= 1:
                 raise
             delay = _delay(self._retry, exc, 1)
             self._log_retry(exc, 1, delay)
             await asyncio.sleep(delay)
         retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(self._retry.attempts - 1),
+            stop=_Stop(self._attempts, done=1),
             wait=_Wait(self._retry, done=1),
             retry=tenacity.retry_if_exception_type((*_TRANSIENT, _TransientStatus)),
             before_sleep=self._log_tenacity_retry,
@@ -390,7 +436,7 @@ class XnatClient:
             self.server,
             _describe(error),
             failed + 1,
-            self._retry.attempts,
+            self._attempts(),
             delay,
         )
 
@@ -429,15 +475,49 @@ class XnatClient:
         )
 
     def _giving_up(self, error: BaseException, method: str, path: str) -> ServerError:
+        tries = self._attempts()
+        slowed = (
+            f" (of {self._retry.attempts}: the server's pace is slowed)"
+            if tries < self._retry.attempts
+            else ""
+        )
         return ServerError(
-            f"{self.server} failed {method} {path} {self._retry.attempts} times"
+            f"{self.server} failed {method} {path} {tries} times{slowed}"
             f" (last: {_describe(error)}): check that the server is up, then try again"
         )
 
     # -- requests ------------------------------------------------------------------------
 
-    async def _counted(self, request: Awaitable[aiohttp.ClientResponse]) -> aiohttp.ClientResponse:
-        """The response to ``request``, counted for the metrics (no answer counts as an error)."""
+    async def _counted(
+        self,
+        method: str,
+        path: str,
+        send: Callable[[], Awaitable[aiohttp.ClientResponse]],
+        *,
+        judged: bool = True,
+    ) -> aiohttp.ClientResponse:
+        """The response to the request ``send()`` makes, counted for the metrics (no answer
+        counts as an error) and, with a pace, sent in its slot and told to it. ``judged``:
+        its latency says something of the server's health (not a download's, whose first
+        byte may wait for a zip to be built)."""
+        if self.pace is None:
+            return await self._count(send())
+        pace = self.pace
+        async with pace.slot():
+            start = time.monotonic()
+            try:
+                response = await self._count(send())
+            except _TRANSIENT as exc:
+                # A body of ours that failed (a local file) is no sign of the server's.
+                if not isinstance(exc.__cause__, SinagotError):
+                    pace.unanswered(exc)
+                raise
+        latency = time.monotonic() - start if judged else None
+        retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+        pace.answered(response.status, latency, _kind(method, path), retry_after)
+        return response
+
+    async def _count(self, request: Awaitable[aiohttp.ClientResponse]) -> aiohttp.ClientResponse:
         try:
             response = await request
         except _TRANSIENT:
@@ -455,8 +535,10 @@ class XnatClient:
         params: Mapping[str, str] | None = None,
         body: bytes | UploadBody | None = None,
         headers: Mapping[str, str] | None = None,
+        judged: bool = True,
     ) -> aiohttp.ClientResponse:
-        """One try: send (re-logging in once on 401), check the status; the caller releases."""
+        """One try: send (re-logging in once on 401), check the status; the caller releases.
+        ``judged``: see :meth:`_counted`."""
         await self.login()
         for relogged in (False, True):
             token = self._token
@@ -470,13 +552,18 @@ class XnatClient:
             )
             try:
                 response = await self._counted(
-                    self._http().request(
+                    method,
+                    path,
+                    functools.partial(
+                        self._http().request,
                         method,
                         self._url(path),
                         params=params,
                         data=body.payload() if isinstance(body, UploadBody) else body,
                         headers=all_headers,
-                    )
+                    ),
+                    # An upload's time is its body's, not the server's answer.
+                    judged=judged and not sent,
                 )
             except aiohttp.ClientConnectionError as exc:
                 # aiohttp wraps whatever stopped the body: ours (a local file) is no network
@@ -571,7 +658,7 @@ class XnatClient:
             headers = {"Range": f"bytes={position}-{last}"} if position or last else {}
             try:
                 response: aiohttp.ClientResponse = await self._retried(
-                    self._send, "GET", path, what, headers=headers
+                    self._send, "GET", path, what, headers=headers, judged=False
                 )
             except (*_TRANSIENT, _TransientStatus) as exc:
                 raise self._giving_up(exc, "GET", path) from exc
@@ -598,7 +685,7 @@ class XnatClient:
                 return
             except _TRANSIENT as exc:
                 failures += 1
-                if failures >= self._retry.attempts:
+                if failures >= self._attempts():
                     raise self._giving_up(exc, "GET", path) from exc
                 logger.warning(
                     "%s: download of %s broke at byte %d (%s); resuming",

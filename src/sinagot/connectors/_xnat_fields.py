@@ -40,15 +40,20 @@ async def _session_document(client: XnatClient, session_path: str, label: str) -
     return item
 
 
+def _objects(value: Any) -> list[dict[str, Any]]:
+    """The JSON objects of a list in a server's answer: nothing of any other shape."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
 async def download_value(client: XnatClient, session_path: str, entry: DataEntry) -> FieldValue:
     wanted = resource_label(entry.path).lower()
     item = await _session_document(client, session_path, entry.row_id)
-    for child in item.get("children", []):
-        if not isinstance(child, dict) or child.get("field") != "fields/field":
+    for child in _objects(item.get("children")):
+        if child.get("field") != "fields/field":
             continue
-        for field_item in child.get("items", []):
-            fields = field_item.get("data_fields", {}) if isinstance(field_item, dict) else {}
-            if str(fields.get("name", "")).lower() == wanted:
+        for field_item in _objects(child.get("items")):
+            fields = field_item.get("data_fields")
+            if isinstance(fields, dict) and str(fields.get("name", "")).lower() == wanted:
                 return decode_value(str(fields.get("field", "")))
     raise RemoteNotFoundError(f"field {entry.path} of session {entry.row_id} has no value yet")
 
@@ -64,7 +69,9 @@ async def upload_value(
     """Set the field; ``xsi_type``: the session's type from a listing ("" to ask the server)."""
     if not xsi_type:
         item = await _session_document(client, session_path, entry.row_id)
-        xsi_type = str(item.get("meta", {}).get("xsi:type", "")) or default_xsi_type
+        meta = item.get("meta")
+        given = str(meta.get("xsi:type", "")) if isinstance(meta, dict) else ""
+        xsi_type = given or default_xsi_type
     field = resource_label(entry.path)
     await client.request(
         "PUT",

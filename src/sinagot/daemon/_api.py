@@ -47,7 +47,8 @@ _PEER = web.RequestKey("peer", PeerCredentials)
 
 
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    # Messages quote the request's decoded path and query: a %0A there must not break the line.
+    return web.json_response({"error": " ".join(message.split())}, status=status)
 
 
 async def status_document(daemon: DaemonView) -> dict[str, Any]:
@@ -65,6 +66,8 @@ async def status_document(daemon: DaemonView) -> dict[str, Any]:
         "queued": daemon.queued_jobs,
         "metrics_url": daemon.metrics_url,
         "datasets": [d.to_json() for d in datasets],
+        # Back-pressure: each server's pace, and why.
+        "servers": [view.to_json() for view in daemon.server_paces()],
     }
 
 

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ._states import JobState
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..connectors import ServerPaces
     from ..engine import Fingerprints
 
 __all__ = [
     "BackendFactory",
     "DatasetBackend",
     "ListedSession",
+    "PacedBackend",
     "ProcessResult",
     "SessionInfo",
 ]
@@ -118,6 +120,15 @@ class DatasetBackend(Protocol):
     async def aclose(self) -> None:
         """Release connections; called once when the daemon no longer uses the backend."""
         ...
+
+
+@runtime_checkable
+class PacedBackend(Protocol):
+    """A backend whose requests follow the pace of their server (see
+    :class:`sinagot.connectors.ServerPace`): the daemon hands it the paces it owns, one per
+    server, before its first request."""
+
+    def pace_with(self, paces: ServerPaces) -> None: ...
 
 
 BackendFactory = Callable[["Settings"], DatasetBackend]

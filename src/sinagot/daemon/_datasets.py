@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._ids import IdFilter
 from ..errors import ConfigError
-from ._backend import BackendFactory, DatasetBackend, ListedSession
+from ._backend import BackendFactory, DatasetBackend, ListedSession, PacedBackend
 from ._configs import without_password
 from ._one_line import one_line
 from ._pipelines import PipelineReport
@@ -19,6 +19,7 @@ from ._states import DatasetHealth, JobState
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..connectors import ServerPaces
     from ..engine import Fingerprints
 
 __all__ = ["DatasetStatus", "ServedDataset", "ServedDatasets", "build_datasets", "close_backend"]
@@ -38,6 +39,8 @@ class DatasetStatus:
     sessions: int
     jobs: dict[str, int]
     down_since: float | None = None
+    # Seconds between the last listing and the next (adaptive polling, a slowed server).
+    poll_interval: float | None = None
     # Stale sessions by the steps they run again for; steps removed from the pipeline.
     pipeline: PipelineReport = field(default_factory=PipelineReport)
 
@@ -53,6 +56,7 @@ class DatasetStatus:
             "sessions": self.sessions,
             "jobs": self.jobs,
             "down_since": self.down_since,
+            "poll_interval": self.poll_interval,
             "pipeline": self.pipeline.to_json(),
         }
 
@@ -75,6 +79,7 @@ class ServedDataset:
         "next_poll",
         "pipeline",
         "pipeline_report",
+        "poll_delay",
         "poll_now",
         "poller",
         "polls",
@@ -95,6 +100,7 @@ class ServedDataset:
         self.last_error: str | None = None
         self.last_poll: float | None = None
         self.next_poll: float | None = None
+        self.poll_delay: float | None = None
         # The last listing compared with the journal (the same object again: an unchanged
         # listing, see DatasetBackend.list_sessions).
         self.compared: Sequence[ListedSession] = ()
@@ -128,6 +134,7 @@ class ServedDataset:
             sessions=len(self.compared),
             jobs=dict(jobs),
             down_since=self.down_since,
+            poll_interval=self.poll_delay,
             pipeline=PipelineReport(
                 stale.sessions if stale else 0,
                 stale.steps if stale else MappingProxyType({}),
@@ -201,13 +208,18 @@ class ServedDatasets:
 
 
 async def build_datasets(
-    all_settings: Sequence[Settings], factory: BackendFactory
+    all_settings: Sequence[Settings], factory: BackendFactory, paces: ServerPaces | None = None
 ) -> dict[str, ServedDataset]:
-    """One served dataset per config, by name; nothing is left open when one fails."""
+    """One served dataset per config, by name; nothing is left open when one fails.
+
+    A backend that can follow the pace of its server gets it from ``paces``.
+    """
     datasets: dict[str, ServedDataset] = {}
     try:
         for settings in all_settings:
             backend = factory(settings)
+            if paces is not None and isinstance(backend, PacedBackend):
+                backend.pace_with(paces)
             dataset = ServedDataset(without_password(settings), backend)
             if dataset.name in datasets:
                 await backend.aclose()

@@ -25,8 +25,10 @@ from prometheus_client.registry import Collector
 from .._counters import COUNTERS, CountsSnapshot
 from .._version import __version__
 from ..cache import Cache, resolve_cache_dir
+from ..connectors import PaceView
 from ._attempt import AttemptEnd
 from ._datasets import DatasetStatus
+from ._pace_report import pace_families
 from ._states import DatasetHealth
 
 if TYPE_CHECKING:
@@ -91,6 +93,7 @@ class _Scrape:
     """What one scrape reports, gathered (asynchronously) before rendering."""
 
     datasets: Sequence[DatasetStatus]
+    servers: Sequence[PaceView]
     counts: CountsSnapshot
     caches: dict[Path, _CacheSize]
 
@@ -108,6 +111,7 @@ class _StateCollector(Collector):
             return
         yield from self._daemon_families()
         yield from _dataset_families(scrape.datasets, self._daemon)
+        yield from pace_families(scrape.servers, scrape.datasets)
         yield from _transfer_families(scrape.counts)
         yield from _cache_families(scrape.counts, scrape.caches)
 
@@ -319,5 +323,5 @@ class DaemonMetrics:
         roots = [resolve_cache_dir(s.store.cache_dir) for s in daemon.dataset_settings()]
         caches = await self._cache_sizes.current(roots)
         # No await from here on: the collector reads this scrape while rendering it.
-        self._state.scrape = _Scrape(datasets, COUNTERS.snapshot(), caches)
+        self._state.scrape = _Scrape(datasets, daemon.server_paces(), COUNTERS.snapshot(), caches)
         return generate_latest(self.registry)

@@ -8,7 +8,10 @@ every listing at once and none waits behind the others:
 - a server has at most ``[daemon] listings_per_server`` listings in flight
   (:class:`ServerGates`); the listing's timeout starts once it may go;
 - a listing the store answers with the very object it gave last time (the
-  server's answer did not change) is not compared session by session again.
+  server's answer did not change) is not compared session by session again;
+- after a listing that found new or changed sessions the next one comes sooner,
+  within a budget that keeps the listings as few as on the fixed schedule, and a
+  server that back-pressure slows is listed less often (:mod:`._poll_pace`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -24,10 +26,12 @@ from typing import TYPE_CHECKING
 from ._datasets import ServedDataset
 from ._journal import Journal
 from ._one_line import one_line
+from ._poll_pace import PollPace
 from ._states import DatasetHealth
 
 if TYPE_CHECKING:
     from ..config import DaemonSettings
+    from ..connectors import ServerPaces
 
 __all__ = ["Poller", "ServerGates", "poll_phases"]
 
@@ -82,7 +86,8 @@ class Poller:
     each failed listing and when the server answers again (the daemon's status line
     names the datasets that are down; notifications announce them).
     ``phase`` (in [0, 1)) places the dataset's polls in the interval, ``gates`` bound
-    the listings in flight per server.
+    the listings in flight per server, ``paces`` (when given) slow the polls of a
+    server that back-pressure slows.
     """
 
     def __init__(
@@ -95,47 +100,60 @@ class Poller:
         health_changed: Callable[[], None],
         phase: float,
         gates: ServerGates,
+        paces: ServerPaces | None = None,
     ) -> None:
         self.dataset = dataset
         self._journal = journal
         self._settings = settings
         self._wake = wake
         self._health_changed = health_changed
-        self._phase = phase
         self._gates = gates
+        self._paces = paces
+        self._pace = PollPace(phase)
 
     async def run(self) -> None:
         dataset = self.dataset
         loop = asyncio.get_running_loop()
         while True:
             dataset.poll_now.clear()
-            await self._poll()
-            delay = self.delay(loop.time())
+            changed = await self._poll()
+            delay = self.delay(loop.time(), changed=changed)
             dataset.next_poll = time.time() + delay
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await dataset.poll_now.wait()
 
-    def delay(self, now: float) -> float:
+    def delay(self, now: float, *, changed: bool = False) -> float:
         """Seconds from the end of a poll, at loop time ``now``, to the next one.
 
         The first turn of the dataset's phase at least half an interval away: polls
         keep their place in the interval whatever a listing took, and one that ended
         late (it waited for its server) skips a turn rather than listing again at
-        once behind the others. While the listing keeps failing: exponential backoff.
+        once behind the others. After a poll that ``changed`` something, sooner (see
+        :class:`PollPace`). While the listing keeps failing: exponential backoff.
         """
+        settings = self._settings()
+        pace = None if self._paces is None else self._paces.get(_server(self.dataset))
+        delay = self._pace.after_poll(
+            now,
+            changed=changed,
+            interval=settings.poll_interval,
+            minimum=settings.min_poll_interval,
+            slowdown=1.0 if pace is None else pace.poll_factor(),
+        )
         if self.dataset.failures:
-            return self._backoff()
-        interval = self._settings().poll_interval
-        turns = math.ceil((now + interval / 2) / interval - self._phase)
-        return (turns + self._phase) * interval - now
+            # The dataset's backoff, or the server's pace if that is slower still.
+            delay = max(delay, self._backoff())
+        self.dataset.poll_delay = delay
+        return delay
 
     def _backoff(self) -> float:
         interval = self._settings().poll_interval
         cap = max(interval, min(BACKOFF_CAP, 32 * interval))
         return float(min(interval * 2 ** (self.dataset.failures - 1), cap))
 
-    async def _poll(self) -> None:
+    async def _poll(self) -> bool:
+        """List the dataset once; whether it found new or changed sessions."""
         dataset = self.dataset
         settings = self._settings()
         list_timeout = max(MIN_LIST_TIMEOUT, settings.poll_interval)
@@ -150,10 +168,10 @@ class Poller:
                 listing = await dataset.backend.list_sessions()
         except TimeoutError:
             self._failed(f"listing timed out after {list_timeout:g} s")
-            return
+            return False
         except Exception as exc:
             self._failed(one_line(exc))
-            return
+            return False
         dataset.last_poll = time.time()
         dataset.polls["ok"] += 1
         recovered = dataset.health is DatasetHealth.DOWN
@@ -166,7 +184,7 @@ class Poller:
         if recovered:
             self._health_changed()
         if listing is dataset.compared:
-            return
+            return False
         # The journal is the record of what was seen: a finished job has set its
         # session's stamp after its own uploads there, so those are no change.
         unknown = await self._journal.compare_listing(dataset.name, listing)
@@ -183,7 +201,7 @@ class Poller:
         runnable = await self._journal.apply_listing(dataset.name, changes) if changes else []
         dataset.compared = listing
         if not changes:
-            return
+            return False
         logger.info(
             "%s: %d new or changed session(s), %d job(s) queued",
             dataset.name,
@@ -192,6 +210,7 @@ class Poller:
         )
         if runnable:
             self._wake.set()
+        return True
 
     def _failed(self, error: str) -> None:
         dataset = self.dataset

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..connectors import PaceView, ServerPaces
 from ..errors import ConfigError, DaemonError, SinagotError
 from ._attempt import AttemptEnd, JobLogHandler, Outcome
 from ._backend import BackendFactory
@@ -102,6 +103,9 @@ class Daemon:
         self._serving = asyncio.Event()
         self._pollers: set[asyncio.Task[None]] = set()
         self._gates = ServerGates()
+        # The pace of each server the datasets use (back-pressure), shared by their
+        # stores and pollers; kept across reloads, as the servers' health is.
+        self.paces = ServerPaces()
         self._reloads: set[asyncio.Task[None]] = set()
         self._announced = False
         self.metrics = DaemonMetrics(self)
@@ -179,6 +183,7 @@ class Daemon:
 
         all_settings = await self._configs.read(self.config_paths)
         self._configs.adopt(all_settings)
+        self.paces.recovery = self.settings.server_recovery
         state = state_dir(self.settings.state_dir)
         # Before any start-up work, so that a socket with nowhere to live costs nothing to report.
         control_path = socket_path(self.settings.socket)
@@ -206,7 +211,7 @@ class Daemon:
                 job_ended=self._job_ended,
                 metrics=self.metrics,
             )
-            self._served.current = await build_datasets(all_settings, self._factory)
+            self._served.current = await build_datasets(all_settings, self._factory, self.paces)
             control = ControlServer(self, control_path)
             await control.start()
             if self.settings.metrics_address is not None:
@@ -344,6 +349,7 @@ class Daemon:
                 health_changed=self._health_changed,
                 phase=phase,
                 gates=self._gates,
+                paces=self.paces,
             )
             task = self._tg.create_task(poller.run(), name=f"sinagot-poll-{name}")
             datasets[name].poller = task
@@ -440,6 +446,9 @@ class Daemon:
     def dataset_names(self) -> list[str]:
         return list(self._served.current)
 
+    def server_paces(self) -> list[PaceView]:
+        return self.paces.views()
+
     # -- reload --------------------------------------------------------------------
 
     def _reload_from_signal(self) -> None:
@@ -463,7 +472,7 @@ class Daemon:
             logger.info("reloading the configs (%s)", why)
             try:
                 all_settings = await self._configs.read(self.config_paths)
-                datasets = await build_datasets(all_settings, self._factory)
+                datasets = await build_datasets(all_settings, self._factory, self.paces)
             except SinagotError as exc:
                 logger.error("reload rejected, keeping the running config: %s", one_line(exc))
                 self._reloaded()
@@ -482,6 +491,7 @@ class Daemon:
                     await close_backend(dataset)
                 raise DaemonError("the daemon is stopping: reload abandoned")
             self._configs.adopt(all_settings)
+            self.paces.recovery = self.settings.server_recovery
             self._swap(datasets)
             await self._check_pipelines(datasets.values())
             self._reloaded()

@@ -58,7 +58,7 @@ from ._states import JobState
 if TYPE_CHECKING:
     from .._report import RunReport
     from ..config import Settings
-    from ..connectors import AsyncXnatStore
+    from ..connectors import AsyncXnatStore, ServerPaces
 
 __all__ = ["XnatBackend"]
 
@@ -106,6 +106,15 @@ class XnatBackend:
 
     def __repr__(self) -> str:
         return f"XnatBackend({self._name!r}, {self.store!r})"
+
+    def pace_with(self, paces: ServerPaces) -> None:
+        """Send the store's requests at the pace the daemon keeps for its server."""
+        client = self.store.client
+        client.pace = paces.for_server(
+            client.server,
+            transfers=self.settings.store.max_connections,
+            attempts=client.retry.attempts,
+        )
 
     async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
         # In the job's context: the engine's log lines belong to the job's log tail.

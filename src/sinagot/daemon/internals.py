@@ -16,6 +16,7 @@ from ._journal import Journal
 from ._memory import malloc_trim, trim_free_memory
 from ._paths import SYSTEM_SOCKET
 from ._phases import PhaseRelay
+from ._poll_pace import PollPace, borrow_limit, fixed_count
 from ._polling import Poller, ServerGates, poll_phases
 from ._states import (
     ALLOWED_TRANSITIONS,
@@ -44,13 +45,16 @@ __all__ = [
     "JobRecord",
     "Journal",
     "PhaseRelay",
+    "PollPace",
     "Poller",
     "ServedDataset",
     "ServerGates",
     "XnatBackend",
     "banners",
+    "borrow_limit",
     "check_status_transition",
     "cluster",
+    "fixed_count",
     "forget_finished_spans",
     "forget_span_metrics",
     "malloc_trim",
