@@ -394,7 +394,13 @@ class Cache:
             shutil.rmtree(dead.path, ignore_errors=True)
             dead.close()
         staging = create_staging(lock.home, lock.token)
-        lock.announce(staging.path.name)
+        try:
+            lock.announce(staging.path.name)
+        except BaseException:
+            # A full disk fails the holder record's write: the fresh folder holds nothing.
+            shutil.rmtree(staging.path, ignore_errors=True)
+            staging.close()
+            raise
         return staging
 
     def _prepare_staging(
