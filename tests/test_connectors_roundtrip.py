@@ -87,8 +87,8 @@ def test_demo_runs_over_xnat_and_xnatpy_reads_the_results(
         "DELETE /data/JSESSION": 1,
     }
 
-    # A fresh work folder on the same cache: inputs come from the cache, outputs are
-    # fetched from the server instead of being recomputed.
+    # A fresh work folder on the same cache: inputs come from the cache, and so do the
+    # outputs (the first run's uploads entered them) instead of being recomputed.
     xnat_server.reset_counters()
     fresh = Dataset(write_config(tmp_path, xnat_server, "fresh")).run()
     assert (fresh.ran, fresh.skipped) == (0, STEPS), str(fresh)

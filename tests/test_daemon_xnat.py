@@ -31,6 +31,7 @@ from daemon_xnat_support import (
 )
 from dask_attacker import assert_refused, attack
 from fake_slurm import FakeSlurm
+from sinagot import Dataset
 from sinagot.testing import EmulatorServer
 from sinagot.testing.pytest_plugin import XNAT_PASSWORD, XNAT_USER
 
@@ -266,3 +267,25 @@ def test_one_cluster_for_the_daemons_lifetime_across_a_reload(
     assert log.count("Dask LocalCluster started") == 1
     assert log.count("Dask cluster closed") == 1
     assert log.index("Dask cluster closed") > log.index("stop requested")
+
+
+def test_a_fresh_work_tree_downloads_none_of_the_daemons_derivatives(
+    tmp_path: Path, lab: EmulatorServer, start_daemon: StartDaemon
+) -> None:
+    add_session(lab, "REC-200101-A")
+    config, _ = write_project(tmp_path, lab.url)
+    daemon = start_daemon(config)
+    daemon.wait_settled({"REC-200101-A"})
+    assert daemon.stop() == 0
+
+    # The library on the daemon's cache, in a new work tree: its inputs were cached by
+    # the daemon's downloads, its derivatives and their provenance by the daemon's uploads.
+    fresh = config.with_name("fresh.toml")
+    fresh.write_text(config.read_text().replace('dataset = "work"', 'dataset = "fresh"'))
+    lab.reset_counters()
+    report = Dataset(fresh).run()
+    assert (report.ran, report.skipped, report.failed) == (0, len(STEPS), 0), str(report)
+    gets = [route for route in lab.request_counts() if route.startswith("GET ")]
+    assert not [route for route in gets if "/files/" in route], lab.request_counts()
+    filtered = tmp_path / "lab" / "fresh" / "REC-200101-A" / "derivatives" / "RS" / "EEG"
+    assert (filtered / "filtered.csv").read_bytes() == raw_signal("REC-200101-A").upper()

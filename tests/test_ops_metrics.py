@@ -17,6 +17,7 @@ from daemon_support import write_config
 from daemon_xnat_support import (
     PROJECT,
     SINAGOT,
+    STEPS,
     XnatDaemon,
     add_session,
     write_project,
@@ -93,7 +94,9 @@ def test_prometheus_scrapes_jobs_transfers_cache_and_durations_over_tcp(
     assert 0 <= _value(samples, "sinagot_cache_hit_ratio") <= 1
     cache = str(tmp_path / "cache")
     assert _value(samples, "sinagot_cache_size_bytes", cache=cache) > 0
-    assert _value(samples, "sinagot_cache_entries", cache=cache) == 2
+    # Per session: its scan resource (downloaded), and each step's derivative and
+    # provenance (entered by the uploads).
+    assert _value(samples, "sinagot_cache_entries", cache=cache) == 2 * (1 + 2 * len(STEPS))
     assert _value(samples, "sinagot_job_duration_seconds_count", dataset="lab", outcome="done") == 2
     assert _value(samples, "sinagot_job_duration_seconds_sum", dataset="lab", outcome="done") > 0
     # Two scripts per session.

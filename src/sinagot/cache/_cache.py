@@ -5,7 +5,8 @@ Layout below the root (see ``EntryKey.relative_dir``)::
     <scheme>-<host>-<port>[+<path>]/<project>/<session>/<entry>/   the entry's home
         manifest.json      commit point: names the current generation
         g-<token>/         a generation: exactly the entry's verified files
-        tmp-<token>/       a download in progress (parts/ + files/), flocked by its writer
+        tmp-<token>/       a download (or adoption) in progress (parts/ + files/), flocked by
+                           its writer
         lock               download lock (flock) + holder pid/host/start time
         takeover.lock      serialises takeovers of a stalled holder
         commit.lock        serialises commits of the entry
@@ -24,6 +25,9 @@ same files stops downloading and uses it.
 Old generations are pruned right after a commit when no job uses the entry,
 otherwise by ``gc``: a path returned by ``fetch``/``lookup`` stays valid while
 the caller holds ``using(key)``.
+Files the caller holds and the server lists with their digests (what Sinagot
+uploaded) are adopted the same way (``adopt``): copied into a staging folder,
+checked against those digests, committed; a killed adopter leaves no entry.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -46,6 +50,7 @@ from .._counters import COUNTERS
 from .._fs import fsync_dir
 from ..config import CacheSettings
 from ..errors import CacheFullError, CacheLockTimeoutError
+from ._adopt import copy_verified
 from ._archive import fetch_archive, worth_an_archive
 from ._download import CHECKPOINT, WholeFileWriter, download_file, keep_completed
 from ._heartbeat import NetworkWaits, heartbeat
@@ -325,6 +330,78 @@ class Cache:
             return await self._fill(lock, key, list(files), source, last_modified, what, committed)
         finally:
             lock.release()
+
+    async def adopt(
+        self, key: EntryKey, files: Sequence[RemoteFile], sources: Mapping[str, Path]
+    ) -> Path:
+        """Enter ``files``, each at its path in ``sources`` (by name), as the verified files
+        of entry ``key``.
+
+        For files the caller holds and the server lists with these digests (its own
+        uploads): each is copied and checked against its digest (a mismatch raises
+        ChecksumMismatchError), then committed as a download would be. Nothing is
+        downloaded, and the cache counts no lookup: this is no cache miss. An entry
+        that already holds exactly ``files`` is left as it is. Every file needs a digest.
+        """
+        check_file_set(files)
+        if any(not f.digest for f in files):
+            raise ValueError("only files listed with a digest can be adopted into the cache")
+
+        def committed() -> Path | None:
+            return self.lookup(key, files)
+
+        held = await asyncio.to_thread(committed)
+        if held is not None:
+            return held
+        home = self.entry_dir(key)
+        what = self._describe(key)
+        lock = await acquire(
+            home,
+            uuid.uuid4().hex,
+            race_condition_delay=self.race_condition_delay,
+            patience=self.lock_timeout,
+            what=what,
+            ready=committed,
+            watch=home / MANIFEST_NAME,
+        )
+        if isinstance(lock, Path):
+            return lock
+        staging: Staging | None = None
+        try:
+            held = await asyncio.to_thread(committed)
+            if held is not None:
+                return held
+            staging = await run_to_completion(
+                self._new_staging, lock, discard=lambda made: made.close()
+            )
+            md5s = await run_to_completion(copy_verified, sources, staging.files, files)
+            names = [f.name for f in files]
+            return await run_to_completion(
+                self._commit, lock, staging, key, list(files), md5s, names, None
+            )
+        except BaseException:
+            if staging is not None:
+                await run_to_completion(shutil.rmtree, staging.path, True)
+            raise
+        finally:
+            if staging is not None:
+                staging.close()
+            lock.release()
+
+    def _new_staging(self, lock: EntryLock) -> Staging:
+        """A new staging folder, dead holders' ones dropped: a copy is not worth resuming."""
+        for dead in claim_dead_stagings(lock.home):
+            shutil.rmtree(dead.path, ignore_errors=True)
+            dead.close()
+        staging = create_staging(lock.home, lock.token)
+        try:
+            lock.announce(staging.path.name)
+        except BaseException:
+            # A full disk fails the holder record's write: the fresh folder holds nothing.
+            shutil.rmtree(staging.path, ignore_errors=True)
+            staging.close()
+            raise
+        return staging
 
     def _prepare_staging(
         self, lock: EntryLock, files: list[RemoteFile]

@@ -30,6 +30,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
+from .._aio import together
 from .._fs import atomic_write_bytes
 from .._layout import PROVENANCE_DIR
 from ..cache import Cache, EntryKey, EntryUse, RemoteFile
@@ -51,6 +52,7 @@ from ._remote import (
     link_entry,
 )
 from ._store import FieldValue
+from ._upload_cache import cache_upload, cached_provenance, provenance_key
 from ._xnat_client import RetryPolicy, XnatClient
 from ._xnat_credentials import resolve_credentials
 from ._xnat_fields import (
@@ -418,7 +420,9 @@ class AsyncXnatStore:
         )
         await send_changes(self.client, entry, upload, self.concurrent_files)
         self._note_resource(entry)
-        await verify_upload(self.client, entry, upload)
+        listed = await verify_upload(self.client, entry, upload)
+        sources = {name: upload.root / name for name in upload.local}
+        await cache_upload(self.cache, self.entry_key(entry), listed, sources)
         stored = {name: upload.local[relative[name]] for name in fileset.names}
         return dataclasses.replace(fileset, checksums=MappingProxyType(stored))
 
@@ -432,6 +436,11 @@ class AsyncXnatStore:
     def _provenance_copy(self, entry: DataEntry) -> Path:
         """Where the work tree keeps a copy of what the server holds as ``entry``'s provenance."""
         return self.work_dir(entry) / PROVENANCE_DIR / f"{entry.path}.json"
+
+    def _marker_key(self, entry: DataEntry) -> EntryKey:
+        """The cache entry of ``entry``'s provenance (see :func:`provenance_key`)."""
+        name = f"{resource_label(entry.path)}.json"
+        return provenance_key(self.server, self.project, entry.row_id, name)
 
     async def _provenance(self, entry: DataEntry) -> tuple[dict[str, Any] | None, bool]:
         """The provenance of ``entry`` (None: not complete), and whether it is in the layout
@@ -448,6 +457,11 @@ class AsyncXnatStore:
             if listed:
                 known = await asyncio.to_thread(_read_copy, copy, listed)
                 if known is not None:
+                    return known, False
+                # A fresh work tree: the cache has it if it was uploaded through this cache.
+                known = await cached_provenance(self.cache, self._marker_key(entry), listed)
+                if known is not None:
+                    await asyncio.to_thread(_keep_copy, copy, known)
                     return known, False
             if listed is not None or markers is None:
                 raw = await get_json_object(self.client, self._marker_uri(entry), what)
@@ -505,14 +519,27 @@ class AsyncXnatStore:
         body = (json.dumps(provenance, indent=2, sort_keys=True) + "\n").encode()
         what = f"provenance of {entry.path} of session {entry.row_id}"
         uri = self._marker_uri(entry)
-        try:
-            await self.client.request("PUT", uri, what, params=UPLOAD_PARAMS, body=body)
-        except RemoteNotFoundError:
-            resource = f"{self.session_path(entry.row_id)}/resources/{PROVENANCE_RESOURCE}"
-            await self.client.request("PUT", resource, what, params={"format": "PROVENANCE"})
-            await self.client.request("PUT", uri, what, params=UPLOAD_PARAMS, body=body)
-        await asyncio.to_thread(atomic_write_bytes, self._provenance_copy(entry), body)
-        self._note_marker(entry, hashlib.md5(body, usedforsecurity=False).hexdigest())
+
+        async def send() -> None:
+            try:
+                await self.client.request("PUT", uri, what, params=UPLOAD_PARAMS, body=body)
+            except RemoteNotFoundError:
+                resource = f"{self.session_path(entry.row_id)}/resources/{PROVENANCE_RESOURCE}"
+                await self.client.request("PUT", resource, what, params={"format": "PROVENANCE"})
+                await self.client.request("PUT", uri, what, params=UPLOAD_PARAMS, body=body)
+
+        # The copy is read only where the session's listing shows its digest, and so is
+        # the cache entry made of it (listing the resource after the PUT would cost a
+        # request per step): both can be written while the PUT is out.
+        copy = self._provenance_copy(entry)
+        await asyncio.to_thread(atomic_write_bytes, copy, body)
+        md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
+        name = f"{resource_label(entry.path)}.json"
+        sent = {name: RemoteFile(name, len(body), md5)}
+        await together(
+            [send(), cache_upload(self.cache, self._marker_key(entry), sent, {name: copy})]
+        )
+        self._note_marker(entry, md5)
 
     # -- fields and frameset definitions -------------------------------------------------
 

@@ -225,9 +225,11 @@ async def send_changes(
     await together([request() for request in requests])
 
 
-async def verify_upload(client: XnatClient, entry: DataEntry, upload: ResourceUpload) -> None:
+async def verify_upload(
+    client: XnatClient, entry: DataEntry, upload: ResourceUpload
+) -> dict[str, RemoteFile]:
     """Check that the server lists the uploaded files with their MD5s (or, for a server
-    without digests, their sizes)."""
+    without digests, their sizes); the resource's files as it lists them."""
     local, sizes = upload.local, upload.sizes
     listed = await list_resource(client, entry.uri, upload.what)
     # A server without digests (checksums off) lists none: the size must match then.
@@ -236,3 +238,4 @@ async def verify_upload(client: XnatClient, entry: DataEntry, upload: ResourceUp
         for name, file in listed.items()
     }
     check_uploaded(client.server, entry.uri, local, remote)
+    return listed
