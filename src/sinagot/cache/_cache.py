@@ -312,15 +312,7 @@ class Cache:
         def committed() -> Path | None:
             return self.lookup(key, files, last_modified=last_modified)
 
-        lock = await acquire(
-            home,
-            uuid.uuid4().hex,
-            race_condition_delay=self.race_condition_delay,
-            patience=self.lock_timeout,
-            what=what,
-            ready=committed,
-            watch=home / MANIFEST_NAME,
-        )
+        lock = await self._lock_entry(home, what, committed)
         if isinstance(lock, Path):
             return lock
         try:
@@ -330,6 +322,21 @@ class Cache:
             return await self._fill(lock, key, list(files), source, last_modified, what, committed)
         finally:
             lock.release()
+
+    async def _lock_entry(
+        self, home: Path, what: str, committed: Callable[[], Path | None]
+    ) -> EntryLock | Path:
+        """The entry's lock, or its committed folder if another process committed it while
+        this one waited."""
+        return await acquire(
+            home,
+            uuid.uuid4().hex,
+            race_condition_delay=self.race_condition_delay,
+            patience=self.lock_timeout,
+            what=what,
+            ready=committed,
+            watch=home / MANIFEST_NAME,
+        )
 
     async def adopt(
         self, key: EntryKey, files: Sequence[RemoteFile], sources: Mapping[str, Path]
@@ -355,15 +362,7 @@ class Cache:
             return held
         home = self.entry_dir(key)
         what = self._describe(key)
-        lock = await acquire(
-            home,
-            uuid.uuid4().hex,
-            race_condition_delay=self.race_condition_delay,
-            patience=self.lock_timeout,
-            what=what,
-            ready=committed,
-            watch=home / MANIFEST_NAME,
-        )
+        lock = await self._lock_entry(home, what, committed)
         if isinstance(lock, Path):
             return lock
         staging: Staging | None = None
