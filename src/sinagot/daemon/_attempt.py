@@ -101,8 +101,14 @@ async def attempt(
     *,
     settings: Callable[[], DaemonSettings],
     stopping: Callable[[], bool],
+    server_wait: Callable[[], float | None],
 ) -> AttemptEnd:
     """Run one attempt at a job, journalling each step; errors end up in the journal.
+
+    ``server_wait``: while the dataset's server is slowed (see ServerPace), how long a job
+    waits before it tries again; None when the server is well. An attempt that fails
+    meanwhile does not count: a struggling server is answered with fewer tries per
+    request, and those failures must not use up the job's attempts.
 
     Cancelled (a stop, or a job past its shutdown timeout), it keeps its in-flight
     state for the next start; a stop on purpose gives the attempt back.
@@ -159,7 +165,16 @@ async def attempt(
         )
         await journal.drop(job_id)
         return AttemptEnd(Outcome.GONE, steps)
-    logger.warning("%s: attempt %d failed: %s", where, job.attempts, error)
+    wait = server_wait()
+    if wait is None:
+        logger.warning("%s: attempt %d failed: %s", where, job.attempts, error)
+    else:
+        logger.warning(
+            "%s: attempt %d failed while its server is slowed (it does not count): %s",
+            where,
+            job.attempts,
+            error,
+        )
     failed = await journal.fail(
         job_id,
         error or "no result",
@@ -167,6 +182,7 @@ async def attempt(
         retry_backoff=settings().retry_backoff,
         log_tail=tuple(job_log.lines),
         fingerprints=None if result is None else result.fingerprints,
+        server_wait=wait,
     )
     if failed.state != JobState.FAILED:
         return AttemptEnd(Outcome.RETRY, steps)

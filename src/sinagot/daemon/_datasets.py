@@ -113,6 +113,12 @@ class ServedDataset:
         self.pipeline: Fingerprints | None = None
         self.pipeline_report = PipelineReport()
 
+    @property
+    def server(self) -> str | None:
+        """The URL of the dataset's server, as its pace and its listing gate know it."""
+        server = self.settings.store.server
+        return server.rstrip("/") if server else None
+
     def carry_over(self, old: ServedDataset) -> None:
         """Keep what the status shows across a reload of the same dataset."""
         self.health, self.failures, self.last_error = old.health, old.failures, old.last_error

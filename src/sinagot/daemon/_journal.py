@@ -498,18 +498,34 @@ class Journal:
         retry_backoff: float,
         log_tail: Sequence[str],
         fingerprints: Fingerprints | None = None,
+        server_wait: float | None = None,
     ) -> JobRecord:
         """Record a failed attempt: back off for a retry, or fail for good after max_attempts.
 
         A stale job waits stale again (behind new sessions). ``fingerprints``: the pipeline
         the attempt ran with, if it got as far as planning; kept for a job that fails for
-        good, so that a change of it (a script fixed) retries the job.
+        good, so that a change of it (a script fixed) retries the job. ``server_wait``: the
+        attempt failed while its server was in trouble; it does not count, and the job
+        waits that long.
         """
         tail = "\n".join(log_tail)
 
         def run(db: sqlite3.Connection, now: float) -> JobRecord:
             job = self._known_job(db, job_id)
-            if job.attempts >= max_attempts:
+            if server_wait is not None:
+                self._set(
+                    db,
+                    now,
+                    job,
+                    JobState.STALE if job.stale_steps else JobState.DISCOVERED,
+                    f"{error}; its server is slowed: this attempt does not count,"
+                    f" retry in {server_wait:g} s",
+                    attempts=max(job.attempts - 1, 0),
+                    last_error=error,
+                    not_before=now + server_wait,
+                    log_tail=tail,
+                )
+            elif job.attempts >= max_attempts:
                 ran_with = self._ran_with(db, fingerprints)
                 self._set(
                     db,

@@ -41,11 +41,6 @@ BACKOFF_CAP = 600.0
 MIN_LIST_TIMEOUT = 30.0
 
 
-def _server(dataset: ServedDataset) -> str | None:
-    server = dataset.settings.store.server
-    return server.rstrip("/") if server else None
-
-
 def poll_phases(datasets: Iterable[ServedDataset]) -> dict[str, float]:
     """Each dataset's phase in the poll interval, in [0, 1), by name.
 
@@ -55,7 +50,7 @@ def poll_phases(datasets: Iterable[ServedDataset]) -> dict[str, float]:
     """
     by_server: dict[str | None, list[str]] = {}
     for dataset in sorted(datasets, key=lambda d: d.name):
-        by_server.setdefault(_server(dataset), []).append(dataset.name)
+        by_server.setdefault(dataset.server, []).append(dataset.name)
     turns = sorted(
         (index / len(names), server, name)
         for server, names in enumerate(by_server.values())
@@ -133,7 +128,7 @@ class Poller:
         :class:`PollPace`). While the listing keeps failing: exponential backoff.
         """
         settings = self._settings()
-        pace = None if self._paces is None else self._paces.get(_server(self.dataset))
+        pace = None if self._paces is None else self._paces.get(self.dataset.server)
         delay = self._pace.after_poll(
             now,
             changed=changed,
@@ -157,7 +152,7 @@ class Poller:
         dataset = self.dataset
         settings = self._settings()
         list_timeout = max(MIN_LIST_TIMEOUT, settings.poll_interval)
-        server = _server(dataset)
+        server = dataset.server
         gate: contextlib.AbstractAsyncContextManager[object] = (
             contextlib.nullcontext()
             if server is None

@@ -210,6 +210,7 @@ class Daemon:
                 stopping=lambda: self.stopping,
                 job_ended=self._job_ended,
                 metrics=self.metrics,
+                server_wait=self._server_wait,
             )
             self._served.current = await build_datasets(all_settings, self._factory, self.paces)
             control = ControlServer(self, control_path)
@@ -445,6 +446,17 @@ class Daemon:
 
     def dataset_names(self) -> list[str]:
         return list(self._served.current)
+
+    def _server_wait(self, dataset: ServedDataset) -> float | None:
+        """How long a job of ``dataset`` waits after a failed attempt while its server is
+        slowed (then the attempt does not count); None when the server is well."""
+        pace = self.paces.get(dataset.server)
+        if pace is None or pace.level == 0:
+            return None
+        settings = self.settings
+        return max(
+            pace.hold_left(), settings.retry_backoff, settings.poll_interval * pace.poll_factor()
+        )
 
     def server_paces(self) -> list[PaceView]:
         return self.paces.views()

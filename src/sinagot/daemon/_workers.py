@@ -49,6 +49,7 @@ class JobWorkers:
         stopping: Callable[[], bool],
         job_ended: Callable[[ServedDataset, JobRecord, AttemptEnd | None], None],
         metrics: DaemonMetrics,
+        server_wait: Callable[[ServedDataset], float | None],
     ) -> None:
         self._journal = journal
         self._unpaused = unpaused
@@ -58,6 +59,7 @@ class JobWorkers:
         self._stopping = stopping
         self._job_ended = job_ended
         self._metrics = metrics
+        self._server_wait = server_wait
         self._queue: asyncio.Queue[JobRecord] = asyncio.Queue(maxsize=size)
         self._claimed: set[int] = set()
         self._busy: dict[asyncio.Task[None], int] = {}
@@ -167,6 +169,7 @@ class JobWorkers:
                     job_log,
                     settings=self._settings,
                     stopping=self._stopping,
+                    server_wait=lambda: self._server_wait(dataset),
                 )
             self._record(dataset.name, end.outcome)
             self._metrics.job_ended(dataset.name, end, time.monotonic() - begin)
