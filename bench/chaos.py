@@ -966,6 +966,9 @@ def main() -> None:
         "--no-cache-disk", action="store_true", help="keep the cache on disk (no full disk)"
     )
     args = parser.parse_args()
+    # Stopped from outside (a timeout, an operator): close the daemon and the server as at
+    # the end of a campaign, rather than leave them running.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     figures = campaign(args)
     print(json.dumps(figures))
     sys.exit(1 if figures["violations"] else 0)
