@@ -131,6 +131,11 @@ def _keep_copy(copy: Path, provenance: dict[str, Any]) -> None:
     atomic_write_bytes(copy, (json.dumps(provenance, indent=2, sort_keys=True) + "\n").encode())
 
 
+def _marker_name(entry: DataEntry) -> str:
+    """The name of ``entry``'s provenance file in the session's PROVENANCE resource."""
+    return f"{resource_label(entry.path)}.json"
+
+
 class AsyncXnatStore:
     """One project of an XNAT server as a Sinagot dataset (see the module docstring)."""
 
@@ -430,7 +435,7 @@ class AsyncXnatStore:
 
     def _marker_uri(self, entry: DataEntry) -> str:
         """Where FrameTree keeps the provenance of ``entry`` (Sinagot's commit marker)."""
-        file = quote_segment(f"{resource_label(entry.path)}.json")
+        file = quote_segment(_marker_name(entry))
         return f"{self.session_path(entry.row_id)}/resources/{PROVENANCE_RESOURCE}/files/{file}"
 
     def _provenance_copy(self, entry: DataEntry) -> Path:
@@ -439,8 +444,7 @@ class AsyncXnatStore:
 
     def _marker_key(self, entry: DataEntry) -> EntryKey:
         """The cache entry of ``entry``'s provenance (see :func:`provenance_key`)."""
-        name = f"{resource_label(entry.path)}.json"
-        return provenance_key(self.server, self.project, entry.row_id, name)
+        return provenance_key(self.server, self.project, entry.row_id, _marker_name(entry))
 
     async def _provenance(self, entry: DataEntry) -> tuple[dict[str, Any] | None, bool]:
         """The provenance of ``entry`` (None: not complete), and whether it is in the layout
@@ -451,7 +455,7 @@ class AsyncXnatStore:
         """
         what = f"provenance of {entry.path} of session {entry.row_id}"
         markers = self._index.markers.get(entry.row_id)
-        listed = None if markers is None else markers.get(f"{resource_label(entry.path)}.json")
+        listed = None if markers is None else markers.get(_marker_name(entry))
         copy = self._provenance_copy(entry)
         try:
             if listed:
@@ -482,7 +486,7 @@ class AsyncXnatStore:
         """Keep the session's provenance listing true to our own writes (None: deleted)."""
         markers = self._index.markers.get(entry.row_id)
         if markers is not None:
-            name = f"{resource_label(entry.path)}.json"
+            name = _marker_name(entry)
             if md5 is None:
                 markers.pop(name, None)
             else:
@@ -501,7 +505,7 @@ class AsyncXnatStore:
 
     async def _uncommit(self, entry: DataEntry) -> None:
         markers = self._index.markers.get(entry.row_id)
-        if markers is not None and f"{resource_label(entry.path)}.json" not in markers:
+        if markers is not None and _marker_name(entry) not in markers:
             return  # the session's listing showed no provenance of it: nothing to remove
         self._note_marker(entry, None)
         # Not found: never committed.
@@ -534,7 +538,7 @@ class AsyncXnatStore:
         copy = self._provenance_copy(entry)
         await asyncio.to_thread(atomic_write_bytes, copy, body)
         md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
-        name = f"{resource_label(entry.path)}.json"
+        name = _marker_name(entry)
         sent = {name: RemoteFile(name, len(body), md5)}
         await together(
             [send(), cache_upload(self.cache, self._marker_key(entry), sent, {name: copy})]
