@@ -512,20 +512,7 @@ class Journal:
 
         def run(db: sqlite3.Connection, now: float) -> JobRecord:
             job = self._known_job(db, job_id)
-            if server_wait is not None:
-                self._set(
-                    db,
-                    now,
-                    job,
-                    JobState.STALE if job.stale_steps else JobState.DISCOVERED,
-                    f"{error}; its server is slowed: this attempt does not count,"
-                    f" retry in {server_wait:g} s",
-                    attempts=max(job.attempts - 1, 0),
-                    last_error=error,
-                    not_before=now + server_wait,
-                    log_tail=tail,
-                )
-            elif job.attempts >= max_attempts:
+            if server_wait is None and job.attempts >= max_attempts:
                 ran_with = self._ran_with(db, fingerprints)
                 self._set(
                     db,
@@ -539,13 +526,18 @@ class Journal:
                     **ran_with,
                 )
             else:
+                attempts, why = job.attempts, ""
                 delay = retry_backoff * 2 ** max(job.attempts - 1, 0)
+                if server_wait is not None:
+                    attempts, delay = max(job.attempts - 1, 0), server_wait
+                    why = "; its server is slowed: this attempt does not count"
                 self._set(
                     db,
                     now,
                     job,
                     JobState.STALE if job.stale_steps else JobState.DISCOVERED,
-                    f"{error}; retry in {delay:g} s",
+                    f"{error}{why}; retry in {delay:g} s",
+                    attempts=attempts,
                     last_error=error,
                     not_before=now + delay,
                     log_tail=tail,
